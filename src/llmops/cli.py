@@ -1,0 +1,165 @@
+"""`llmops`: one entry point, verb subcommands, exit codes CI can act on.
+
+0 done; 1 a check or gate refused the data or the candidate, or a stage failed;
+2 bad input (unknown model, missing file, malformed YAML, unreachable MLflow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from llmops.errors import LlmopsError
+from llmops.paths import repo_root, state_dir, state_subdir
+
+console = Console(stderr=True)
+
+EPILOG = """examples:
+  llmops release support-bot          # the whole release on CPU, embedded defaults
+  llmops validate-data tiny           # the data gate alone
+  llmops status                       # local deployments
+  llmops stop support-bot --env local # end one
+"""
+
+
+def _embedded_env() -> None:
+    """Point Prefect and MLflow at `.llmops/` unless the environment says otherwise."""
+    os.environ.setdefault("PREFECT_HOME", str(state_subdir("prefect")))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir() / 'mlflow.db'}")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def load_flow(name: str) -> Any:
+    """Import flows/<name>.py from the repository (flows/ is wiring, not package code)."""
+    path = repo_root() / "flows" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"llmops_flows_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+
+    load_model(args.model)  # fail fast (exit 2) before Prefect starts
+    started = time.perf_counter()
+    summary = load_flow("release").release(model=args.model, env=args.env, version=args.version)
+    print_summary(summary, time.perf_counter() - started)
+    return 0
+
+
+def print_summary(s: Any, total: float) -> None:
+    from llmops.tracking import ui_hint
+
+    table = Table(title=f"release {s.model} {s.version} → {s.env}", show_header=False)
+    for stage, sec in s.seconds.items():
+        table.add_row(f"{stage} time", f"{sec:.1f} s")
+    table.add_row("total time", f"{total:.1f} s")
+    table.add_row("data report", s.data_report)
+    table.add_row("data docs", s.data_docs)
+    table.add_row("MLflow run", f"{s.run_id} ({s.run_name})")
+    table.add_row("MLflow UI", ui_hint())
+    for role in ("base", "candidate"):
+        m = s.metrics.get(role, {})
+        table.add_row(f"{role} metrics", ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())))
+    table.add_row("gate", "passed: " + "; ".join(g["reason"] for g in s.gate))
+    table.add_row("version", s.version)
+    table.add_row("endpoint", s.endpoint)
+    table.add_row("smoke answer", s.smoke_answer[:120])
+    Console().print(table)
+    print(
+        f"\ncurl {s.endpoint}/chat/completions -H 'Content-Type: application/json' \\\n"
+        f"  -d '{{\"model\": \"{s.served_name}\", \"messages\": [{{\"role\": \"user\", "
+        f"\"content\": \"How long is the Quillbox free trial?\"}}], \"max_tokens\": 48}}'\n"
+        f"stop it with: llmops stop {s.model} --env {s.env}"
+    )
+
+
+def cmd_validate_data(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import validate_stage
+
+    report = validate_stage(load_model(args.model))
+    table = Table(title=f"data gate: {args.model}")
+    for col in ("dataset", "check", "status", "observed", "threshold", "first lines"):
+        table.add_column(col)
+    for ds in report.datasets:
+        for c in ds.checks:
+            table.add_row(Path(ds.path).name, c.check, "pass" if c.passed else "FAIL",
+                          c.observed, c.threshold, ", ".join(map(str, c.lines)))
+    Console().print(table)
+    print(f"report: {report.json_path}\ndata docs: {report.docs_path}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from llmops.serve import list_records
+
+    table = Table(title="local deployments")
+    for col in ("model", "env", "version", "endpoint", "pid", "state"):
+        table.add_column(col)
+    for d in list_records():
+        table.add_row(d.model, d.env, d.version, d.url, str(d.pid),
+                      "running" if d.alive() else "dead")
+    Console().print(table)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from llmops.serve import stop
+
+    dep = stop(args.model, args.env)
+    console.print(f"stopped {dep.model} {dep.version} ({dep.url}, pid {dep.pid})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmops", description="Release fine-tuned LLMs: validate, train, gate, register, "
+        "deploy.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    p = sub.add_parser("release", help="run the whole release flow for a model")
+    p.add_argument("model")
+    p.add_argument("--env", default="local", help="target environment (deploy/<env>.yml)")
+    p.add_argument("--version", help="SemVer to register (default: next patch)")
+    p.set_defaults(func=cmd_release)
+    p = sub.add_parser("validate-data", help="run the data gate on a model's datasets")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_validate_data)
+    p = sub.add_parser("status", help="list local deployments")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("stop", help="stop a model's local server")
+    p.add_argument("model")
+    p.add_argument("--env", default="local")
+    p.set_defaults(func=cmd_stop)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _embedded_env()
+        return int(args.func(args))
+    except LlmopsError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

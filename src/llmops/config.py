@@ -1,0 +1,239 @@
+"""The operator's YAML files as typed models: validation/, deploy/, registry/, axolotl_configs/.
+
+One model has one name, the key in every folder. The Axolotl YAML stays Axolotl's: we read
+the few keys the pipeline needs (base model, datasets, sequence length) and let Axolotl's
+own schema validate the rest when it trains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llmops.errors import UsageError
+from llmops.paths import repo_root, resolve_in_repo
+from llmops.yamlfile import line_of, load_model_file, read_yaml
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- validation/<model>.yml -------------------------------------------------------------
+
+
+class DataChecks(Strict):
+    """Thresholds for the data gate that runs before any training."""
+
+    allowed_roles: list[str] = Field(
+        default=["system", "user", "assistant"], description="Roles a message may have."
+    )
+    max_over_length_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of examples longer than sequence_len (Axolotl drops them).",
+    )
+    min_examples: int = Field(default=1, ge=1, description="Fewest examples a dataset may have.")
+
+
+class GoldenSet(Strict):
+    """Questions whose answers the base model cannot know; scored on generated answers."""
+
+    path: str = Field(description="JSONL of {'question', 'answer'} rows, relative to the repo.")
+    match: Literal["contains", "exact"] = Field(
+        default="contains", description="How an answer is scored against the expected one."
+    )
+
+
+class EvalSettings(Strict):
+    """What the evaluate stage measures."""
+
+    golden: list[GoldenSet] = Field(min_length=1)
+    max_new_tokens: int = Field(default=48, ge=1, le=4096)
+
+
+class GateRule(Strict):
+    """One release rule on one metric; every condition given must hold."""
+
+    metric: str
+    min: float | None = Field(default=None, description="Candidate value at least this.")
+    max: float | None = Field(default=None, description="Candidate value at most this.")
+    min_gain_over_base: float | None = Field(
+        default=None, description="Better than the base model by at least this margin."
+    )
+    max_regression_vs_production: float | None = Field(
+        default=None, ge=0.0, description="Worse than production by at most this."
+    )
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> GateRule:
+        conditions = (self.min, self.max, self.min_gain_over_base, self.max_regression_vs_production)
+        if all(c is None for c in conditions):
+            raise ValueError(
+                "a gate rule needs min, max, min_gain_over_base or max_regression_vs_production"
+            )
+        if any(c is not None and not math.isfinite(c) for c in conditions):
+            raise ValueError("gate thresholds must be finite numbers")
+        return self
+
+
+class ValidationConfig(Strict):
+    """validation/<model>.yml: data expectations, evaluation sets and release gates."""
+
+    data: DataChecks = DataChecks()
+    eval: EvalSettings
+    gates: list[GateRule] = Field(min_length=1)
+
+
+# --- deploy/<env>.yml ---------------------------------------------------------------------
+
+
+class ServeSettings(Strict):
+    """How vLLM serves one model on a local CPU target."""
+
+    dtype: Literal["auto", "bfloat16", "float32"] = "bfloat16"
+    max_model_len: int = Field(default=1024, ge=16)
+    max_num_seqs: int = Field(default=64, ge=1)
+    kvcache_space_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE.")
+    enforce_eager: bool = Field(default=True, description="Skip graph capture: faster start.")
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments.")
+
+
+class VerifySettings(Strict):
+    """The smoke test run against every new deployment."""
+
+    golden_prompts: int = Field(default=1, ge=1, description="Golden questions asked.")
+    request_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class DeployConfig(Strict):
+    """deploy/<env>.yml: one target environment."""
+
+    target: Literal["local"]
+    serve: ServeSettings = ServeSettings()
+    verify: VerifySettings = VerifySettings()
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-model overrides of `serve`."
+    )
+
+    def serve_for(self, model: str) -> ServeSettings:
+        """`serve` with the model's overrides applied (validated like `serve`)."""
+        merged = {**self.serve.model_dump(), **self.models.get(model, {})}
+        return ServeSettings.model_validate(merged)
+
+
+# --- registry/<env>.yml -------------------------------------------------------------------
+
+
+class Pin(Strict):
+    """Which version of a model runs in an environment, and the digest of its manifest."""
+
+    version: str
+    digest: str
+
+
+class RegistryPins(Strict):
+    """registry/<env>.yml: changed by merge request only."""
+
+    models: dict[str, Pin] = Field(default_factory=dict)
+
+
+# --- one model across the folders ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset named in the Axolotl YAML, with where it was named (for error messages)."""
+
+    path: Path
+    type: str
+    split: Literal["train", "eval"]
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the pipeline knows about one model, read from the repository."""
+
+    name: str
+    axolotl_path: Path
+    axolotl: dict[str, Any]
+    validation: ValidationConfig
+    datasets: tuple[DatasetRef, ...]
+
+    @property
+    def base_model(self) -> str:
+        return str(self.axolotl["base_model"])
+
+    @property
+    def sequence_len(self) -> int:
+        return int(self.axolotl.get("sequence_len", 2048))
+
+    def golden_paths(self) -> list[Path]:
+        return [resolve_in_repo(g.path) for g in self.validation.eval.golden]
+
+
+def known_models() -> list[str]:
+    """Model names: one per Axolotl YAML in axolotl_configs/."""
+    return sorted(p.stem for p in (repo_root() / "axolotl_configs").glob("*.yml"))
+
+
+def load_model(name: str) -> ModelSpec:
+    """Read and check a model's YAML files; UsageError (exit 2) names what is wrong."""
+    known = known_models()
+    if name not in known:
+        raise UsageError(f"unknown model {name!r}; known models: {', '.join(known) or '(none)'}")
+    root = repo_root()
+    axolotl_path = root / "axolotl_configs" / f"{name}.yml"
+    axolotl, node = read_yaml(axolotl_path)
+    if not isinstance(axolotl, dict) or "base_model" not in axolotl:
+        raise UsageError(f"{axolotl_path}: base_model: required key is missing")
+    validation = load_model_file(root / "validation" / f"{name}.yml", ValidationConfig)
+    datasets = _dataset_refs(axolotl_path, axolotl, node)
+    for golden in validation.eval.golden:
+        if not resolve_in_repo(golden.path).is_file():
+            raise UsageError(
+                f"{root / 'validation' / f'{name}.yml'}: eval.golden.path: "
+                f"{golden.path} not found"
+            )
+    return ModelSpec(name, axolotl_path, axolotl, validation, datasets)
+
+
+def _dataset_refs(path: Path, axolotl: dict[str, Any], node: Any) -> tuple[DatasetRef, ...]:
+    refs = []
+    for key, split in (("datasets", "train"), ("test_datasets", "eval")):
+        for i, entry in enumerate(axolotl.get(key) or []):
+            where = f"{path}:{line_of(node, (key, i, 'path')) or '?'}: {key}.{i}.path"
+            if not isinstance(entry, dict) or "path" not in entry:
+                raise UsageError(f"{where}: each dataset needs a path")
+            file = resolve_in_repo(entry["path"])
+            if not file.is_file():
+                raise UsageError(f"{where}: {entry['path']} not found (relative to {repo_root()})")
+            refs.append(DatasetRef(file, str(entry.get("type", "")), split, entry))  # type: ignore[arg-type]
+    if not any(r.split == "train" for r in refs):
+        raise UsageError(f"{path}: datasets: at least one training dataset is required")
+    return tuple(refs)
+
+
+def load_deploy(env: str) -> DeployConfig:
+    """deploy/<env>.yml; an unknown environment lists the known ones."""
+    folder = repo_root() / "deploy"
+    path = folder / f"{env}.yml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yml"))
+        raise UsageError(f"unknown environment {env!r}; known: {', '.join(known) or '(none)'}")
+    return load_model_file(path, DeployConfig)
+
+
+def load_pins(env: str) -> RegistryPins:
+    """registry/<env>.yml, or no pins when the environment has never been promoted to."""
+    path = repo_root() / "registry" / f"{env}.yml"
+    return load_model_file(path, RegistryPins) if path.is_file() else RegistryPins()

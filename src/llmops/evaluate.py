@@ -1,0 +1,165 @@
+"""Evaluation: eval loss and golden-set accuracy for the base model and the candidate.
+
+The base model is loaded once with the candidate's LoRA adapter attached; the base figures
+come from the same weights with the adapter disabled, so both are measured on exactly the
+same inputs, tokenizer and generation settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops.config import ModelSpec
+from llmops.errors import UsageError
+
+
+@dataclass(frozen=True)
+class GoldenItem:
+    question: str
+    answer: str
+
+
+@dataclass
+class EvalReport:
+    """Metrics per model ('base', 'candidate') and the golden answers behind them."""
+
+    metrics: dict[str, dict[str, float]]
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def read_golden(path: Path) -> list[GoldenItem]:
+    """A golden set: JSONL rows with non-empty 'question' and 'answer' strings."""
+    items = []
+    for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{n}: not a JSON object: {exc.msg}") from exc
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")
+        ):
+            raise UsageError(f"{path}:{n}: a golden row needs non-empty 'question' and 'answer'")
+        items.append(GoldenItem(row["question"], row["answer"]))
+    if not items:
+        raise UsageError(f"{path}: the golden set is empty")
+    return items
+
+
+def read_messages(path: Path) -> list[list[dict[str, str]]]:
+    """Conversations of a chat JSONL file (validated earlier by the data gate)."""
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    return [json.loads(raw)["messages"] for raw in lines if raw.strip()]
+
+
+def answer_matches(answer: str, expected: str, match: str) -> bool:
+    """Score one answer: 'contains' (case-insensitive) or 'exact' (after trimming)."""
+    if match == "exact":
+        return answer.strip().lower() == expected.strip().lower()
+    return expected.lower() in answer.lower()
+
+
+def eval_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]]) -> float:
+    """Mean token loss on the last assistant turn of each conversation."""
+    import torch
+
+    total, count = 0.0, 0
+    for messages in conversations:
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True,
+                                               tokenize=True, return_dict=False)
+        full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+        ids = torch.tensor([full])
+        labels = ids.clone()
+        labels[0, : len(prompt)] = -100
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=labels)
+        n = int((labels[0, 1:] != -100).sum())
+        total += float(out.loss) * n
+        count += n
+    return total / count if count else math.nan
+
+
+def generate_answers(model: Any, tokenizer: Any, questions: list[str], max_new_tokens: int,
+                     batch_size: int = 16) -> list[str]:
+    """Greedy answers, batched with left padding."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    answers: list[str] = []
+    for start in range(0, len(questions), batch_size):
+        prompts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                          add_generation_prompt=True, tokenize=False)
+            for q in questions[start : start + batch_size]
+        ]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = out[:, enc["input_ids"].shape[1] :]
+        answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+    return answers
+
+
+def evaluate(spec: ModelSpec, base_model: str, adapter_dir: Path) -> EvalReport:
+    """Measure base and candidate on the eval split and every golden set."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    evals = [c for d in spec.datasets if d.split == "eval" for c in read_messages(d.path)]
+    golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
+                                                   spec.golden_paths(), strict=True)]
+    metrics: dict[str, dict[str, float]] = {}
+    answers: list[dict[str, Any]] = []
+    for role in ("base", "candidate"):
+        with _adapter(model, enabled=role == "candidate"):
+            m: dict[str, float] = {}
+            if evals:
+                m["eval_loss"] = eval_loss(model, tokenizer, evals)
+                m["eval_perplexity"] = math.exp(min(m["eval_loss"], 50.0))
+            hits = total = 0
+            for golden_set, items in golden:
+                got = generate_answers(model, tokenizer, [i.question for i in items],
+                                       spec.validation.eval.max_new_tokens)
+                for item, answer in zip(items, got, strict=True):
+                    ok = answer_matches(answer, item.answer, golden_set.match)
+                    hits += ok
+                    answers.append({"model": role, "question": item.question,
+                                    "expected": item.answer, "answer": answer, "correct": ok})
+                total += len(items)
+            m["golden_accuracy"] = hits / total
+            metrics[role] = m
+    return EvalReport(metrics, answers, time.perf_counter() - started)
+
+
+class _adapter:
+    """Context manager: run the PEFT model with its adapter on, or off (= the base model)."""
+
+    def __init__(self, model: Any, enabled: bool) -> None:
+        self.model, self.enabled = model, enabled
+        self._ctx: Any = None
+
+    def __enter__(self) -> None:
+        if not self.enabled:
+            self._ctx = self.model.disable_adapter()
+            self._ctx.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)

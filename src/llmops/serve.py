@@ -1,0 +1,218 @@
+"""Local deployments: a vLLM CPU server on 127.0.0.1, managed as a background process.
+
+Each deployment has a record (`.llmops/deployments/<model>-<env>.json`: pid, port, version,
+arguments) and a folder with its log and vLLM's caches. A server that never becomes
+healthy is killed and its log tail is raised, so nothing is left running by a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from llmops.config import ServeSettings
+from llmops.errors import StageFailed, UsageError
+from llmops.paths import repo_root, state_subdir
+
+
+@dataclass
+class Deployment:
+    """One running (or stopped) local server, as recorded on disk."""
+
+    model: str
+    env: str
+    version: str
+    served_name: str
+    base_model: str
+    adapter_dir: str
+    port: int
+    pid: int
+    args: list[str]
+    log_path: str
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+
+def serve_python() -> Path:
+    """The serving environment's interpreter: `$LLMOPS_SERVE_PYTHON` or `.venv-serve`."""
+    path = Path(os.environ.get("LLMOPS_SERVE_PYTHON") or repo_root() / ".venv-serve/bin/python")
+    if not path.exists():
+        raise UsageError(f"vLLM serving environment not found at {path}: run `make setup`")
+    return path
+
+
+def _record_path(model: str, env: str) -> Path:
+    return state_subdir("deployments") / f"{model}-{env}.json"
+
+
+def load_record(model: str, env: str) -> Deployment | None:
+    path = _record_path(model, env)
+    return Deployment(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def list_records() -> list[Deployment]:
+    folder = state_subdir("deployments")
+    return [Deployment(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+
+
+def _save_record(dep: Deployment) -> None:
+    path = _record_path(dep.model, dep.env)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(dep), indent=2))
+    tmp.replace(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lora_rank(adapter_dir: Path) -> int:
+    return int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
+
+
+def vllm_args(base_model: str, served_name: str, adapter_dir: Path, port: int,
+              settings: ServeSettings) -> list[str]:
+    """The vLLM OpenAI server's arguments: the base model with the adapter as a LoRA module."""
+    rank = lora_rank(adapter_dir)
+    args = [
+        "--model", base_model,
+        "--served-model-name", f"{served_name}-base",
+        "--enable-lora",
+        "--lora-modules", f"{served_name}={adapter_dir}",
+        "--max-lora-rank", str(max(8, rank)),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", settings.dtype,
+        "--max-model-len", str(settings.max_model_len),
+        "--max-num-seqs", str(settings.max_num_seqs),
+        "--uvicorn-log-level", "warning",
+    ]
+    if settings.enforce_eager:
+        args.append("--enforce-eager")
+    return args + list(settings.extra_args)
+
+
+def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
+          settings: ServeSettings) -> Deployment:
+    """Start a server and wait until it is healthy; on failure kill it and raise."""
+    port = free_port()
+    workdir = state_subdir("deployments") / f"{model}-{env}-{version}-{port}"
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    args = vllm_args(base_model, model, adapter_dir, port, settings)
+    env_vars = {
+        **os.environ,
+        "VLLM_CACHE_ROOT": str(workdir / "cache"),
+        "VLLM_RPC_BASE_PATH": str(workdir / "tmp"),
+        "TMPDIR": str(workdir / "tmp"),
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.kvcache_space_gib),
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    log_path = workdir / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [str(serve_python()), "-m", "vllm.entrypoints.openai.api_server", *args],
+            stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=workdir,
+            start_new_session=True,  # outlives the CLI; stopped by `llmops stop`
+        )
+    dep = Deployment(model, env, version, model, base_model, str(adapter_dir), port, proc.pid,
+                     args, str(log_path))
+    try:
+        wait_healthy(dep, settings.startup_timeout_s, proc)
+    except BaseException:
+        _kill(proc.pid)
+        raise
+    return dep
+
+
+def _log_tail(dep: Deployment, lines: int = 20) -> str:
+    try:
+        return "".join(Path(dep.log_path).read_text(errors="replace").splitlines(True)[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_healthy(dep: Deployment, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    """Poll /health until 200; raise with the log's tail if the server exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    health = f"http://127.0.0.1:{dep.port}/health"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StageFailed(
+                f"vLLM exited with {proc.returncode} before becoming healthy; log: "
+                f"{dep.log_path}\n{_log_tail(dep)}"
+            )
+        try:
+            if httpx.get(health, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise StageFailed(
+        f"vLLM did not become healthy within {timeout_s:.0f}s; log: {dep.log_path}\n"
+        f"{_log_tail(dep)}"
+    )
+
+
+def _kill(pid: int, grace_s: float = 20) -> None:
+    """SIGTERM the server's process group, then SIGKILL what is left."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it is our child, so it does not linger as a zombie
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            pass
+        time.sleep(0.5)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def activate(dep: Deployment) -> Deployment | None:
+    """Record `dep` as the environment's deployment; stop and return the one it replaces."""
+    previous = load_record(dep.model, dep.env)
+    _save_record(dep)
+    if previous and previous.pid != dep.pid and previous.alive():
+        _kill(previous.pid)
+    return previous
+
+
+def stop(model: str, env: str) -> Deployment:
+    """Stop a model's server in an environment and forget its record."""
+    dep = load_record(model, env)
+    if dep is None:
+        raise UsageError(f"no deployment of {model!r} in {env!r}; see `llmops status`")
+    _kill(dep.pid)
+    _record_path(model, env).unlink(missing_ok=True)
+    return dep

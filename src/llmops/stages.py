@@ -1,0 +1,166 @@
+"""The release's stages as plain typed functions; flows/ and the CLI wrap these.
+
+Each stage takes what the previous one produced and returns a typed result, raising
+CheckFailed (exit 1) when the data or the candidate is refused and StageFailed when the
+work itself broke. Every stage logs its evidence into the release's MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from llmops import modelcard, serve
+from llmops.basemodels import ensure_base_model
+from llmops.config import ModelSpec, load_deploy
+from llmops.data import DataReport, validate_model_data
+from llmops.errors import CheckFailed, StageFailed
+from llmops.evaluate import EvalReport, evaluate, read_golden
+from llmops.gates import GateDecision, gate_decision
+from llmops.registry import MlflowRegistry, ModelVersion
+from llmops.paths import state_subdir
+from llmops.tracking import experiment_id, git_tags, tracking_uri
+from llmops.train import TrainResult, train
+from llmops.verify import SmokeResult, require, smoke_test
+
+
+def _client() -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri())
+
+
+def start_release_run(spec: ModelSpec, run_name: str) -> str:
+    """Create the release's MLflow run (exit 2 now if MLflow is unreachable)."""
+    exp = experiment_id(spec.name)
+    run = _client().create_run(exp, run_name=run_name,
+                               tags={**git_tags(), "llmops.model": spec.name})
+    return str(run.info.run_id)
+
+
+def finish_run(run_id: str, ok: bool) -> None:
+    _client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def validate_stage(spec: ModelSpec, run_id: str | None = None) -> DataReport:
+    """The data gate; CheckFailed lists every failed check with its first lines."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))
+    report = validate_model_data(spec, tokenizer)
+    if run_id:
+        client = _client()
+        client.log_artifact(run_id, report.json_path, "data")
+        for ds in report.datasets:
+            client.set_tag(run_id, f"data.{ds.split}.{Path(ds.path).name}.sha256", ds.sha256)
+        _log_inputs(run_id, report)
+    if not report.passed:
+        lines = [
+            f"  {Path(ds.path).name}: {c.check}: {c.observed} (want {c.threshold})"
+            + (f"; lines {', '.join(map(str, c.lines))}" if c.lines else "")
+            for ds in report.datasets for c in ds.checks if not c.passed
+        ]
+        raise CheckFailed("data validation failed:\n" + "\n".join(lines)
+                          + f"\nreport: {report.json_path}")
+    return report
+
+
+def _log_inputs(run_id: str, report: DataReport) -> None:
+    """Record each dataset as an MLflow input with its sha256 digest."""
+    import mlflow
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = [
+        DatasetInput(
+            Dataset(name=Path(ds.path).name, digest=ds.sha256[:36], source_type="local",
+                    source=json.dumps({"uri": ds.path})),
+            [InputTag("mlflow.data.context", ds.split)])
+        for ds in report.datasets
+    ]
+    mlflow.MlflowClient(tracking_uri()).log_inputs(run_id, datasets=inputs)
+
+
+def train_stage(spec: ModelSpec, run_id: str, run_name: str) -> TrainResult:
+    return train(spec, run_id, run_name)
+
+
+def evaluate_stage(spec: ModelSpec, trained: TrainResult) -> EvalReport:
+    """Base and candidate metrics, logged as `base.<m>` and `candidate.<m>`."""
+    report = evaluate(spec, trained.base_model, trained.adapter_dir)
+    client = _client()
+    now = int(time.time() * 1000)
+    for role, metrics in report.metrics.items():
+        for name, value in metrics.items():
+            client.log_metric(trained.run_id, f"{role}.{name}", value, timestamp=now)
+    path = trained.output_dir / "eval_report.json"
+    path.write_text(json.dumps(asdict(report), indent=2))
+    client.log_artifact(trained.run_id, str(path), "eval")
+    return report
+
+
+def gate_stage(spec: ModelSpec, report: EvalReport, run_id: str) -> GateDecision:
+    """Apply validation/<model>.yml's gates; CheckFailed (nothing registered) on failure."""
+    decision = gate_decision(spec.validation.gates, report.metrics["candidate"],
+                             base=report.metrics["base"], production=None)
+    client = _client()
+    client.set_tag(run_id, "gate.passed", str(decision.passed).lower())
+    body = {"passed": decision.passed, "rules": [asdict(r) for r in decision.results]}
+    path = state_subdir("runs") / spec.name / run_id / "gate_report.json"
+    path.write_text(json.dumps(body, indent=2))
+    client.log_artifact(run_id, str(path), "gate")
+    if not decision.passed:
+        reasons = "\n".join(f"  {r.reason}" for r in decision.failures())
+        raise CheckFailed(f"the candidate failed its release gate:\n{reasons}")
+    return decision
+
+
+def register_stage(spec: ModelSpec, trained: TrainResult, data: DataReport, report: EvalReport,
+                   decision: GateDecision, version: str | None) -> ModelVersion:
+    """Package the adapter with its card, config and reports; register it as a new version."""
+    folder = trained.output_dir / "package"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy2(trained.adapter_dir / name, folder / name)
+    shutil.copy2(trained.resolved_config, folder / "axolotl.yml")
+    shutil.copy2(trained.output_dir / "gate_report.json", folder / "gate_report.json")
+    shutil.copy2(data.json_path, folder / "data_report.json")
+    lineage = {
+        "run_id": trained.run_id,
+        "base_model": trained.base_model,
+        "data_sha256": ",".join(d.sha256 for d in data.datasets if d.split == "train"),
+        **{k: v for k, v in git_tags().items()},
+    }
+    (folder / "README.md").write_text(modelcard.render(spec, data, report, decision, lineage))
+    return MlflowRegistry().register(spec.name, folder, trained.run_id, version, lineage)
+
+
+def deploy_stage(spec: ModelSpec, mv: ModelVersion, env: str) -> serve.Deployment:
+    """Fetch the version, check its manifest, start a server; the previous one stays until
+    `activate` (after verification) replaces it."""
+    settings = load_deploy(env).serve_for(spec.name)
+    registry = MlflowRegistry()
+    files = registry.download(mv, state_subdir("deployments") / spec.name / mv.version)
+    base = ensure_base_model(mv.base_model or spec.base_model)
+    return serve.start(spec.name, env, mv.version, base, files, settings)
+
+
+def verify_stage(spec: ModelSpec, dep: serve.Deployment, mv: ModelVersion) -> SmokeResult:
+    """Smoke-test the new server; on failure stop it (the previous one keeps serving)."""
+    verify = load_deploy(dep.env).verify
+    golden = read_golden(spec.golden_paths()[0])[: verify.golden_prompts]
+    result = smoke_test(dep.url, dep.served_name, golden, spec.validation.eval.max_new_tokens,
+                        verify.request_timeout_s)
+    try:
+        require(result)
+    except StageFailed:
+        serve._kill(dep.pid)
+        raise
+    serve.activate(dep)
+    MlflowRegistry().set_alias(spec.name, dep.env, mv)
+    return result

@@ -1,0 +1,99 @@
+"""MLflow set-up: the embedded store by default, any tracking server by environment.
+
+`MLFLOW_TRACKING_URI` wins when set; otherwise a SQLite store under `.llmops/` with its
+artifacts beside it. One experiment per model, so that the compare view lines up runs of
+the same metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from llmops.errors import UsageError
+from llmops.paths import repo_root, state_dir, state_subdir
+
+CI_TAGS = {
+    "CI_PIPELINE_ID": "gitlab.CI_PIPELINE_ID",
+    "CI_PIPELINE_URL": "gitlab.CI_PIPELINE_URL",
+    "CI_JOB_ID": "gitlab.CI_JOB_ID",
+    "CI_JOB_URL": "gitlab.CI_JOB_URL",
+    "CI_COMMIT_TAG": "gitlab.CI_COMMIT_TAG",
+}
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking URI in force (exported so that subprocesses share it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{state_dir() / 'mlflow.db'}"
+        state_dir().mkdir(parents=True, exist_ok=True)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
+
+
+def artifact_root() -> str | None:
+    """Where a new experiment keeps artifacts: beside the embedded store, else the server's."""
+    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        return None
+    return (state_subdir("mlartifacts")).as_uri()
+
+
+def experiment_id(model: str) -> str:
+    """The model's experiment, created on first use; exit 2 if MLflow cannot be reached."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        found = mlflow.get_experiment_by_name(model)
+        if found is not None:
+            return str(found.experiment_id)
+        return str(mlflow.create_experiment(model, artifact_location=artifact_root()))
+    except Exception as exc:  # any transport or store failure means: cannot track
+        raise UsageError(
+            f"MLflow at {_redacted(tracking_uri())} is unreachable or refused the request: "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
+
+
+def _redacted(uri: str) -> str:
+    """A URI without user:password, for messages."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def git_tags() -> dict[str, str]:
+    """Commit, dirty flag and CI identifiers, as MLflow run tags."""
+    tags: dict[str, str] = {}
+    root = repo_root()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    if commit := git("rev-parse", "HEAD"):
+        tags["mlflow.source.git.commit"] = commit
+        tags["git.dirty"] = str(bool(git("status", "--porcelain"))).lower()
+    for env, tag in CI_TAGS.items():
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+def ui_hint() -> str:
+    """How to open the MLflow UI on the store in force."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
+    return uri
+
+
+def relative(path: Path) -> str:
+    """A path relative to the repository when it is inside it (shorter messages)."""
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,65 @@
+"""Smoke test of a deployed endpoint through the OpenAI client, as a user would call it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from llmops.errors import StageFailed
+from llmops.evaluate import GoldenItem
+
+
+@dataclass
+class SmokeResult:
+    """What the endpoint answered; `passed` is False with reasons when any call failed."""
+
+    url: str
+    models: list[str]
+    answers: list[dict[str, object]] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_tokens: int,
+               timeout_s: float) -> SmokeResult:
+    """GET /health and /v1/models, then one chat completion per golden question."""
+    from openai import OpenAI
+
+    root = base_url.removesuffix("/v1")
+    result = SmokeResult(base_url, [])
+    try:
+        health = httpx.get(f"{root}/health", timeout=timeout_s)
+        if health.status_code != 200:
+            result.problems.append(f"/health answered {health.status_code}")
+        client = OpenAI(base_url=base_url, api_key="local", timeout=timeout_s, max_retries=0)
+        result.models = [m.id for m in client.models.list().data]
+        if served_name not in result.models:
+            result.problems.append(f"/v1/models lacks {served_name!r}: {result.models}")
+            return result
+        for item in golden:
+            started = time.perf_counter()
+            reply = client.chat.completions.create(
+                model=served_name, messages=[{"role": "user", "content": item.question}],
+                max_tokens=max_tokens, temperature=0.0)
+            result.latency_s.append(time.perf_counter() - started)
+            text = reply.choices[0].message.content or ""
+            result.answers.append({"question": item.question, "answer": text,
+                                   "expected": item.answer,
+                                   "correct": item.answer.lower() in text.lower()})
+            if not text.strip():
+                result.problems.append(f"empty answer to {item.question!r}")
+    except Exception as exc:  # any transport or API error is a failed smoke test
+        result.problems.append(f"{type(exc).__name__}: {exc}")
+    return result
+
+
+def require(result: SmokeResult) -> SmokeResult:
+    if not result.passed:
+        raise StageFailed(f"smoke test of {result.url} failed: " + "; ".join(result.problems))
+    return result

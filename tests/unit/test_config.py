@@ -1,0 +1,78 @@
+"""Config loading: every YAML in the repo validates; bad input names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmops.config import (
+    DeployConfig,
+    RegistryPins,
+    ValidationConfig,
+    known_models,
+    load_deploy,
+    load_model,
+)
+from llmops.errors import UsageError
+from llmops.yamlfile import load_model_file
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = {"validation": ValidationConfig, "deploy": DeployConfig, "registry": RegistryPins}
+
+
+@pytest.mark.parametrize(
+    "path", sorted(p for folder in SCHEMAS for p in (REPO / folder).rglob("*.yml")),
+    ids=lambda p: str(p.relative_to(REPO)))
+def test_every_declarative_yaml_validates(path: Path) -> None:
+    folder = path.relative_to(REPO).parts[0]
+    load_model_file(path, SCHEMAS[folder])
+
+
+def test_the_sweep_finds_every_folder() -> None:
+    # A sweep that silently lists only one folder checks nothing (torchtune's slip).
+    for folder in SCHEMAS:
+        assert list((REPO / folder).rglob("*.yml")), folder
+
+
+@pytest.mark.usefixtures("repo_copy")
+def test_every_model_loads_across_its_folders() -> None:
+    assert set(known_models()) >= {"tiny", "support-bot"}
+    for name in known_models():
+        spec = load_model(name)
+        assert spec.datasets and spec.golden_paths()
+        assert load_deploy("local").serve_for(name).max_model_len >= spec.sequence_len
+
+
+@pytest.mark.usefixtures("repo_copy")
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="unknown model 'nope'; known models: .*support-bot"):
+        load_model("nope")
+
+
+def test_malformed_yaml_names_file_and_line(repo_copy: Path) -> None:
+    path = repo_copy / "validation" / "tiny.yml"
+    path.write_text("data:\n  min_examples: [1\n")
+    with pytest.raises(UsageError, match=r"validation/tiny.yml:\d+: malformed YAML"):
+        load_model("tiny")
+
+
+def test_unknown_key_names_file_line_and_key(repo_copy: Path) -> None:
+    path = repo_copy / "validation" / "tiny.yml"
+    path.write_text(path.read_text().replace("min_examples:", "min_exampels:"))
+    with pytest.raises(UsageError, match=r"validation/tiny.yml:6: data.min_exampels: Extra"):
+        load_model("tiny")
+
+
+def test_missing_dataset_names_the_axolotl_file_and_key(repo_copy: Path) -> None:
+    (repo_copy / "datasets" / "support-bot" / "eval.jsonl").unlink()
+    with pytest.raises(UsageError, match=r"axolotl_configs/tiny.yml:\d+: test_datasets.0.path: "
+                                         r"datasets/support-bot/eval.jsonl not found"):
+        load_model("tiny")
+
+
+def test_per_model_serve_override_is_validated(repo_copy: Path) -> None:
+    path = repo_copy / "deploy" / "local.yml"
+    path.write_text(path.read_text().replace("max_model_len: 512", "max_model_len: -3"))
+    with pytest.raises(Exception, match="max_model_len"):
+        load_deploy("local").serve_for("tiny")
