@@ -74,7 +74,8 @@ class GateRule(Strict):
 
     @model_validator(mode="after")
     def _has_a_condition(self) -> GateRule:
-        conditions = (self.min, self.max, self.min_gain_over_base, self.max_regression_vs_production)
+        conditions = (self.min, self.max, self.min_gain_over_base,
+                      self.max_regression_vs_production)
         if all(c is None for c in conditions):
             raise ValueError(
                 "a gate rule needs min, max, min_gain_over_base or max_regression_vs_production"

@@ -25,6 +25,7 @@ BOOL_CHECKS = {
     "roles_allowed": "every role is in allowed_roles",
     "content_nonempty": "every content is a non-empty string",
     "has_assistant": "at least one assistant turn",
+    "renders": "renders through the model's chat template",
 }
 CHUNK = 2048
 
@@ -97,7 +98,11 @@ def _stream(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def feature_table(path: Path, tokenizer: Any, allowed_roles: list[str]) -> Any:
-    """One row per example: line, the boolean checks, and the rendered token count."""
+    """One row per example: line, the boolean checks, and the rendered token count.
+
+    token_count is null for a row that failed a structural check (GX skips nulls, so the
+    row is reported once, under that check, not again under length).
+    """
     import pandas as pd
 
     allowed = set(allowed_roles)
@@ -118,17 +123,19 @@ def feature_table(path: Path, tokenizer: Any, allowed_roles: list[str]) -> Any:
         feats = _features(obj.get("messages") if isinstance(obj, dict) else None, allowed)
         for k, v in feats.items():
             cols[k].append(v)
-        cols["token_count"].append(-1)
+        cols["token_count"].append(None)
+        renders = True
         if all(feats.values()):
             try:
                 text = tokenizer.apply_chat_template(obj["messages"], tokenize=False)
                 pending.append((row, text))
-            except Exception:  # the template refused it: token_count stays -1 (fails length)
-                pass
+            except Exception:  # the model's template refused this conversation
+                renders = False
+        cols["renders"].append(renders)
         if len(pending) >= CHUNK:
             flush()
     flush()
-    return pd.DataFrame(cols)
+    return pd.DataFrame(cols).astype({"token_count": "Int64"})
 
 
 def sha256_of(path: Path) -> str:
@@ -170,9 +177,10 @@ def _check_rows(df: Any, gx_result: Any, spec: ModelSpec) -> list[CheckResult]:
             rows.append(CheckResult("size", ok, f"{len(df)} examples",
                                     f">= {cfg.kwargs['min_value']}"))
         elif col == "token_count":
-            over = df["token_count"] > seq
-            bad = (df["token_count"] < 1) | over
-            share = float(over.mean()) if len(df) else 0.0
+            counts = df["token_count"]
+            over = (counts > seq).fillna(False)
+            bad = ((counts < 1) | (counts > seq)).fillna(False)
+            share = float(over.sum()) / max(int(counts.notna().sum()), 1)
             rows.append(CheckResult(
                 "length", ok, f"{share:.1%} over {seq} tokens",
                 f"<= {spec.validation.data.max_over_length_share:.1%} (sequence_len {seq})",
@@ -204,7 +212,7 @@ def validate_dataset(spec: ModelSpec, ref: DatasetRef, tokenizer: Any, context: 
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")]))
     result = checkpoint.run(batch_parameters={"dataframe": df})
     gx_result = next(iter(result.run_results.values()))
-    counts = df.loc[df["token_count"] >= 0, "token_count"]
+    counts = df["token_count"].dropna()
     q = counts.quantile([0.5, 0.95]) if len(counts) else None
     return DatasetReport(
         path=str(ref.path), split=ref.split, sha256=sha256_of(ref.path), examples=len(df),

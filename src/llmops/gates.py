@@ -86,7 +86,8 @@ def evaluate_rule(
         else:
             ref = _finite(production, m)
             if ref is None:
-                checks.append((False, f"{m}: production value missing or not finite (fails closed)"))
+                checks.append(
+                    (False, f"{m}: production value missing or not finite (fails closed)"))
             else:
                 regression = -_gain(m, value, ref)
                 limit = rule.max_regression_vs_production

@@ -7,6 +7,7 @@ healthy is killed and its log tail is raised, so nothing is left running by a fa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -193,10 +194,8 @@ def _kill(pid: int, grace_s: float = 20) -> None:
         except ChildProcessError:
             pass
         time.sleep(0.5)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def activate(dep: Deployment) -> Deployment | None:

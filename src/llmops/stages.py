@@ -21,8 +21,8 @@ from llmops.data import DataReport, validate_model_data
 from llmops.errors import CheckFailed, StageFailed
 from llmops.evaluate import EvalReport, evaluate, read_golden
 from llmops.gates import GateDecision, gate_decision
-from llmops.registry import MlflowRegistry, ModelVersion
 from llmops.paths import state_subdir
+from llmops.registry import MlflowRegistry, ModelVersion
 from llmops.tracking import experiment_id, git_tags, tracking_uri
 from llmops.train import TrainResult, train
 from llmops.verify import SmokeResult, require, smoke_test

@@ -87,11 +87,16 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if os.environ.get("LLMOPS_QUIET_TRAIN") != "1":
-                sys.stderr.write(line)
-        code = proc.wait()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if os.environ.get("LLMOPS_QUIET_TRAIN") != "1":
+                    sys.stderr.write(line)
+            code = proc.wait()
+        except BaseException:  # interrupted: never leave a training process behind
+            proc.terminate()
+            proc.wait(timeout=60)
+            raise
     if code != 0:
         tail = "".join(log_path.read_text(encoding="utf-8").splitlines(True)[-25:])
         raise StageFailed(f"axolotl train exited with {code}; log: {log_path}\n{tail}")
