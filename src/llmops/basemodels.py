@@ -57,11 +57,10 @@ def _corpus_lines() -> list[str]:
     return lines or ["hello world"]
 
 
-def build_tiny_llama(out: Path) -> None:
-    """A random 2-layer Llama (hidden 128, 2 heads of 64) and a 1k-token BPE tokenizer."""
-    import torch
+def build_tiny_tokenizer() -> Any:
+    """A 1k-token byte-level BPE tokenizer trained on the repo's datasets, with ChatML."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -80,6 +79,16 @@ def build_tiny_llama(out: Path) -> None:
         unk_token="<|endoftext|>",
     )
     tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_llama(out: Path) -> None:
+    """A 2-layer Llama (hidden 128, 2 heads of 64) with the tiny tokenizer, pre-trained for
+    a few seconds on the chat format."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,

@@ -22,7 +22,7 @@ from rich.table import Table
 from llmops.errors import LlmopsError
 from llmops.paths import repo_root, state_dir, state_subdir
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 EPILOG = """examples:
   llmops release support-bot          # the whole release on CPU, embedded defaults
@@ -93,20 +93,44 @@ def print_summary(s: Any, total: float) -> None:
 
 
 def cmd_validate_data(args: argparse.Namespace) -> int:
-    from llmops.config import load_model
+    from llmops.config import DatasetRef, load_model
+    from llmops.errors import CheckFailed, UsageError
     from llmops.stages import validate_stage
 
-    report = validate_stage(load_model(args.model))
-    table = Table(title=f"data gate: {args.model}")
-    for col in ("dataset", "check", "status", "observed", "threshold", "first lines"):
-        table.add_column(col)
+    spec = load_model(args.model)
+    only = None
+    if args.dataset:
+        path = Path(args.dataset).resolve()
+        if not path.is_file():
+            raise UsageError(f"{args.dataset}: file not found")
+        first = next(r for r in spec.datasets if r.split == "train")
+        only = [DatasetRef(path, first.type, "train", {**first.entry, "path": str(path)})]
+    try:
+        report = validate_stage(spec, only=only)
+    except CheckFailed as exc:
+        report = getattr(exc, "report", None)
+        if report is not None:
+            print_data_report(report)
+        raise
+    print_data_report(report)
+    return 0
+
+
+def print_data_report(report: Any) -> None:
+    """The data gate's table: check, status, observed, threshold, first offending lines."""
+    table = Table(title=f"data gate: {report.model}")
+    for col in ("dataset", "check", "status", "observed", "threshold", "lines"):
+        table.add_column(col, overflow="fold")
     for ds in report.datasets:
         for c in ds.checks:
-            table.add_row(Path(ds.path).name, c.check, "pass" if c.passed else "FAIL",
-                          c.observed, c.threshold, ", ".join(map(str, c.lines)))
-    Console().print(table)
+            status = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
+            table.add_row(Path(ds.path).name, c.check, status, c.observed, c.threshold,
+                          ", ".join(map(str, c.lines)))
+    Console(width=max(Console().width, 140)).print(table)
+    for ds in report.datasets:
+        print(f"{Path(ds.path).name}: {ds.examples} examples, tokens p50 {ds.token_p50} "
+              f"p95 {ds.token_p95} max {ds.token_max}, sha256 {ds.sha256[:16]}…")
     print(f"report: {report.json_path}\ndata docs: {report.docs_path}")
-    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -142,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_release)
     p = sub.add_parser("validate-data", help="run the data gate on a model's datasets")
     p.add_argument("model")
+    p.add_argument("--dataset", help="check this file instead, against the model's rules")
     p.set_defaults(func=cmd_validate_data)
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func=cmd_status)

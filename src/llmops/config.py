@@ -41,6 +41,16 @@ class DataChecks(Strict):
         description="Largest share of examples longer than sequence_len (Axolotl drops them).",
     )
     min_examples: int = Field(default=1, ge=1, description="Fewest examples a dataset may have.")
+    allow_consecutive_same_role: bool = Field(
+        default=False, description="Allow two turns of one role in a row.")
+    max_duplicate_share: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="Largest share of exact duplicates (after folding case and space).")
+    pii_kinds: list[Literal["email", "phone", "card", "cloud_key", "private_key", "api_token"]] = \
+        Field(default=["email", "phone", "card", "cloud_key", "private_key", "api_token"],
+              description="PII and secret kinds that fail the gate; [] turns the check off.")
+    pii_allow: list[str] = Field(
+        default_factory=list, description="Regexes of matches that are fine (fullmatch).")
 
 
 class GoldenSet(Strict):

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmops import modelcard, serve
 from llmops.basemodels import ensure_base_model
-from llmops.config import ModelSpec, load_deploy
+from llmops.config import DatasetRef, ModelSpec, load_deploy
 from llmops.data import DataReport, validate_model_data
 from llmops.errors import CheckFailed, StageFailed
 from llmops.evaluate import EvalReport, evaluate, read_golden
@@ -46,17 +46,19 @@ def finish_run(run_id: str, ok: bool) -> None:
     _client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
-def validate_stage(spec: ModelSpec, run_id: str | None = None) -> DataReport:
+def validate_stage(spec: ModelSpec, run_id: str | None = None,
+                   only: list[DatasetRef] | None = None) -> DataReport:
     """The data gate; CheckFailed lists every failed check with its first lines."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))
-    report = validate_model_data(spec, tokenizer)
+    report = validate_model_data(spec, tokenizer, only)
     if run_id:
         client = _client()
         client.log_artifact(run_id, report.json_path, "data")
-        for ds in report.datasets:
-            client.set_tag(run_id, f"data.{ds.split}.{Path(ds.path).name}.sha256", ds.sha256)
+        docs = Path(report.docs_path).parent
+        if docs.is_dir():
+            client.log_artifacts(run_id, str(docs), "data/docs")
         _log_inputs(run_id, report)
     if not report.passed:
         lines = [
@@ -64,8 +66,10 @@ def validate_stage(spec: ModelSpec, run_id: str | None = None) -> DataReport:
             + (f"; lines {', '.join(map(str, c.lines))}" if c.lines else "")
             for ds in report.datasets for c in ds.checks if not c.passed
         ]
-        raise CheckFailed("data validation failed:\n" + "\n".join(lines)
-                          + f"\nreport: {report.json_path}")
+        failed = CheckFailed("data validation failed:\n" + "\n".join(lines)
+                             + f"\nreport: {report.json_path}\ndata docs: {report.docs_path}")
+        failed.report = report  # type: ignore[attr-defined]  # for the CLI's table
+        raise failed
     return report
 
 
@@ -76,7 +80,7 @@ def _log_inputs(run_id: str, report: DataReport) -> None:
 
     inputs = [
         DatasetInput(
-            Dataset(name=Path(ds.path).name, digest=ds.sha256[:36], source_type="local",
+            Dataset(name=Path(ds.path).name, digest=ds.sha256, source_type="local",
                     source=json.dumps({"uri": ds.path})),
             [InputTag("mlflow.data.context", ds.split)])
         for ds in report.datasets

@@ -136,9 +136,9 @@ def test_bad_data_stops_before_training_and_names_the_lines(tmp_path: Path,
     done = llmops("release", "tiny", root=root, home=home)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "data validation failed" in done.stderr
-    assert "roles_allowed: 1 failing" in done.stderr and "lines 3" in done.stderr
-    assert "content_nonempty: 1 failing" in done.stderr and "lines 5" in done.stderr
-    assert "is_object: 1 failing" in done.stderr and "lines 7" in done.stderr
+    assert "train.jsonl: roles: 1 failing" in done.stderr and "lines 3\n" in done.stderr
+    assert "train.jsonl: content: 1 failing" in done.stderr and "lines 5\n" in done.stderr
+    assert "train.jsonl: parse: 1 failing" in done.stderr and "lines 7\n" in done.stderr
     assert not (home / "runs" / "tiny").exists()  # no training started
 
 

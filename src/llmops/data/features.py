@@ -1,0 +1,166 @@
+"""One streaming pass over a dataset file: one row of check results per example.
+
+Memory stays bounded by the feature table (a few bytes per example per column) and the
+fingerprint sets for duplicates; the rows themselves are never held. Each example is
+reported under its most basic failure only: a line that is not JSON is not also counted as
+missing fields, and a row with a schema error has no token count (so it does not fail
+`length` too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmops.config import DataChecks
+from llmops.data.formats import Format, to_messages
+from llmops.data.scan import fingerprint, normalised, pii_kinds
+
+# Boolean columns, in report order, with what a passing row satisfies.
+BOOL_CHECKS: dict[str, str] = {
+    "parse": "a UTF-8 JSON object per line",
+    "fields": "the format's required fields",
+    "content": "every content a non-empty string",
+    "roles": "every role in allowed_roles",
+    "assistant": "at least one assistant turn",
+    "system_first": "a system turn only first",
+    "alternation": "no two consecutive turns of one role",
+    "template": "renders through the model's chat template",
+    "unique": "not an exact duplicate (case and space folded)",
+    "no_leak": "no eval or golden example in training",
+    "no_pii": "no PII or secrets",
+}
+TOKENIZE_CHUNK = 4096
+
+
+@dataclass
+class References:
+    """What training data must not contain: eval examples and golden questions."""
+
+    examples: set[bytes] = field(default_factory=set)
+    questions: set[str] = field(default_factory=set)
+
+
+@dataclass
+class FeatureTable:
+    """Columns of per-example results, plus PII kinds per offending line (never values)."""
+
+    columns: dict[str, list[Any]]
+    pii: dict[int, list[str]]
+
+    def frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(self.columns).astype({"token_count": "Int64"})
+
+
+def stream_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(1-based line number, parsed object or None) per non-blank line; a BOM is fine."""
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                yield n, json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                yield n, None
+
+
+def stream_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Rows of a .json file holding one array (parsed whole: JSON arrays cannot stream)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = getattr(exc, "lineno", 1)
+        yield line, None
+        return
+    yield from enumerate(rows if isinstance(rows, list) else [rows], start=1)
+
+
+def _structure(msgs: list[dict[str, Any]] | None, fmt: Format, checks: DataChecks,
+               allowed: set[str]) -> dict[str, bool]:
+    out = dict.fromkeys(("fields", "content", "roles", "assistant", "system_first",
+                         "alternation"), True)
+    if msgs is None:
+        out["fields"] = False
+        return out
+    out["content"] = all(isinstance(m["content"], str) and m["content"].strip() for m in msgs)
+    if fmt.type == "completion":
+        return out
+    roles = [m["role"] for m in msgs]
+    out["roles"] = all(r in allowed for r in roles)
+    out["assistant"] = "assistant" in roles
+    out["system_first"] = "system" not in roles[1:]
+    if not checks.allow_consecutive_same_role:
+        out["alternation"] = all(a != b for a, b in zip(roles, roles[1:], strict=False))
+    return out
+
+
+def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks: DataChecks,
+            refs: References | None) -> FeatureTable:
+    """Compute every per-example check; tokenization is batched through the fast tokenizer."""
+    allowed = set(checks.allowed_roles)
+    enabled = frozenset(checks.pii_kinds)
+    allow = re.compile("|".join(f"(?:{p})" for p in checks.pii_allow)) if checks.pii_allow \
+        else None
+    cols: dict[str, list[Any]] = {k: [] for k in ("line", *BOOL_CHECKS, "token_count")}
+    pii: dict[int, list[str]] = {}
+    seen: set[bytes] = set()
+    pending: list[tuple[int, str]] = []
+
+    def flush() -> None:
+        if pending:
+            ids = tokenizer([t for _, t in pending], add_special_tokens=False)["input_ids"]
+            for (row, _), toks in zip(pending, ids, strict=True):
+                cols["token_count"][row] = len(toks)
+            pending.clear()
+
+    for n, obj in rows:
+        row = len(cols["line"])
+        msgs = to_messages(obj, fmt) if isinstance(obj, dict) else None
+        feats = {"parse": isinstance(obj, dict)}
+        feats.update(_structure(msgs, fmt, checks, allowed) if feats["parse"] else
+                     dict.fromkeys(BOOL_CHECKS, True) | {"parse": False})
+        feats.update(template=True, unique=True, no_leak=True, no_pii=True)
+        cols["token_count"].append(None)
+        if msgs is not None and all(feats.values()):
+            text = "\n".join(m["content"] for m in msgs)
+            key = fingerprint(text)
+            feats["unique"] = key not in seen
+            seen.add(key)
+            if refs is not None:
+                feats["no_leak"] = key not in refs.examples and not any(
+                    m["role"] == "user" and normalised(m["content"]) in refs.questions
+                    for m in msgs)
+            kinds = pii_kinds(text, enabled, allow)
+            if kinds:
+                feats["no_pii"] = False
+                pii[n] = sorted(kinds)
+            rendered = _render(msgs, fmt, tokenizer)
+            if rendered is None:
+                feats["template"] = False
+            else:
+                pending.append((row, rendered))
+        cols["line"].append(n)
+        for k in BOOL_CHECKS:
+            cols[k].append(feats[k])
+        if len(pending) >= TOKENIZE_CHUNK:
+            flush()
+    flush()
+    return FeatureTable(cols, pii)
+
+
+def _render(msgs: list[dict[str, Any]], fmt: Format, tokenizer: Any) -> str | None:
+    """The text the trainer will see; None when the chat template refuses the conversation."""
+    if fmt.type == "completion":
+        return str(msgs[0]["content"])
+    try:
+        return str(tokenizer.apply_chat_template(msgs, tokenize=False))
+    except Exception:  # jinja raises its own errors (e.g. raise_exception in templates)
+        return None
