@@ -80,7 +80,7 @@ def release(model: str, env: str = "local", version: str | None = None) -> Relea
         out.metrics = report.metrics
         decision = timed("gate", gate, spec, report, out.run_id)
         out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]
-        mv = timed("register", register, spec, trained, data, report, decision, version)
+        mv = timed("register", register, spec, out.run_id, version)
         out.version = mv.version
         dep = timed("deploy", deploy, spec, mv, env)
         smoke = timed("verify", verify, spec, dep, mv)

@@ -27,6 +27,9 @@ console = Console(stderr=True, soft_wrap=True)
 EPILOG = """examples:
   llmops release support-bot          # the whole release on CPU, embedded defaults
   llmops validate-data tiny           # the data gate alone
+  llmops register tiny --run <id> --version 1.2.0
+  llmops promote tiny 1.2.0 --to production          # opens a merge request
+  llmops promote tiny 1.2.0 --to production --local  # edits registry/production.yml
   llmops status                       # local deployments
   llmops stop support-bot --env local # end one
 """
@@ -133,6 +136,38 @@ def print_data_report(report: Any) -> None:
     print(f"report: {report.json_path}\ndata docs: {report.docs_path}")
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import register_stage
+
+    mv = register_stage(load_model(args.model), args.run, args.version)
+    print(f"registered {mv.name} {mv.version} (registry id {mv.registry_id}) digest {mv.digest}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from llmops import promote
+
+    registry = promote.registry_backend()
+    if args.local:
+        path = promote.promote_local(args.model, args.version, args.to, registry)
+        print(f"pinned {args.model} {args.version} in {path}")
+        return 0
+    mv = promote.checked_version(registry, args.model, args.version)
+    mr = promote.promote_mr(args.model, args.version, args.to, registry,
+                            promote.gitlab_project(), promote.gate_evidence(registry, mv))
+    print(f"merge request !{mr.iid}: {mr.web_url}")
+    return 0
+
+
+def cmd_apply_promotion(args: argparse.Namespace) -> int:
+    from llmops import promote
+
+    for mv in promote.apply_promotion(args.env, promote.registry_backend()):
+        print(f"{args.env}: {mv.name} {mv.version} ({mv.digest})")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from llmops.serve import list_records
 
@@ -168,6 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--dataset", help="check this file instead, against the model's rules")
     p.set_defaults(func=cmd_validate_data)
+    p = sub.add_parser("register", help="register a gated run's adapter as a new version")
+    p.add_argument("model")
+    p.add_argument("--run", required=True, help="MLflow run id of the release")
+    p.add_argument("--version", help="SemVer (default: the CI tag, else the next patch)")
+    p.set_defaults(func=cmd_register)
+    p = sub.add_parser("promote", help="pin a version to an environment by merge request")
+    p.add_argument("model")
+    p.add_argument("version")
+    p.add_argument("--to", required=True, metavar="ENV", help="environment (registry/<env>.yml)")
+    p.add_argument("--local", action="store_true", help="edit the pin file, no GitLab")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("apply-promotion", help="after merge: check pins, point env aliases")
+    p.add_argument("--env", required=True)
+    p.set_defaults(func=cmd_apply_promotion)
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("stop", help="stop a model's local server")

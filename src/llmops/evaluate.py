@@ -109,8 +109,9 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[str], max_new_t
     return answers
 
 
-def evaluate(spec: ModelSpec, base_model: str, adapter_dir: Path) -> EvalReport:
-    """Measure base and candidate on the eval split and every golden set."""
+def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> EvalReport:
+    """Measure the base model and each adapter ('candidate', 'production') on the eval
+    split and every golden set, with the same weights, tokenizer and generation settings."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -121,14 +122,18 @@ def evaluate(spec: ModelSpec, base_model: str, adapter_dir: Path) -> EvalReport:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    names = list(adapters)
+    model = PeftModel.from_pretrained(base, str(adapters[names[0]]), adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(str(adapters[name]), adapter_name=name)
+    model.eval()
     evals = [c for d in spec.datasets if d.split == "eval" for c in read_messages(d.path)]
     golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
                                                    spec.golden_paths(), strict=True)]
     metrics: dict[str, dict[str, float]] = {}
     answers: list[dict[str, Any]] = []
-    for role in ("base", "candidate"):
-        with _adapter(model, enabled=role == "candidate"):
+    for role in ("base", *names):
+        with _adapter(model, None if role == "base" else role):
             m: dict[str, float] = {}
             if evals:
                 m["eval_loss"] = eval_loss(model, tokenizer, evals)
@@ -149,16 +154,18 @@ def evaluate(spec: ModelSpec, base_model: str, adapter_dir: Path) -> EvalReport:
 
 
 class _adapter:
-    """Context manager: run the PEFT model with its adapter on, or off (= the base model)."""
+    """Context manager: run the PEFT model with one named adapter, or none (the base)."""
 
-    def __init__(self, model: Any, enabled: bool) -> None:
-        self.model, self.enabled = model, enabled
+    def __init__(self, model: Any, name: str | None) -> None:
+        self.model, self.name = model, name
         self._ctx: Any = None
 
     def __enter__(self) -> None:
-        if not self.enabled:
+        if self.name is None:
             self._ctx = self.model.disable_adapter()
             self._ctx.__enter__()
+        else:
+            self.model.set_adapter(self.name)
 
     def __exit__(self, *exc: object) -> None:
         if self._ctx is not None:

@@ -3,35 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llmops.config import ModelSpec
-from llmops.data import DataReport
-from llmops.evaluate import EvalReport
-from llmops.gates import GateDecision
-
-
-def _metrics_table(report: EvalReport) -> str:
-    names = sorted({k for m in report.metrics.values() for k in m})
-    rows = ["| metric | base | candidate |", "|---|---|---|"]
-    for n in names:
-        base = report.metrics.get("base", {}).get(n)
-        cand = report.metrics.get("candidate", {}).get(n)
-        rows.append(f"| {n} | {_fmt(base)} | {_fmt(cand)} |")
-    return "\n".join(rows)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def render(spec: ModelSpec, data: DataReport, report: EvalReport, decision: GateDecision,
-           lineage: dict[str, str]) -> str:
-    """Markdown: base model, data digests, training config keys, metrics, gate, use, limits."""
+def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+    roles = [r for r in ("base", "production", "candidate") if r in metrics]
+    names = sorted({k for m in metrics.values() for k in m})
+    rows = ["| metric | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|"]
+    for n in names:
+        rows.append(f"| {n} | " + " | ".join(_fmt(metrics[r].get(n)) for r in roles) + " |")
+    return "\n".join(rows)
+
+
+def render(spec: ModelSpec, data: dict[str, Any], metrics: dict[str, dict[str, float]],
+           gate: dict[str, Any], lineage: dict[str, str]) -> str:
+    """Markdown from the run's reports: base model, data digests, config, metrics, gate."""
     cfg = spec.axolotl
     datasets = "\n".join(
-        f"- `{Path(d.path).name}` ({d.split}): {d.examples} examples, sha256 `{d.sha256}`"
-        for d in data.datasets)
-    gate = "\n".join(f"- {'pass' if r.passed else 'FAIL'}: {r.reason}" for r in decision.results)
+        f"- `{Path(d['path']).name}` ({d['split']}): {d['examples']} examples, "
+        f"sha256 `{d['sha256']}`" for d in data.get("datasets", []))
+    rules = "\n".join(f"- {'pass' if r['passed'] else 'FAIL'}: {r['reason']}"
+                      for r in gate.get("rules", []))
     keys = ("adapter", "lora_r", "lora_alpha", "sequence_len", "learning_rate", "max_steps",
             "num_epochs", "micro_batch_size")
     training = "\n".join(f"- {k}: `{cfg[k]}`" for k in keys if k in cfg)
@@ -51,10 +49,10 @@ A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`.
 {training}
 
 ## Evaluation
-{_metrics_table(report)}
+{_metrics_table(metrics)}
 
 ## Release gate
-{gate}
+{rules}
 
 ## Intended use and limits
 Answers questions within the domain of its training data. It was evaluated only on the

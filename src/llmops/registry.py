@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +34,7 @@ class ModelVersion:
     run_id: str
     digest: str
     base_model: str
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def parse_semver(text: str) -> tuple[int, int, int]:
@@ -119,7 +120,7 @@ class MlflowRegistry:
         tags = mv.tags  # type: ignore[attr-defined]
         return ModelVersion(mv.name, tags["version"], str(mv.version),  # type: ignore[attr-defined]
                             mv.source, mv.run_id, tags.get("digest", ""),  # type: ignore[attr-defined]
-                            tags.get("base_model", ""))
+                            tags.get("base_model", ""), dict(tags))
 
     def register(self, name: str, folder: Path, run_id: str, version: str | None,
                  lineage: dict[str, str]) -> ModelVersion:
@@ -147,7 +148,7 @@ class MlflowRegistry:
             self.client.delete_model_version(name, mv.version)
             raise
         return ModelVersion(name, version, str(mv.version), source, run_id, digest,
-                            lineage.get("base_model", ""))
+                            lineage.get("base_model", ""), tags)
 
     def get(self, name: str, version: str) -> ModelVersion:
         for mv in self._versions(name):

@@ -8,20 +8,24 @@ work itself broke. Every stage logs its evidence into the release's MLflow run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llmops import modelcard, serve
+import yaml
+
+from llmops import gatereport, modelcard, serve
 from llmops.basemodels import ensure_base_model
-from llmops.config import DatasetRef, ModelSpec, load_deploy
+from llmops.config import DatasetRef, ModelSpec, load_deploy, load_pins
 from llmops.data import DataReport, validate_model_data
-from llmops.errors import CheckFailed, StageFailed
+from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.evaluate import EvalReport, evaluate, read_golden
 from llmops.gates import GateDecision, gate_decision
 from llmops.paths import state_subdir
+from llmops.promote import registry_backend
 from llmops.registry import MlflowRegistry, ModelVersion
 from llmops.tracking import experiment_id, git_tags, tracking_uri
 from llmops.train import TrainResult, train
@@ -54,6 +58,7 @@ def validate_stage(spec: ModelSpec, run_id: str | None = None,
     tokenizer = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))
     report = validate_model_data(spec, tokenizer, only)
     if run_id:
+        shutil.copy2(report.json_path, run_dir(spec, run_id) / "data_report.json")
         client = _client()
         client.log_artifact(run_id, report.json_path, "data")
         docs = Path(report.docs_path).parent
@@ -92,9 +97,26 @@ def train_stage(spec: ModelSpec, run_id: str, run_name: str) -> TrainResult:
     return train(spec, run_id, run_name)
 
 
+def production_adapter(spec: ModelSpec) -> Path | None:
+    """The adapter of the version pinned in registry/production.yml, fetched and verified."""
+    pin = load_pins("production").models.get(spec.name)
+    if pin is None:
+        return None
+    registry = registry_backend()
+    mv = registry.get(spec.name, pin.version)
+    if mv.digest != pin.digest:
+        raise CheckFailed(f"registry/production.yml pins {spec.name} {pin.version} with digest "
+                          f"{pin.digest}, but the registry has {mv.digest}")
+    return registry.download(mv, state_subdir("eval") / spec.name / f"production-{mv.version}")
+
+
 def evaluate_stage(spec: ModelSpec, trained: TrainResult) -> EvalReport:
-    """Base and candidate metrics, logged as `base.<m>` and `candidate.<m>`."""
-    report = evaluate(spec, trained.base_model, trained.adapter_dir)
+    """Base, candidate (and production, when pinned) on the same inputs; logged to the run
+    as `base.<m>`, `candidate.<m>`, `production.<m>`."""
+    adapters = {"candidate": trained.adapter_dir}
+    if (prod := production_adapter(spec)) is not None:
+        adapters["production"] = prod
+    report = evaluate(spec, trained.base_model, adapters)
     client = _client()
     now = int(time.time() * 1000)
     for role, metrics in report.metrics.items():
@@ -109,47 +131,82 @@ def evaluate_stage(spec: ModelSpec, trained: TrainResult) -> EvalReport:
 def gate_stage(spec: ModelSpec, report: EvalReport, run_id: str) -> GateDecision:
     """Apply validation/<model>.yml's gates; CheckFailed (nothing registered) on failure."""
     decision = gate_decision(spec.validation.gates, report.metrics["candidate"],
-                             base=report.metrics["base"], production=None)
+                             base=report.metrics["base"],
+                             production=report.metrics.get("production"))
     client = _client()
     client.set_tag(run_id, "gate.passed", str(decision.passed).lower())
-    body = {"passed": decision.passed, "rules": [asdict(r) for r in decision.results]}
-    path = state_subdir("runs") / spec.name / run_id / "gate_report.json"
-    path.write_text(json.dumps(body, indent=2))
-    client.log_artifact(run_id, str(path), "gate")
+    folder = run_dir(spec, run_id)
+    links = {"MLflow run": f"{tracking_uri()} run {run_id}"}
+    for path in gatereport.write(folder, spec.name, spec.validation.gates, decision,
+                                 report.metrics, links):
+        client.log_artifact(run_id, str(path), "gate")
     if not decision.passed:
         reasons = "\n".join(f"  {r.reason}" for r in decision.failures())
         raise CheckFailed(f"the candidate failed its release gate:\n{reasons}")
     return decision
 
 
-def register_stage(spec: ModelSpec, trained: TrainResult, data: DataReport, report: EvalReport,
-                   decision: GateDecision, version: str | None) -> ModelVersion:
-    """Package the adapter with its card, config and reports; register it as a new version."""
-    folder = trained.output_dir / "package"
+def run_dir(spec: ModelSpec, run_id: str) -> Path:
+    """Where a run's outputs and reports live (CI passes it between jobs as an artifact)."""
+    folder = state_subdir("runs") / spec.name / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise UsageError(f"{path}: no {what}; run the earlier stages of this run first")
+    return json.loads(path.read_text())
+
+
+def build_package(spec: ModelSpec, run_id: str) -> tuple[Path, dict[str, str]]:
+    """The folder to register (adapter, config, reports, model card) and its lineage."""
+    folder_in = run_dir(spec, run_id)
+    gate = _read_json(folder_in / "gate_report.json", "gate report")
+    if not gate.get("passed"):
+        raise CheckFailed(f"run {run_id} did not pass its release gate: nothing to register")
+    evals = _read_json(folder_in / "eval_report.json", "evaluation report")
+    data = _read_json(folder_in / "data_report.json", "data report")
+    resolved = yaml.safe_load((folder_in / "axolotl.resolved.yml").read_text())
+    folder = folder_in / "package"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copy2(trained.adapter_dir / name, folder / name)
-    shutil.copy2(trained.resolved_config, folder / "axolotl.yml")
-    shutil.copy2(trained.output_dir / "gate_report.json", folder / "gate_report.json")
-    shutil.copy2(data.json_path, folder / "data_report.json")
+        shutil.copy2(folder_in / name, folder / name)
+    shutil.copy2(folder_in / "axolotl.resolved.yml", folder / "axolotl.yml")
+    for name in ("gate_report.json", "gate_report.md", "data_report.json", "eval_report.json"):
+        shutil.copy2(folder_in / name, folder / name)
     lineage = {
-        "run_id": trained.run_id,
-        "base_model": trained.base_model,
-        "data_sha256": ",".join(d.sha256 for d in data.datasets if d.split == "train"),
-        **{k: v for k, v in git_tags().items()},
+        "run_id": run_id,
+        "base_model": str(resolved["base_model"]),
+        "data_sha256": ",".join(d["sha256"] for d in data["datasets"] if d["split"] == "train"),
+        "gate.passed": "true",
+        **git_tags(),
     }
-    (folder / "README.md").write_text(modelcard.render(spec, data, report, decision, lineage))
-    return MlflowRegistry().register(spec.name, folder, trained.run_id, version, lineage)
+    (folder / "README.md").write_text(
+        modelcard.render(spec, data, evals["metrics"], gate, lineage))
+    return folder, lineage
+
+
+def default_version() -> str | None:
+    """The CI tag's SemVer (v1.4.0 → 1.4.0) in a tag pipeline; None (next patch) otherwise."""
+    tag = os.environ.get("CI_COMMIT_TAG")
+    return tag.removeprefix("v") if tag else None
+
+
+def register_stage(spec: ModelSpec, run_id: str, version: str | None) -> ModelVersion:
+    """Register the run's adapter with its card, config, reports and sha256 manifest."""
+    folder, lineage = build_package(spec, run_id)
+    return registry_backend().register(spec.name, folder, run_id,
+                                       version or default_version(), lineage)
 
 
 def deploy_stage(spec: ModelSpec, mv: ModelVersion, env: str) -> serve.Deployment:
     """Fetch the version, check its manifest, start a server; the previous one stays until
     `activate` (after verification) replaces it."""
     settings = load_deploy(env).serve_for(spec.name)
-    registry = MlflowRegistry()
-    files = registry.download(mv, state_subdir("deployments") / spec.name / mv.version)
+    files = registry_backend().download(mv, state_subdir("deployments") / spec.name / mv.version)
     base = ensure_base_model(mv.base_model or spec.base_model)
     return serve.start(spec.name, env, mv.version, base, files, settings)
 
@@ -166,5 +223,7 @@ def verify_stage(spec: ModelSpec, dep: serve.Deployment, mv: ModelVersion) -> Sm
         serve._kill(dep.pid)
         raise
     serve.activate(dep)
-    MlflowRegistry().set_alias(spec.name, dep.env, mv)
+    registry = registry_backend()
+    if isinstance(registry, MlflowRegistry):
+        registry.set_alias(spec.name, dep.env, mv)
     return result

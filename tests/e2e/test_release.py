@@ -139,7 +139,7 @@ def test_bad_data_stops_before_training_and_names_the_lines(tmp_path: Path,
     assert "train.jsonl: roles: 1 failing" in done.stderr and "lines 3\n" in done.stderr
     assert "train.jsonl: content: 1 failing" in done.stderr and "lines 5\n" in done.stderr
     assert "train.jsonl: parse: 1 failing" in done.stderr and "lines 7\n" in done.stderr
-    assert not (home / "runs" / "tiny").exists()  # no training started
+    assert not list(home.rglob("train.log"))  # no training started
 
 
 def test_unknown_model_exits_2_and_lists_known_models(tmp_path: Path) -> None:

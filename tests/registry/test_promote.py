@@ -1,0 +1,92 @@
+"""Promotion by merge request, against the GitLab emulator (a test double)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import gitlab
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gitlab_emulator import GitlabEmulator  # noqa: E402
+
+from llmops import promote  # noqa: E402
+from llmops.errors import CheckFailed  # noqa: E402
+from llmops.registry_gitlab import GitlabRegistry  # noqa: E402
+
+
+@pytest.fixture()
+def emulator() -> Iterator[GitlabEmulator]:
+    with GitlabEmulator() as gl:
+        gl.state.branches["main"]["registry/production.yml"] = "models: {}\n"
+        yield gl
+
+
+def register(gl: GitlabEmulator, tmp_path: Path, version: str, gate_passed: str = "true"):  # type: ignore[no-untyped-def]
+    folder = tmp_path / f"pkg-{version}"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"w" + version.encode())
+    (folder / "gate_report.md").write_text("## Gate report: tiny — PASSED\n| golden | 0.9 |\n")
+    reg = GitlabRegistry(gl.url, "1", gl.state.api_token, retry_wait_s=0.01)
+    return reg, reg.register("tiny", folder, "run-1", version,
+                             {"base_model": "b", "gate.passed": gate_passed})
+
+
+def test_promote_opens_a_merge_request_and_merging_applies_it(
+        emulator: GitlabEmulator, tmp_path: Path, repo_copy: Path) -> None:
+    reg, mv = register(emulator, tmp_path, "1.2.0")
+    project = gitlab.Gitlab(emulator.url, private_token=emulator.state.api_token).projects.get(1)
+    mr = promote.promote_mr("tiny", "1.2.0", "production", reg, project,
+                            promote.gate_evidence(reg, mv))
+    stored = emulator.state.merge_requests[mr.iid]
+    assert stored["target_branch"] == "main" and stored["state"] == "opened"
+    assert "Gate report: tiny — PASSED" in stored["description"]
+    assert mv.digest in stored["description"]
+    # Nothing changes on main until the merge request is merged.
+    assert emulator.state.branches["main"]["registry/production.yml"] == "models: {}\n"
+    project.mergerequests.get(mr.iid).merge()
+    merged = project.files.raw(file_path="registry/production.yml", ref="main")
+    assert yaml.safe_load(merged)["models"]["tiny"] == {"version": "1.2.0", "digest": mv.digest}
+    # CI on the default branch: the checkout now has the merged pin; apply checks it.
+    (repo_copy / "registry" / "production.yml").write_bytes(merged)
+    assert [v.version for v in promote.apply_promotion("production", reg)] == ["1.2.0"]
+
+
+def test_a_version_that_failed_its_gate_is_refused(emulator: GitlabEmulator,
+                                                   tmp_path: Path) -> None:
+    reg, _ = register(emulator, tmp_path, "1.3.0", gate_passed="false")
+    project = gitlab.Gitlab(emulator.url, private_token=emulator.state.api_token).projects.get(1)
+    with pytest.raises(CheckFailed, match="did not pass its release gate"):
+        promote.promote_mr("tiny", "1.3.0", "production", reg, project, "")
+    assert emulator.state.merge_requests == {} and set(emulator.state.branches) == {"main"}
+
+
+def test_apply_refuses_a_pin_whose_digest_does_not_match(
+        emulator: GitlabEmulator, tmp_path: Path, repo_copy: Path) -> None:
+    reg, mv = register(emulator, tmp_path, "1.4.0")
+    (repo_copy / "registry" / "production.yml").write_text(
+        "models:\n  tiny: {version: 1.4.0, digest: 'sha256:0000'}\n")
+    with pytest.raises(CheckFailed, match="refusing to apply"):
+        promote.apply_promotion("production", reg)
+
+
+def test_promote_local_edits_the_pin_file(emulator: GitlabEmulator, tmp_path: Path,
+                                          repo_copy: Path) -> None:
+    reg, mv = register(emulator, tmp_path, "2.0.0")
+    path = promote.promote_local("tiny", "2.0.0", "staging", reg)
+    text = path.read_text()
+    assert text.startswith("# Which version of each model runs in staging")
+    assert yaml.safe_load(text)["models"]["tiny"]["digest"] == mv.digest
+
+
+def test_backend_is_chosen_by_the_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://gitlab.example/api/v4/projects/7/ml/mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t")
+    backend = promote.registry_backend()
+    assert isinstance(backend, GitlabRegistry) and backend.project_id == "7"
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    with pytest.raises(Exception, match="set MLFLOW_TRACKING_TOKEN"):
+        promote.registry_backend()
