@@ -76,7 +76,8 @@ def release(model: str, env: str = "local", version: str | None = None) -> Relea
         data = timed("validate", validate, spec, out.run_id)
         out.data_report, out.data_docs = data.json_path, data.docs_path
         trained = timed("train", train, spec, out.run_id, out.run_name)
-        report = timed("evaluate", evaluate, spec, trained)
+        report = timed("evaluate", evaluate, spec, trained.run_id, trained.base_model,
+                       trained.adapter_dir)
         out.metrics = report.metrics
         decision = timed("gate", gate, spec, report, out.run_id)
         out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]

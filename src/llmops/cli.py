@@ -136,6 +136,20 @@ def print_data_report(report: Any) -> None:
     print(f"report: {report.json_path}\ndata docs: {report.docs_path}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import evaluate_stage, gate_stage, resolve_candidate, run_dir
+
+    spec = load_model(args.model)
+    run_id, base, adapter = resolve_candidate(spec, args.candidate)
+    report = evaluate_stage(spec, run_id, base, adapter)
+    try:
+        gate_stage(spec, report, run_id)
+    finally:
+        print((run_dir(spec, run_id) / "gate_report.md").read_text())
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from llmops.config import load_model
     from llmops.stages import register_stage
@@ -203,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--dataset", help="check this file instead, against the model's rules")
     p.set_defaults(func=cmd_validate_data)
+    p = sub.add_parser("evaluate", help="measure base, candidate and production; apply the gate")
+    p.add_argument("model")
+    p.add_argument("--candidate", required=True, help="a run id or a registered version")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("register", help="register a gated run's adapter as a new version")
     p.add_argument("model")
     p.add_argument("--run", required=True, help="MLflow run id of the release")

@@ -109,47 +109,49 @@ def generate_answers(model: Any, tokenizer: Any, questions: list[str], max_new_t
     return answers
 
 
-def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> EvalReport:
-    """Measure the base model and each adapter ('candidate', 'production') on the eval
-    split and every golden set, with the same weights, tokenizer and generation settings."""
+def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> \
+        dict[str, dict[str, float]]:
+    """Eval loss and perplexity of the base and each adapter, with transformers + PEFT
+    (the adapters share one loaded base model)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    started = time.perf_counter()
+    evals = [c for d in spec.datasets if d.split == "eval" for c in read_messages(d.path)]
+    if not evals:
+        return {}
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     names = list(adapters)
     model = PeftModel.from_pretrained(base, str(adapters[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(str(adapters[name]), adapter_name=name)
     model.eval()
-    evals = [c for d in spec.datasets if d.split == "eval" for c in read_messages(d.path)]
-    golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
-                                                   spec.golden_paths(), strict=True)]
-    metrics: dict[str, dict[str, float]] = {}
-    answers: list[dict[str, Any]] = []
+    out: dict[str, dict[str, float]] = {}
     for role in ("base", *names):
         with _adapter(model, None if role == "base" else role):
-            m: dict[str, float] = {}
-            if evals:
-                m["eval_loss"] = eval_loss(model, tokenizer, evals)
-                m["eval_perplexity"] = math.exp(min(m["eval_loss"], 50.0))
-            hits = total = 0
-            for golden_set, items in golden:
-                got = generate_answers(model, tokenizer, [i.question for i in items],
-                                       spec.validation.eval.max_new_tokens)
-                for item, answer in zip(items, got, strict=True):
-                    ok = answer_matches(answer, item.answer, golden_set.match)
-                    hits += ok
-                    answers.append({"model": role, "question": item.question,
-                                    "expected": item.answer, "answer": answer, "correct": ok})
-                total += len(items)
-            m["golden_accuracy"] = hits / total
-            metrics[role] = m
+            loss = eval_loss(model, tokenizer, evals)
+        out[role] = {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
+    return out
+
+
+def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> EvalReport:
+    """Base, candidate and (if given) production on exactly the same inputs: eval loss
+    with transformers, golden answers through a vLLM server loading the adapters as LoRA
+    modules, as deployed."""
+    from llmops.config import load_deploy
+    from llmops.evalserve import evaluate_with_vllm
+
+    started = time.perf_counter()
+    losses = eval_losses(spec, base_model, adapters)
+    golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
+                                                   spec.golden_paths(), strict=True)]
+    settings = load_deploy("local").serve_for(spec.name)
+    generated, answers = evaluate_with_vllm(spec.name, base_model, adapters, golden,
+                                            spec.validation.eval.max_new_tokens, settings)
+    metrics = {role: {**losses.get(role, {}), **generated.get(role, {})}
+               for role in ("base", *adapters)}
     return EvalReport(metrics, answers, time.perf_counter() - started)
 
 

@@ -14,7 +14,7 @@ from llmops.config import GateRule
 Metrics = Mapping[str, float]
 
 # Metrics where smaller is better; every other metric is better when larger.
-_LOWER_IS_BETTER = ("loss", "perplexity", "latency", "error")
+_LOWER_IS_BETTER = ("loss", "perplexity", "latency", "error", "format_", "rss")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -91,34 +91,41 @@ def lora_rank(adapter_dir: Path) -> int:
     return int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
 
 
-def vllm_args(base_model: str, served_name: str, adapter_dir: Path, port: int,
+def vllm_args(base_model: str, base_name: str, loras: dict[str, Path], port: int,
               settings: ServeSettings) -> list[str]:
-    """The vLLM OpenAI server's arguments: the base model with the adapter as a LoRA module."""
-    rank = lora_rank(adapter_dir)
-    args = [
-        "--model", base_model,
-        "--served-model-name", f"{served_name}-base",
-        "--enable-lora",
-        "--lora-modules", f"{served_name}={adapter_dir}",
-        "--max-lora-rank", str(max(8, rank)),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", settings.dtype,
-        "--max-model-len", str(settings.max_model_len),
-        "--max-num-seqs", str(settings.max_num_seqs),
-        "--uvicorn-log-level", "warning",
-    ]
+    """The vLLM OpenAI server's arguments: the base model with each adapter as a LoRA module
+    (served under its key). Never --trust-remote-code."""
+    rank = max(lora_rank(p) for p in loras.values()) if loras else 0
+    args = ["--model", base_model, "--served-model-name", base_name,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--dtype", settings.dtype,
+            "--max-model-len", str(settings.max_model_len),
+            "--max-num-seqs", str(settings.max_num_seqs),
+            "--uvicorn-log-level", "warning"]
+    if loras:
+        args += ["--enable-lora", "--max-loras", str(len(loras)),
+                 "--max-lora-rank", str(_supported_rank(rank)), "--lora-modules",
+                 *(f"{name}={path}" for name, path in loras.items())]
     if settings.enforce_eager:
         args.append("--enforce-eager")
     return args + list(settings.extra_args)
 
 
-def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
-          settings: ServeSettings) -> Deployment:
-    """Start a server and wait until it is healthy; on failure kill it and raise."""
+def _supported_rank(rank: int) -> int:
+    """vLLM accepts only some --max-lora-rank values: the smallest one that fits."""
+    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= allowed:
+            return allowed
+    raise UsageError(f"LoRA rank {rank} is larger than vLLM supports (512)")
+
+
+def launch(name: str, base_model: str, base_name: str, loras: dict[str, Path],
+           settings: ServeSettings) -> tuple[subprocess.Popen[bytes], int, list[str], Path]:
+    """Start a vLLM server process (not yet healthy): process, port, args, log path."""
     port = free_port()
-    workdir = state_subdir("deployments") / f"{model}-{env}-{version}-{port}"
+    workdir = state_subdir("deployments") / f"{name}-{port}"
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
-    args = vllm_args(base_model, model, adapter_dir, port, settings)
+    args = vllm_args(base_model, base_name, loras, port, settings)
     env_vars = {
         **os.environ,
         "VLLM_CACHE_ROOT": str(workdir / "cache"),
@@ -137,32 +144,41 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
             stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=workdir,
             start_new_session=True,  # outlives the CLI; stopped by `llmops stop`
         )
+    return proc, port, args, log_path
+
+
+def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
+          settings: ServeSettings) -> Deployment:
+    """Start a deployment's server and wait until it is healthy; on failure kill it."""
+    proc, port, args, log_path = launch(f"{model}-{env}-{version}", base_model,
+                                        f"{model}-base", {model: adapter_dir}, settings)
     dep = Deployment(model, env, version, model, base_model, str(adapter_dir), port, proc.pid,
                      args, str(log_path))
     try:
-        wait_healthy(dep, settings.startup_timeout_s, proc)
+        wait_healthy(dep.port, dep.log_path, settings.startup_timeout_s, proc)
     except BaseException:
-        _kill(proc.pid)
+        kill(proc.pid)
         raise
     return dep
 
 
-def _log_tail(dep: Deployment, lines: int = 20) -> str:
+def log_tail(log_path: str | Path, lines: int = 20) -> str:
     try:
-        return "".join(Path(dep.log_path).read_text(errors="replace").splitlines(True)[-lines:])
+        return "".join(Path(log_path).read_text(errors="replace").splitlines(True)[-lines:])
     except OSError:
         return ""
 
 
-def wait_healthy(dep: Deployment, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+def wait_healthy(port: int, log_path: str | Path, timeout_s: float,
+                 proc: subprocess.Popen[bytes]) -> None:
     """Poll /health until 200; raise with the log's tail if the server exits or times out."""
     deadline = time.monotonic() + timeout_s
-    health = f"http://127.0.0.1:{dep.port}/health"
+    health = f"http://127.0.0.1:{port}/health"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StageFailed(
                 f"vLLM exited with {proc.returncode} before becoming healthy; log: "
-                f"{dep.log_path}\n{_log_tail(dep)}"
+                f"{log_path}\n{log_tail(log_path)}"
             )
         try:
             if httpx.get(health, timeout=2).status_code == 200:
@@ -171,12 +187,12 @@ def wait_healthy(dep: Deployment, timeout_s: float, proc: subprocess.Popen[bytes
             pass
         time.sleep(1)
     raise StageFailed(
-        f"vLLM did not become healthy within {timeout_s:.0f}s; log: {dep.log_path}\n"
-        f"{_log_tail(dep)}"
+        f"vLLM did not become healthy within {timeout_s:.0f}s; log: {log_path}\n"
+        f"{log_tail(log_path)}"
     )
 
 
-def _kill(pid: int, grace_s: float = 20) -> None:
+def kill(pid: int, grace_s: float = 20) -> None:
     """SIGTERM the server's process group, then SIGKILL what is left."""
     try:
         os.killpg(pid, signal.SIGTERM)
@@ -203,7 +219,7 @@ def activate(dep: Deployment) -> Deployment | None:
     previous = load_record(dep.model, dep.env)
     _save_record(dep)
     if previous and previous.pid != dep.pid and previous.alive():
-        _kill(previous.pid)
+        kill(previous.pid)
     return previous
 
 
@@ -212,6 +228,6 @@ def stop(model: str, env: str) -> Deployment:
     dep = load_record(model, env)
     if dep is None:
         raise UsageError(f"no deployment of {model!r} in {env!r}; see `llmops status`")
-    _kill(dep.pid)
+    kill(dep.pid)
     _record_path(model, env).unlink(missing_ok=True)
     return dep

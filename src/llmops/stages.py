@@ -110,22 +110,40 @@ def production_adapter(spec: ModelSpec) -> Path | None:
     return registry.download(mv, state_subdir("eval") / spec.name / f"production-{mv.version}")
 
 
-def evaluate_stage(spec: ModelSpec, trained: TrainResult) -> EvalReport:
+def evaluate_stage(spec: ModelSpec, run_id: str, base_model: str,
+                   adapter_dir: Path) -> EvalReport:
     """Base, candidate (and production, when pinned) on the same inputs; logged to the run
     as `base.<m>`, `candidate.<m>`, `production.<m>`."""
-    adapters = {"candidate": trained.adapter_dir}
+    adapters = {"candidate": adapter_dir}
     if (prod := production_adapter(spec)) is not None:
         adapters["production"] = prod
-    report = evaluate(spec, trained.base_model, adapters)
+    report = evaluate(spec, base_model, adapters)
     client = _client()
     now = int(time.time() * 1000)
     for role, metrics in report.metrics.items():
         for name, value in metrics.items():
-            client.log_metric(trained.run_id, f"{role}.{name}", value, timestamp=now)
-    path = trained.output_dir / "eval_report.json"
+            client.log_metric(run_id, f"{role}.{name}", value, timestamp=now)
+    path = run_dir(spec, run_id) / "eval_report.json"
     path.write_text(json.dumps(asdict(report), indent=2))
-    client.log_artifact(trained.run_id, str(path), "eval")
+    client.log_artifact(run_id, str(path), "eval")
     return report
+
+
+def resolve_candidate(spec: ModelSpec, candidate: str) -> tuple[str, str, Path]:
+    """(run id, base model, adapter folder) of a run id or a registered SemVer version."""
+    from llmops.registry import SEMVER
+
+    if SEMVER.match(candidate.removeprefix("v")):
+        registry = registry_backend()
+        mv = registry.get(spec.name, candidate.removeprefix("v"))
+        folder = registry.download(mv, state_subdir("eval") / spec.name / mv.version)
+        return mv.run_id, ensure_base_model(mv.base_model or spec.base_model), folder
+    folder = state_subdir("runs") / spec.name / candidate
+    if not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"candidate {candidate!r}: no such run (no adapter in {folder}) and "
+                         "not a registered version")
+    resolved = yaml.safe_load((folder / "axolotl.resolved.yml").read_text())
+    return candidate, str(resolved["base_model"]), folder
 
 
 def gate_stage(spec: ModelSpec, report: EvalReport, run_id: str) -> GateDecision:
@@ -220,7 +238,7 @@ def verify_stage(spec: ModelSpec, dep: serve.Deployment, mv: ModelVersion) -> Sm
     try:
         require(result)
     except StageFailed:
-        serve._kill(dep.pid)
+        serve.kill(dep.pid)
         raise
     serve.activate(dep)
     registry = registry_backend()

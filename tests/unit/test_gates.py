@@ -84,3 +84,13 @@ def test_every_rule_is_reported_even_after_a_failure() -> None:
 def test_a_rule_without_a_condition_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="a gate rule needs"):
         GateRule.model_validate({"metric": "eval_loss"})
+
+
+@pytest.mark.parametrize("metric,higher", [
+    ("golden_accuracy", True), ("golden.golden.rouge_l", True), ("eval_loss", False),
+    ("eval_perplexity", False), ("latency_p95_s", False), ("format_empty_rate", False),
+    ("server_rss_mb", False)])
+def test_metric_direction(metric: str, higher: bool) -> None:
+    from llmops.gates import higher_is_better
+
+    assert higher_is_better(metric) is higher
