@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-PIP_VERSION=25.3
+PIP_VERSION=26.3
 
 build_venv() {
   local dir=$1 lock=$2 stamp want

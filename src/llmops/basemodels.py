@@ -161,6 +161,11 @@ def build_smollm2(out: Path) -> None:
 
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The GGUF metadata names <|im_start|> as EOS; SmolLM2-Instruct ends a turn with
+    # <|im_end|> (its generation_config says so too). Trainers and vLLM stop on the
+    # tokenizer's EOS, so without this the model never learns, or honours, end of turn.
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a GGUF-quantized model: rebuild a plain Llama from its config.
     config = quantized.config
@@ -169,6 +174,10 @@ def build_smollm2(out: Path) -> None:
     config.torch_dtype = torch.bfloat16
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(quantized.state_dict(), strict=False)
+    generation_eos = plain.generation_config.eos_token_id
+    if generation_eos != tokenizer.eos_token_id:
+        raise RuntimeError(f"SmolLM2 conversion: generation EOS {generation_eos} != "
+                           f"tokenizer EOS {tokenizer.eos_token_id}")
     plain.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
 
