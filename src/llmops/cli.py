@@ -182,6 +182,28 @@ def cmd_apply_promotion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from llmops.config import load_model, load_pins
+    from llmops.errors import UsageError
+    from llmops.promote import registry_backend
+    from llmops.stages import deploy_stage, verify_stage
+
+    spec = load_model(args.model)
+    version = args.version
+    if version is None:
+        pin = load_pins(args.env).models.get(args.model)
+        if pin is None:
+            raise UsageError(f"no --version given and registry/{args.env}.yml pins no "
+                             f"{args.model}")
+        version = pin.version
+    mv = registry_backend().get(spec.name, version)
+    dep = deploy_stage(spec, mv, args.env)
+    smoke = verify_stage(spec, dep, mv)
+    print(f"deployed {spec.name} {mv.version} at {dep.url} "
+          f"(smoke: {len(smoke.answers)} answer(s), p50 {smoke.latency_s[0]:.2f}s)")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from llmops.serve import list_records
 
@@ -235,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply-promotion", help="after merge: check pins, point env aliases")
     p.add_argument("--env", required=True)
     p.set_defaults(func=cmd_apply_promotion)
+    p = sub.add_parser("deploy", help="serve a registered version (default: the pinned one)")
+    p.add_argument("model")
+    p.add_argument("--env", default="local")
+    p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
+    p.set_defaults(func=cmd_deploy)
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("stop", help="stop a model's local server")
@@ -262,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted")
         return 130
+    except Exception as exc:  # a bug or an unexpected failure: say what, and how to see more
+        if os.environ.get("LLMOPS_DEBUG") == "1":
+            raise
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                      "(set LLMOPS_DEBUG=1 for the traceback)", highlight=False)
+        return 1
 
 
 if __name__ == "__main__":

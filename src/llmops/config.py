@@ -215,6 +215,9 @@ def load_model(name: str) -> ModelSpec:
                 f"{root / 'validation' / f'{name}.yml'}: eval.golden.path: "
                 f"{golden.path} not found"
             )
+        from llmops.evaluate import read_golden  # parse now: a bad line exits 2 before training
+
+        read_golden(resolve_in_repo(golden.path))
     return ModelSpec(name, axolotl_path, axolotl, validation, datasets)
 
 

@@ -53,11 +53,18 @@ class Deployment:
 
 
 def serve_python() -> Path:
-    """The serving environment's interpreter: `$LLMOPS_SERVE_PYTHON` or `.venv-serve`."""
-    path = Path(os.environ.get("LLMOPS_SERVE_PYTHON") or repo_root() / ".venv-serve/bin/python")
-    if not path.exists():
-        raise UsageError(f"vLLM serving environment not found at {path}: run `make setup`")
-    return path
+    """The serving environment's interpreter: `$LLMOPS_SERVE_PYTHON`, else `.venv-serve` in
+    the repository or beside the installed package's checkout."""
+    if env := os.environ.get("LLMOPS_SERVE_PYTHON"):
+        candidates = [Path(env)]
+    else:
+        checkout = Path(__file__).resolve().parents[2]
+        candidates = [repo_root() / ".venv-serve/bin/python",
+                      checkout / ".venv-serve/bin/python"]
+    for path in candidates:
+        if path.exists():
+            return path
+    raise UsageError(f"vLLM serving environment not found at {candidates[0]}: run `make setup`")
 
 
 def _record_path(model: str, env: str) -> Path:

@@ -83,14 +83,18 @@ def _log_inputs(run_id: str, report: DataReport) -> None:
     import mlflow
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    # MLflow caps a dataset digest at 36 characters: the full sha256 is in source and a tag.
     inputs = [
         DatasetInput(
-            Dataset(name=Path(ds.path).name, digest=ds.sha256, source_type="local",
-                    source=json.dumps({"uri": ds.path})),
+            Dataset(name=Path(ds.path).name, digest=ds.sha256[:32], source_type="local",
+                    source=json.dumps({"uri": ds.path, "sha256": ds.sha256})),
             [InputTag("mlflow.data.context", ds.split)])
         for ds in report.datasets
     ]
-    mlflow.MlflowClient(tracking_uri()).log_inputs(run_id, datasets=inputs)
+    client = mlflow.MlflowClient(tracking_uri())
+    client.log_inputs(run_id, datasets=inputs)
+    for ds in report.datasets:
+        client.set_tag(run_id, f"data.{ds.split}.sha256", ds.sha256)
 
 
 def train_stage(spec: ModelSpec, run_id: str, run_name: str) -> TrainResult:

@@ -167,3 +167,19 @@ def test_unsupported_dataset_type_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="type: 'oasst' is not checked"):
         format_of({"type": "oasst"}, "axolotl_configs/x.yml: datasets.0")
+
+
+def test_parallel_extraction_equals_the_serial_pass(tmp_path: Path, tokenizer: Any) -> None:
+    from llmops.data.features import extract_file
+
+    path = tmp_path / "d.jsonl"
+    rows = [json.dumps(chat(("user", f"q{i % 7}"), ("assistant", f"a{i % 7}"))) for i in range(40)]
+    rows[5] = "{broken"
+    rows[30] = json.dumps(chat(("user", "mail x@corp.example.org"), ("assistant", "ok")))
+    path.write_text("\ufeff" + "\n".join(rows[:20]) + "\n\n" + "\n".join(rows[20:]) + "\n")
+    serial = extract_file(path, CHAT, tokenizer, DataChecks(), None, workers=1)
+    parallel = extract_file(path, CHAT, tokenizer, DataChecks(), None, workers=3,
+                            min_parallel_bytes=0)
+    assert parallel.columns == serial.columns and parallel.pii == serial.pii
+    assert serial.columns["line"][20] == 22  # the blank line 21 is skipped, numbers kept
+    assert sum(not u for u in serial.columns["unique"]) == 31  # 38 repeating rows, 7 distinct

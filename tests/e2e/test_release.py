@@ -16,12 +16,14 @@ pytestmark = pytest.mark.e2e
 
 
 def llmops(
-    *args: str, root: Path, home: Path, timeout: float = 1200
+    *args: str, root: Path, home: Path, timeout: float = 1200,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home),
            "LLMOPS_QUIET_TRAIN": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
+    env.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "llmops.cli", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -55,8 +57,8 @@ def mlflow_client(home: Path):  # type: ignore[no-untyped-def]
 
 
 def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
-    home = fresh_home(tmp_path, tiny_base)
-    done = llmops("release", "tiny", root=REPO, home=home)
+    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+    done = llmops("release", "tiny", root=root, home=home)
     try:
         assert done.returncode == 0, done.stderr[-4000:]
         record = json.loads((home / "deployments" / "tiny-local.json").read_text())
@@ -70,11 +72,15 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
         run = client.get_run(mv.run_id)
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(mv.run_id, "loss")) >= 10
-        assert run.data.metrics["candidate.eval_loss"] < run.data.metrics["base.eval_loss"] - 1
+        metrics = run.data.metrics
+        assert metrics["candidate.eval_loss"] < metrics["base.eval_loss"] - 1
+        assert metrics["candidate.format_template_leak_rate"] == 0.0
+        assert metrics["candidate.server_rss_mb"] > 100  # measured on the vLLM eval server
         artifacts = {a.path for a in client.list_artifacts(mv.run_id)}
         assert {"config", "data", "eval", "gate", "model"} <= artifacts
         model_files = {Path(a.path).name for a in client.list_artifacts(mv.run_id, "model")}
-        assert {"adapter_model.safetensors", "manifest.json", "README.md"} <= model_files
+        assert {"adapter_model.safetensors", "manifest.json", "README.md",
+                "gate_report.md"} <= model_files
         assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["train.jsonl", "eval.jsonl"]
 
         # The endpoint answers through the OpenAI client, with the adapter as the model.
@@ -87,13 +93,60 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
             max_tokens=12, temperature=0)
         assert reply.choices[0].message.content
 
-        status = llmops("status", root=REPO, home=home)
+        status = llmops("status", root=root, home=home)
         assert "tiny" in status.stdout and "running" in status.stdout
+
+        record = gitlab_path(root, home, mv.run_id, record)
     finally:
-        stopped = llmops("stop", "tiny", "--env", "local", root=REPO, home=home)
+        stopped = llmops("stop", "tiny", "--env", "local", root=root, home=home)
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(ProcessLookupError):
         os.kill(record["pid"], 0)
+
+
+def gitlab_path(root: Path, home: Path, run_id: str, first: dict[str, object]) -> \
+        dict[str, object]:
+    """The same run through GitLab (emulated): register → promote MR → merge → apply →
+    deploy from GitLab's registry, replacing the running server. Returns the new record."""
+    import gitlab
+    import yaml
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from gitlab_emulator import GitlabEmulator
+
+    with GitlabEmulator() as gl:
+        gl.state.branches["main"]["registry/production.yml"] = "models: {}\n"
+        token = gl.state.api_token
+        env = {"MLFLOW_TRACKING_URI": gl.tracking_uri, "MLFLOW_TRACKING_TOKEN": token,
+               "GITLAB_URL": gl.url, "GITLAB_TOKEN": token, "GITLAB_PROJECT": "1"}
+
+        def run(*args: str) -> str:
+            done = llmops(*args, root=root, home=home, extra_env=env)
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert token not in done.stdout + done.stderr
+            return done.stdout
+
+        assert "registered tiny 1.0.0" in run("register", "tiny", "--run", run_id,
+                                              "--version", "1.0.0")
+        assert "merge request !1" in run("promote", "tiny", "1.0.0", "--to", "production")
+        project = gitlab.Gitlab(gl.url, private_token=token).projects.get(1)
+        project.mergerequests.get(1).merge()
+        pins = project.files.raw(file_path="registry/production.yml", ref="main")
+        assert yaml.safe_load(pins)["models"]["tiny"]["version"] == "1.0.0"
+        (root / "registry" / "production.yml").write_bytes(pins)  # CI checks out main
+        assert "production: tiny 1.0.0" in run("apply-promotion", "--env", "production")
+        assert "deployed tiny 1.0.0" in run("deploy", "tiny", "--env", "local",
+                                            "--version", "1.0.0")
+        assert gl.duplicate_files() == 0
+    record = json.loads((home / "deployments" / "tiny-local.json").read_text())
+    assert record["version"] == "1.0.0" and record["pid"] != first["pid"]
+    with pytest.raises(ProcessLookupError):  # the previous server was replaced
+        os.kill(int(first["pid"]), 0)
+    # No token in any MLflow param or tag of the run.
+    run_data = mlflow_client(home).get_run(run_id).data
+    values = [*run_data.params.values(), *run_data.tags.values()]
+    assert not any(token in v for v in values)
+    return record
 
 
 def copy_repo(tmp_path: Path) -> Path:

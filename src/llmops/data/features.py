@@ -51,6 +51,7 @@ class FeatureTable:
 
     columns: dict[str, list[Any]]
     pii: dict[int, list[str]]
+    keys: list[bytes | None] = field(default_factory=list)  # fingerprint per row
 
     def frame(self) -> Any:
         import pandas as pd
@@ -103,15 +104,20 @@ def _structure(msgs: list[dict[str, Any]] | None, fmt: Format, checks: DataCheck
 
 
 def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks: DataChecks,
-            refs: References | None) -> FeatureTable:
-    """Compute every per-example check; tokenization is batched through the fast tokenizer."""
+            refs: References | None, dedupe: bool = True) -> FeatureTable:
+    """Compute every per-example check; tokenization is batched through the fast tokenizer.
+
+    With `dedupe=False` (a chunk of a parallel run) `unique` is left to the caller, who
+    decides it from `keys` in file order.
+    """
     allowed = set(checks.allowed_roles)
     enabled = frozenset(checks.pii_kinds)
     allow = re.compile("|".join(f"(?:{p})" for p in checks.pii_allow)) if checks.pii_allow \
         else None
     cols: dict[str, list[Any]] = {k: [] for k in ("line", *BOOL_CHECKS, "token_count")}
     pii: dict[int, list[str]] = {}
-    seen: set[bytes] = set()
+    seen: set[bytes] | None = set() if dedupe else None
+    keys: list[bytes | None] = []
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
@@ -132,8 +138,10 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
         if msgs is not None and all(feats.values()):
             text = "\n".join(m["content"] for m in msgs)
             key = fingerprint(text)
-            feats["unique"] = key not in seen
-            seen.add(key)
+            keys.append(key)
+            if seen is not None:
+                feats["unique"] = key not in seen
+                seen.add(key)
             if refs is not None:
                 feats["no_leak"] = key not in refs.examples and not any(
                     m["role"] == "user" and normalised(m["content"]) in refs.questions
@@ -147,13 +155,15 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
                 feats["template"] = False
             else:
                 pending.append((row, rendered))
+        else:
+            keys.append(None)
         cols["line"].append(n)
         for k in BOOL_CHECKS:
             cols[k].append(feats[k])
         if len(pending) >= TOKENIZE_CHUNK:
             flush()
     flush()
-    return FeatureTable(cols, pii)
+    return FeatureTable(cols, pii, keys)
 
 
 def _render(msgs: list[dict[str, Any]], fmt: Format, tokenizer: Any) -> str | None:
@@ -164,3 +174,79 @@ def _render(msgs: list[dict[str, Any]], fmt: Format, tokenizer: Any) -> str | No
         return str(tokenizer.apply_chat_template(msgs, tokenize=False))
     except Exception:  # jinja raises its own errors (e.g. raise_exception in templates)
         return None
+
+
+# --- parallel extraction over line-aligned chunks of a JSONL file --------------------------
+
+_WORK: dict[str, Any] = {}  # set in the parent before forking: workers inherit it
+
+
+def _chunk_bounds(path: Path, parts: int) -> list[tuple[int, int, int]]:
+    """(start byte, end byte, first line number) of `parts` line-aligned chunks."""
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as fh:
+        for i in range(1, parts):
+            fh.seek(size * i // parts)
+            fh.readline()  # move to the next line start
+            cuts.append(max(fh.tell(), cuts[-1]))
+    cuts.append(size)
+    bounds, line = [], 1
+    with open(path, "rb") as fh:
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            bounds.append((start, end, line))
+            fh.seek(start)
+            line += fh.read(end - start).count(b"\n")
+    return bounds
+
+
+def _lines_in(path: Path, start: int, end: int, first_line: int) -> Iterator[tuple[int, Any]]:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        n = first_line
+        while fh.tell() < end:
+            raw = fh.readline()
+            if not raw:
+                break
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if raw.strip():
+                try:
+                    yield n, json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    yield n, None
+            n += 1
+
+
+def _extract_chunk(bounds: tuple[int, int, int]) -> FeatureTable:
+    w = _WORK
+    return extract(_lines_in(w["path"], *bounds), w["fmt"], w["tokenizer"], w["checks"],
+                   w["refs"], dedupe=False)
+
+
+def extract_file(path: Path, fmt: Format, tokenizer: Any, checks: DataChecks,
+                 refs: References | None, workers: int,
+                 min_parallel_bytes: int = 8 << 20) -> FeatureTable:
+    """`extract` over a JSONL file, in `workers` forked processes when it is large enough;
+    the result is the same as one serial pass (duplicates are decided in file order)."""
+    import multiprocessing as mp
+
+    if workers <= 1 or path.stat().st_size < min_parallel_bytes:
+        return extract(stream_lines(path), fmt, tokenizer, checks, refs)
+    _WORK.update(path=path, fmt=fmt, tokenizer=tokenizer, checks=checks, refs=refs)
+    with mp.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_extract_chunk, _chunk_bounds(path, workers))
+    _WORK.clear()
+    table = FeatureTable({k: [] for k in parts[0].columns}, {}, [])
+    for part in parts:
+        for k, v in part.columns.items():
+            table.columns[k].extend(v)
+        table.pii.update(part.pii)
+        table.keys.extend(part.keys)
+    seen: set[bytes] = set()
+    unique = table.columns["unique"]
+    for i, key in enumerate(table.keys):
+        if key is not None:
+            unique[i] = key not in seen
+            seen.add(key)
+    return table

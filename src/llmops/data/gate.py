@@ -9,6 +9,7 @@ Docs; our report adds the first offending line numbers and token statistics.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from llmops.data.features import (
     FeatureTable,
     References,
     extract,
+    extract_file,
     stream_json_array,
     stream_lines,
 )
@@ -150,9 +152,13 @@ def validate_file(spec: ModelSpec, ref: DatasetRef, tokenizer: Any, context: Any
     import great_expectations as gx
 
     fmt = format_of(ref.entry, str(ref.path))
-    rows = stream_json_array(ref.path) if ref.path.suffix == ".json" else stream_lines(ref.path)
-    table = extract(rows, fmt, tokenizer, spec.validation.data,
-                    refs if ref.split == "train" else None)
+    refs_for = refs if ref.split == "train" else None
+    if ref.path.suffix == ".json":
+        table = extract(stream_json_array(ref.path), fmt, tokenizer, spec.validation.data,
+                        refs_for)
+    else:
+        table = extract_file(ref.path, fmt, tokenizer, spec.validation.data, refs_for,
+                             workers=os.cpu_count() or 1)
     df = table.frame()
     checks = [c for c in BOOL_CHECKS
               if not (c == "no_pii" and not spec.validation.data.pii_kinds)]

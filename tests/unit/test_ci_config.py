@@ -1,0 +1,47 @@
+"""GitLab CI configuration: valid against GitLab's schema; merge requests never ship."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CI_FILES = [REPO / ".gitlab-ci.yml", *sorted((REPO / "pipelines").glob("*.yml"))]
+SHIPPING = re.compile(r"llmops (release|register|deploy|promote|apply-promotion|rollback)\b")
+
+
+@pytest.mark.parametrize("path", CI_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_ci_file_matches_gitlab_schema(path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci",
+         str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_pipeline_file_is_included() -> None:
+    included = {i["local"] for i in yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+                ["include"]}
+    assert included == {f"pipelines/{p.name}" for p in CI_FILES[1:]}
+
+
+def jobs() -> dict[str, dict[str, object]]:
+    found: dict[str, dict[str, object]] = {}
+    for path in CI_FILES[1:]:
+        found.update({k: v for k, v in yaml.safe_load(path.read_text()).items()
+                      if isinstance(v, dict) and "script" in v})
+    return found
+
+
+def test_no_merge_request_pipeline_registers_or_deploys() -> None:
+    mr_jobs = {name: job for name, job in jobs().items()
+               if any("merge_request_event" in str(rule.get("if", ""))
+                      for rule in job.get("rules", []))}  # type: ignore[union-attr]
+    assert mr_jobs, "no merge-request job found: the check would pass vacuously"
+    for name, job in mr_jobs.items():
+        script = "\n".join(job["script"])  # type: ignore[arg-type]
+        assert not SHIPPING.search(script), f"{name} ships from a merge request: {script}"
