@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,13 +132,16 @@ def launch(name: str, base_model: str, base_name: str, loras: dict[str, Path],
     """Start a vLLM server process (not yet healthy): process, port, args, log path."""
     port = free_port()
     workdir = state_subdir("deployments") / f"{name}-{port}"
-    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    # vLLM binds Unix sockets under these; a socket path may not exceed 107 characters,
+    # which a deep state dir does: use a short private folder in the system temp dir.
+    sockets = Path(tempfile.mkdtemp(prefix=f"llmops-{port}-"))
     args = vllm_args(base_model, base_name, loras, port, settings)
     env_vars = {
         **os.environ,
         "VLLM_CACHE_ROOT": str(workdir / "cache"),
-        "VLLM_RPC_BASE_PATH": str(workdir / "tmp"),
-        "TMPDIR": str(workdir / "tmp"),
+        "VLLM_RPC_BASE_PATH": str(sockets),
+        "TMPDIR": str(sockets),
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kvcache_space_gib),
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
