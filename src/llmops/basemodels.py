@@ -171,14 +171,14 @@ def build_smollm2(out: Path) -> None:
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = torch.bfloat16
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(quantized.state_dict(), strict=False)
     generation_eos = plain.generation_config.eos_token_id
     if generation_eos != tokenizer.eos_token_id:
         raise RuntimeError(f"SmolLM2 conversion: generation EOS {generation_eos} != "
                            f"tokenizer EOS {tokenizer.eos_token_id}")
-    plain.to(torch.bfloat16).save_pretrained(out)
+    plain.to(torch.bfloat16)  # type: ignore[call-arg]  # transformers' wrapped `to`
+    plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -111,9 +111,9 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
     try:
         report = validate_stage(spec, only=only)
     except CheckFailed as exc:
-        report = getattr(exc, "report", None)
-        if report is not None:
-            print_data_report(report)
+        failed = getattr(exc, "report", None)
+        if failed is not None:
+            print_data_report(failed)
         raise
     print_data_report(report)
     return 0

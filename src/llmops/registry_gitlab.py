@@ -20,8 +20,10 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
+
+import requests
 
 from llmops.errors import StageFailed, UsageError
 from llmops.registry import MANIFEST, ModelVersion, parse_semver, verify_manifest, write_manifest
@@ -87,7 +89,7 @@ class GitlabRegistry:
         import gitlab
 
         path = f"{self._mlflow}/{route}"
-        fn = {"get": self.gl.http_get, "post": self.gl.http_post}[method]
+        fn = self.gl.http_get if method == "get" else self.gl.http_post
         try:
             body = with_retries(lambda: fn(path, **kw), route, first_wait_s=self.retry_wait_s)
         except gitlab.exceptions.GitlabAuthenticationError as exc:
@@ -140,15 +142,20 @@ class GitlabRegistry:
         import gitlab
 
         try:
-            response = with_retries(
-                lambda: self.gl.http_get(self._file_path(version_id, rel), streamed=True),
-                rel, first_wait_s=self.retry_wait_s)
+            response = self._stream(version_id, rel)
         except gitlab.exceptions.GitlabHttpError as exc:
             if exc.response_code == 404:
                 return False
             raise
         response.close()
         return True
+
+    def _stream(self, version_id: str, rel: str) -> requests.Response:
+        """GET a package file as a streamed response (the body is not read yet)."""
+        response = with_retries(
+            lambda: self.gl.http_get(self._file_path(version_id, rel), streamed=True), rel,
+            first_wait_s=self.retry_wait_s)
+        return cast(requests.Response, response)
 
     def _upload(self, version_id: str, folder: Path, rel: str) -> None:
         path = folder / rel
@@ -162,9 +169,7 @@ class GitlabRegistry:
 
     def _download(self, version_id: str, rel: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        response = with_retries(
-            lambda: self.gl.http_get(self._file_path(version_id, rel), streamed=True), rel,
-            first_wait_s=self.retry_wait_s)
+        response = self._stream(version_id, rel)
         with open(dest, "wb") as fh:
             for chunk in response.iter_content(1 << 20):
                 fh.write(chunk)

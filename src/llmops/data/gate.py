@@ -188,9 +188,11 @@ def validate_file(spec: ModelSpec, ref: DatasetRef, tokenizer: Any, context: Any
 def gx_context(folder: Path) -> Any:
     """A file-backed GX context under `folder` (Data Docs in gx/uncommitted/data_docs)."""
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="file", project_root_dir=str(folder))
-    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    context.variables.progress_bars = ProgressBarsConfig(globally=False,
+                                                         metric_calculations=False)
     context.variables.save()
     return context
 
