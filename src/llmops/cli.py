@@ -204,6 +204,26 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from llmops.basemodels import ensure_base_model
+    from llmops.config import load_deploy, load_model
+    from llmops.errors import UsageError
+    from llmops.plan import ModelShape, Target, plan
+
+    spec, deploy = load_model(args.model), load_deploy(args.env)
+    if deploy.gpu is None:
+        raise UsageError(f"deploy/{args.env}.yml is a {deploy.target} target with no gpu "
+                         "section: nothing to plan")
+    g = deploy.gpu
+    shape = ModelShape.from_dir(Path(ensure_base_model(spec.base_model)))
+    result = plan(shape, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes, g.dtype, g.dtype,
+                                g.gpu_memory_utilization, max_model_len=g.max_model_len,
+                                max_num_seqs=g.max_num_seqs))
+    print(f"{args.model} on {args.env} ({g.nodes} × {g.gpus_per_node} × {g.gpu_type}, "
+          f"{shape.params:,} parameters): {result.explanation}")
+    return 0 if result.fits else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from llmops.serve import list_records
 
@@ -262,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="local")
     p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
     p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
+    p.add_argument("model")
+    p.add_argument("--env", required=True)
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("stop", help="stop a model's local server")

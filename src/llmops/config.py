@@ -125,15 +125,38 @@ class VerifySettings(Strict):
     request_timeout_s: float = Field(default=120.0, gt=0)
 
 
+class GpuTarget(Strict):
+    """A Kubernetes GPU target: what the parallelism planner and the manifests need."""
+
+    gpu_type: str = Field(description="e.g. nvidia-a100-80gb (a node selector value).")
+    gpu_memory_gib: float = Field(gt=0)
+    gpus_per_node: int = Field(ge=1)
+    nodes: int = Field(default=1, ge=1)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    quantization: Literal["fp8", "awq", "gptq"] | None = None
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: int = Field(default=8192, ge=16)
+    max_num_seqs: int = Field(default=16, ge=1)
+    serve: Literal["lora", "merged"] = Field(
+        default="lora", description="Serve the adapter on its base, or the merged model.")
+
+
 class DeployConfig(Strict):
     """deploy/<env>.yml: one target environment."""
 
-    target: Literal["local"]
+    target: Literal["local", "kubernetes"]
+    gpu: GpuTarget | None = None
     serve: ServeSettings = ServeSettings()
     verify: VerifySettings = VerifySettings()
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-model overrides of `serve`."
     )
+
+    @model_validator(mode="after")
+    def _gpu_for_kubernetes(self) -> DeployConfig:
+        if self.target == "kubernetes" and self.gpu is None:
+            raise ValueError("a kubernetes target needs a gpu section")
+        return self
 
     def serve_for(self, model: str) -> ServeSettings:
         """`serve` with the model's overrides applied (validated like `serve`)."""

@@ -227,7 +227,12 @@ def register_stage(spec: ModelSpec, run_id: str, version: str | None) -> ModelVe
 def deploy_stage(spec: ModelSpec, mv: ModelVersion, env: str) -> serve.Deployment:
     """Fetch the version, check its manifest, start a server; the previous one stays until
     `activate` (after verification) replaces it."""
-    settings = load_deploy(env).serve_for(spec.name)
+    deploy = load_deploy(env)
+    if deploy.target != "local":
+        raise UsageError(f"deploy/{env}.yml is a {deploy.target} target: rendering and "
+                         "applying Kubernetes manifests is not built yet; `llmops plan "
+                         f"{spec.name} --env {env}` explains its parallelism")
+    settings = deploy.serve_for(spec.name)
     files = registry_backend().download(mv, state_subdir("deployments") / spec.name / mv.version)
     base = ensure_base_model(mv.base_model or spec.base_model)
     return serve.start(spec.name, env, mv.version, base, files, settings)
