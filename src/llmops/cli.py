@@ -189,18 +189,52 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from llmops.stages import deploy_stage, verify_stage
 
     spec = load_model(args.model)
-    version = args.version
+    pin = load_pins(args.env).models.get(args.model)
+    version = args.version or (pin.version if pin else None)
     if version is None:
-        pin = load_pins(args.env).models.get(args.model)
-        if pin is None:
-            raise UsageError(f"no --version given and registry/{args.env}.yml pins no "
-                             f"{args.model}")
-        version = pin.version
+        raise UsageError(f"no --version given and registry/{args.env}.yml pins no {args.model}")
+    if args.render:
+        return render_manifests(spec, args.env, version, pin, Path(args.render))
     mv = registry_backend().get(spec.name, version)
     dep = deploy_stage(spec, mv, args.env)
     smoke = verify_stage(spec, dep, mv)
     print(f"deployed {spec.name} {mv.version} at {dep.url} "
           f"(smoke: {len(smoke.answers)} answer(s), p50 {smoke.latency_s[0]:.2f}s)")
+    return 0
+
+
+def render_manifests(spec: Any, env: str, version: str, pin: Any, out: Path) -> int:
+    """`deploy --render DIR`: write the manifests; no cluster, no registry access."""
+    import yaml
+
+    from llmops.basemodels import ensure_base_model
+    from llmops.config import load_deploy
+    from llmops.errors import UsageError
+    from llmops.manifests import Release, render
+    from llmops.plan import ModelShape, Target, plan
+
+    deploy = load_deploy(env)
+    if deploy.gpu is None:
+        raise UsageError(f"deploy/{env}.yml is a {deploy.target} target: nothing to render")
+    if pin is None or pin.version != version:
+        raise UsageError(f"--render needs the digest of {spec.name} {version}: pin it in "
+                         f"registry/{env}.yml first (llmops promote ... --to {env})")
+    api = deploy.registry_api or (f"{os.environ['CI_API_V4_URL']}/projects/"
+                                  f"{os.environ['CI_PROJECT_ID']}"
+                                  if os.environ.get("CI_API_V4_URL") else None)
+    if api is None:
+        raise UsageError(f"deploy/{env}.yml: registry_api: not set (nor CI_API_V4_URL)")
+    g = deploy.gpu
+    shape = ModelShape.from_dir(Path(ensure_base_model(spec.base_model)))
+    result = plan(shape, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes, g.dtype, g.dtype,
+                                g.gpu_memory_utilization, max_model_len=g.max_model_len,
+                                max_num_seqs=g.max_num_seqs))
+    base = deploy.base_models.get(spec.name, spec.base_model)
+    docs = render(Release(spec.name, version, pin.digest, base, api), env, g, result)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{spec.name}-{env}.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    print(f"rendered {len(docs)} manifests to {path} ({result.explanation})")
     return 0
 
 
@@ -281,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--env", default="local")
     p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
+    p.add_argument("--render", metavar="DIR", help="write Kubernetes manifests, apply nothing")
     p.set_defaults(func=cmd_deploy)
     p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
     p.add_argument("model")

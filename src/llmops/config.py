@@ -146,6 +146,13 @@ class DeployConfig(Strict):
 
     target: Literal["local", "kubernetes"]
     gpu: GpuTarget | None = None
+    registry_api: str | None = Field(
+        default=None, description="GitLab project API the pods fetch model files from, "
+        "e.g. https://gitlab.example.com/api/v4/projects/7 (default: $CI_API_V4_URL/projects/"
+        "$CI_PROJECT_ID).")
+    base_models: dict[str, str] = Field(
+        default_factory=dict, description="Per model: the base model pods load (a hub id or "
+        "a mounted path), for LoRA serving.")
     serve: ServeSettings = ServeSettings()
     verify: VerifySettings = VerifySettings()
     models: dict[str, dict[str, Any]] = Field(
