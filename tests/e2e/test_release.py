@@ -207,3 +207,23 @@ def test_missing_dataset_exits_2_naming_file_and_key(tmp_path: Path) -> None:
     done = llmops("release", "tiny", root=root, home=tmp_path / "home")
     assert done.returncode == 2
     assert "axolotl_configs/tiny.yml" in done.stderr and "test_datasets.0.path" in done.stderr
+
+
+def test_render_kubernetes_manifests_offline_from_the_pin(tmp_path: Path,
+                                                          tiny_base: Path) -> None:
+    import yaml
+    from kubernetes_validate import validate
+
+    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+    (root / "registry" / "production.yml").write_text(
+        "models:\n  tiny: {version: 1.2.0, digest: 'sha256:abc'}\n")
+    done = llmops("deploy", "tiny", "--env", "production", "--render", str(tmp_path / "out"),
+                  root=root, home=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    docs = list(yaml.safe_load_all((tmp_path / "out" / "tiny-production.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "Service"]
+    for doc in docs:
+        validate(doc, "1.30.0", strict=True)
+    unpinned = llmops("deploy", "tiny", "--env", "staging", "--render", str(tmp_path / "o2"),
+                      root=root, home=home)
+    assert unpinned.returncode == 2 and "pins no tiny" in unpinned.stderr
