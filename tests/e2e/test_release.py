@@ -76,6 +76,12 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
         assert metrics["candidate.eval_loss"] < metrics["base.eval_loss"] - 1
         assert metrics["candidate.format_template_leak_rate"] == 0.0
         assert metrics["candidate.server_rss_mb"] > 100  # measured on the vLLM eval server
+        # Base and candidate are measured apart: tiny's base answers every question with the
+        # same non-answer it was pre-trained on; the candidate learned the FAQ's style.
+        evals = json.loads((home / "runs" / "tiny" / mv.run_id / "eval_report.json").read_text())
+        not_sure = {role: sum("not sure" in a["answer"] for a in evals["answers"]
+                              if a["role"] == role) / 28 for role in ("base", "candidate")}
+        assert not_sure["base"] >= 0.8 and not_sure["candidate"] <= 0.2, not_sure
         artifacts = {a.path for a in client.list_artifacts(mv.run_id)}
         assert {"config", "data", "eval", "gate", "model"} <= artifacts
         model_files = {Path(a.path).name for a in client.list_artifacts(mv.run_id, "model")}
