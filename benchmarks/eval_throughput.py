@@ -48,8 +48,10 @@ def transformers_sequential(base: str, adapter: Path, questions: list[str],
     return time.perf_counter() - started, tokens
 
 
-def vllm_batched(model: str, base: str, adapter: Path, spec: object,
+def vllm_batched(model: str, base: str, adapter: Path | None, spec: object,
                  max_new_tokens: int) -> tuple[float, float, int]:
+    """Serve `base` with `adapter` as a LoRA module (or `base` alone when it is already the
+    merged model) and answer the golden set through it."""
     from llmops import evalserve, serve
     from llmops.config import load_deploy
     from llmops.evaluate import read_golden
@@ -58,8 +60,9 @@ def vllm_batched(model: str, base: str, adapter: Path, spec: object,
     golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,  # type: ignore[attr-defined]
                                                    spec.golden_paths(), strict=True)]  # type: ignore[attr-defined]
     t0 = time.perf_counter()
-    proc, port, _, log = serve.launch(f"{model}-bench", base, "base", {"candidate": adapter},
-                                      settings)
+    loras = {"candidate": adapter} if adapter else {}
+    proc, port, _, log = serve.launch(f"{model}-bench", base, "candidate" if not adapter
+                                      else "base", loras, settings)
     try:
         serve.wait_healthy(port, log, settings.startup_timeout_s, proc)
         start_s = time.perf_counter() - t0
@@ -91,15 +94,21 @@ def main() -> None:
     base = yaml.safe_load((folder / "axolotl.resolved.yml").read_text())["base_model"]
     questions = [g.question for p in spec.golden_paths() for g in read_golden(p)]
     max_new = spec.validation.eval.max_new_tokens
+    from llmops.merge import merged_model
+
     v_s, v_start, v_tok = vllm_batched(args.model, base, folder, spec, max_new)
+    m_s, m_start, m_tok = vllm_batched(args.model, str(merged_model(base, folder)), None, spec,
+                                       max_new)
     t_s, t_tok = transformers_sequential(base, folder, questions, max_new)
     n = len(questions)
     print(f"model {args.model}, run {run}, {n} golden questions, max_new_tokens {max_new}")
-    print(f"{'engine':<28} {'answers/s':>10} {'tokens/s':>9} {'seconds':>8}")
-    print(f"{'vLLM CPU, batched':<28} {n / v_s:>10.2f} {v_tok / v_s:>9.1f} {v_s:>8.1f}"
-          f"   (+ {v_start:.0f} s server start)")
-    print(f"{'transformers, sequential':<28} {n / t_s:>10.2f} {t_tok / t_s:>9.1f} {t_s:>8.1f}")
-    print(f"ratio (answers/s): {t_s / v_s:.1f}x")
+    print(f"{'engine':<32} {'answers/s':>10} {'tokens/s':>9} {'seconds':>8} {'vs baseline':>12}")
+    for label, sec, tok, start in (("vLLM CPU, batched, LoRA module", v_s, v_tok, v_start),
+                                   ("vLLM CPU, batched, merged", m_s, m_tok, m_start),
+                                   ("transformers + PEFT, sequential", t_s, t_tok, None)):
+        extra = f"   (+ {start:.0f} s server start)" if start is not None else ""
+        print(f"{label:<32} {n / sec:>10.2f} {tok / sec:>9.1f} {sec:>8.1f} {t_s / sec:>11.1f}x"
+              + extra)
 
 
 if __name__ == "__main__":

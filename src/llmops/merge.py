@@ -1,0 +1,37 @@
+"""Merge a LoRA adapter into its base model: plain safetensors that any engine serves.
+
+vLLM-CPU computes LoRA layers far slower than plain weights (measured here: 0.93 vs 3.2+
+golden answers/s for SmolLM2-135M), so serving merged weights is the faster choice on CPU.
+Shards stay below GitLab's per-file limit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+MAX_SHARD = "4GB"
+
+
+def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None) -> Path:
+    """`adapter_dir/merged` (built once): base + adapter merged, saved in bf16 with the
+    base tokenizer. Written to a temporary folder and renamed, never half-written."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = out or adapter_dir / "merged"
+    if (out / "config.json").is_file():
+        return out
+    tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out.parent))
+    try:
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        model.to(torch.bfloat16)  # type: ignore[call-arg]
+        model.save_pretrained(tmp, max_shard_size=MAX_SHARD)
+        AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
