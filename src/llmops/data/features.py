@@ -118,13 +118,20 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
     pii: dict[int, list[str]] = {}
     seen: set[bytes] | None = set() if dedupe else None
     keys: list[bytes | None] = []
-    pending: list[tuple[int, str]] = []
+    pending: list[tuple[int, list[dict[str, Any]]]] = []
+
+    renderer = Renderer(tokenizer, fmt)
 
     def flush() -> None:
         if pending:
-            ids = tokenizer([t for _, t in pending], add_special_tokens=False)["input_ids"]
-            for (row, _), toks in zip(pending, ids, strict=True):
-                cols["token_count"][row] = len(toks)
+            texts = renderer.render([m for _, m in pending])
+            ok = [(row, t) for (row, _), t in zip(pending, texts, strict=True) if t is not None]
+            for (row, _), t in zip(pending, texts, strict=True):
+                if t is None:
+                    cols["template"][row] = False
+            for (row, _), n_tokens in zip(ok, token_counts(tokenizer, [t for _, t in ok]),
+                                          strict=True):
+                cols["token_count"][row] = n_tokens
             pending.clear()
 
     for n, obj in rows:
@@ -150,11 +157,7 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
             if kinds:
                 feats["no_pii"] = False
                 pii[n] = sorted(kinds)
-            rendered = _render(msgs, fmt, tokenizer)
-            if rendered is None:
-                feats["template"] = False
-            else:
-                pending.append((row, rendered))
+            pending.append((row, msgs))
         else:
             keys.append(None)
         cols["line"].append(n)
@@ -166,14 +169,76 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
     return FeatureTable(cols, pii, keys)
 
 
-def _render(msgs: list[dict[str, Any]], fmt: Format, tokenizer: Any) -> str | None:
-    """The text the trainer will see; None when the chat template refuses the conversation."""
-    if fmt.type == "completion":
-        return str(msgs[0]["content"])
-    try:
-        return str(tokenizer.apply_chat_template(msgs, tokenize=False))
-    except Exception:  # jinja raises its own errors (e.g. raise_exception in templates)
-        return None
+def token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Token counts from the Rust tokenizer directly (no per-row Python conversion)."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: faster
+    return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
+
+
+class Renderer:
+    """The text the trainer will see, through the model's own chat template.
+
+    Rendering one conversation per Jinja call costs more in call overhead than in the
+    template itself, so conversations are rendered in bulk: the same template inside one
+    loop over a chunk. This is used only after it rendered a probe exactly as
+    `apply_chat_template` does, and a chunk that raises (a template refusing an example)
+    is rendered row by row, so the refused example is found on its own line.
+    """
+
+    SEP = "\x00\x01llmops\x01\x00"
+
+    def __init__(self, tokenizer: Any, fmt: Format) -> None:
+        self.tokenizer, self.fmt = tokenizer, fmt
+        self.bulk: Any = None
+        self.checked = False
+
+    def _one(self, msgs: list[dict[str, Any]]) -> str | None:
+        if self.fmt.type == "completion":
+            return str(msgs[0]["content"])
+        try:
+            return str(self.tokenizer.apply_chat_template(msgs, tokenize=False))
+        except Exception:  # jinja raises its own errors (e.g. raise_exception in templates)
+            return None
+
+    def _compile(self, probe: list[list[dict[str, Any]]]) -> None:
+        self.checked = True
+        template = getattr(self.tokenizer, "chat_template", None)
+        if self.fmt.type == "completion" or not isinstance(template, str):
+            return
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        loop = ("{%- for messages in conversations -%}" + template + self.SEP +
+                "{%- endfor -%}")
+        try:
+            bulk = _compile_jinja_template(loop)
+            got = self._bulk_render(bulk, probe)
+        except Exception:
+            return
+        if got == [self._one(m) for m in probe]:
+            self.bulk = bulk
+
+    def _bulk_render(self, bulk: Any, chunk: list[list[dict[str, Any]]]) -> list[str]:
+        text = bulk.render(conversations=chunk, add_generation_prompt=False,
+                           **self.tokenizer.special_tokens_map)
+        parts = str(text).split(self.SEP)[: len(chunk)]
+        if len(parts) != len(chunk):
+            raise ValueError("bulk rendering lost a conversation")
+        return parts
+
+    def render(self, chunk: list[list[dict[str, Any]]]) -> list[str | None]:
+        if not self.checked:
+            self._compile(chunk[:32])
+        if self.bulk is not None:
+            try:
+                return list(self._bulk_render(self.bulk, chunk))
+            except Exception:  # one example refused: find it row by row
+                pass
+        return [self._one(m) for m in chunk]
 
 
 # --- parallel extraction over line-aligned chunks of a JSONL file --------------------------
