@@ -2,7 +2,8 @@
 
 Both run the same checks (parse, schema, template + token length, duplicates, PII) with
 the same tokenizer (SmolLM2's, the support-bot base) on the same generated chat examples.
-Each measurement runs in a fresh subprocess so that peak memory (ru_maxrss) is its own.
+Each measurement runs in a fresh subprocess; peak memory is that process's peak RSS plus
+its largest worker's (the gate forks one worker per core).
 
     .venv/bin/python benchmarks/data_gate.py                 # 10k, 100k, 1M (baseline to 100k)
     .venv/bin/python benchmarks/data_gate.py --sizes 10000   # quick
@@ -116,7 +117,8 @@ def measure(which: str, path: Path) -> dict[str, float]:
     """Run one measurement in a fresh interpreter; add its peak RSS."""
     code = (f"import json,resource,sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r});"
             f"import data_gate as b; r = b.run_{which}(__import__('pathlib').Path({str(path)!r}));"
-            "r['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+            "r['peak_mib'] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss +"
+            " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024;"
             "print('RESULT', json.dumps(r))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT)

@@ -211,7 +211,7 @@ def render_manifests(spec: Any, env: str, version: str, pin: Any, out: Path) -> 
     from llmops.config import load_deploy
     from llmops.errors import UsageError
     from llmops.manifests import Release, render
-    from llmops.plan import ModelShape, Target, plan
+    from llmops.plan import ModelShape, plan_for
 
     deploy = load_deploy(env)
     if deploy.gpu is None:
@@ -225,10 +225,7 @@ def render_manifests(spec: Any, env: str, version: str, pin: Any, out: Path) -> 
     if api is None:
         raise UsageError(f"deploy/{env}.yml: registry_api: not set (nor CI_API_V4_URL)")
     g = deploy.gpu
-    shape = ModelShape.from_dir(Path(ensure_base_model(spec.base_model)))
-    result = plan(shape, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes, g.dtype, g.dtype,
-                                g.gpu_memory_utilization, max_model_len=g.max_model_len,
-                                max_num_seqs=g.max_num_seqs))
+    result = plan_for(ModelShape.from_dir(Path(ensure_base_model(spec.base_model))), g)
     base = deploy.base_models.get(spec.name, spec.base_model)
     docs = render(Release(spec.name, version, pin.digest, base, api), env, g, result)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,7 +239,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from llmops.basemodels import ensure_base_model
     from llmops.config import load_deploy, load_model
     from llmops.errors import UsageError
-    from llmops.plan import ModelShape, Target, plan
+    from llmops.plan import ModelShape, plan_for
 
     spec, deploy = load_model(args.model), load_deploy(args.env)
     if deploy.gpu is None:
@@ -250,9 +247,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                          "section: nothing to plan")
     g = deploy.gpu
     shape = ModelShape.from_dir(Path(ensure_base_model(spec.base_model)))
-    result = plan(shape, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes, g.dtype, g.dtype,
-                                g.gpu_memory_utilization, max_model_len=g.max_model_len,
-                                max_num_seqs=g.max_num_seqs))
+    result = plan_for(shape, g)
     print(f"{args.model} on {args.env} ({g.nodes} × {g.gpus_per_node} × {g.gpu_type}, "
           f"{shape.params:,} parameters): {result.explanation}")
     return 0 if result.fits else 1

@@ -112,3 +112,10 @@ def plan(shape: ModelShape, target: Target) -> Plan:
                 f"per GPU even at TP={tp} × PP={target.nodes} ({target.nodes} node(s) of "
                 f"{target.gpus_per_node} × {target.gpu_memory_gib:g} GiB), usable {usable:.1f} "
                 "GiB; add nodes, use larger GPUs, quantise, or lower max_model_len/max_num_seqs")
+
+
+def plan_for(shape: ModelShape, gpu: Any) -> Plan:
+    """The plan for a deploy/<env>.yml `gpu` section (a config.GpuTarget)."""
+    return plan(shape, Target(gpu.gpu_memory_gib, gpu.gpus_per_node, gpu.nodes, gpu.dtype,
+                              gpu.dtype, gpu.gpu_memory_utilization,
+                              max_model_len=gpu.max_model_len, max_num_seqs=gpu.max_num_seqs))

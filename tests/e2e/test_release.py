@@ -141,6 +141,13 @@ def gitlab_path(root: Path, home: Path, run_id: str, first: dict[str, object]) -
         assert yaml.safe_load(pins)["models"]["tiny"]["version"] == "1.0.0"
         (root / "registry" / "production.yml").write_bytes(pins)  # CI checks out main
         assert "production: tiny 1.0.0" in run("apply-promotion", "--env", "production")
+        # Champion vs challenger: production (pinned, fetched from GitLab) is measured on
+        # the same inputs; here it is the same adapter, so it neither regresses nor gains.
+        report = run("evaluate", "tiny", "--candidate", run_id)
+        assert "regression vs production +0" in report
+        gate = json.loads((home / "runs" / "tiny" / run_id / "gate_report.json").read_text())
+        loss = next(r for r in gate["rules"] if r["metric"] == "eval_loss")
+        assert loss["production"] == pytest.approx(loss["candidate"])
         assert "deployed tiny 1.0.0" in run("deploy", "tiny", "--env", "local",
                                             "--version", "1.0.0")
         assert gl.duplicate_files() == 0
@@ -205,6 +212,22 @@ def test_unknown_model_exits_2_and_lists_known_models(tmp_path: Path) -> None:
     done = llmops("release", "nope", root=REPO, home=tmp_path / "home")
     assert done.returncode == 2
     assert "unknown model 'nope'; known models: support-bot, tiny" in done.stderr
+
+
+def test_unknown_candidate_exits_2(tmp_path: Path) -> None:
+    done = llmops("evaluate", "tiny", "--candidate", "no-such-run", root=REPO,
+                  home=tmp_path / "home")
+    assert done.returncode == 2
+    assert "candidate 'no-such-run': no such run" in done.stderr
+
+
+def test_malformed_golden_line_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    root = copy_repo(tmp_path)
+    golden = root / "datasets" / "support-bot" / "golden.jsonl"
+    golden.write_text(golden.read_text() + '{"question": "unterminated\n')
+    done = llmops("release", "tiny", root=root, home=tmp_path / "home")
+    assert done.returncode == 2
+    assert "golden.jsonl:29: not a JSON object" in done.stderr
 
 
 def test_missing_dataset_exits_2_naming_file_and_key(tmp_path: Path) -> None:
