@@ -1,5 +1,5 @@
 # The two commands of the README: `make release` and `make test`. Both build first.
-.PHONY: setup release test lint test-all
+.PHONY: setup release test lint
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,3 @@ lint: setup
 
 test: lint
 	.venv/bin/python -m pytest -m "not slow and not gpu"
-
-test-all: lint
-	.venv/bin/python -m pytest -m "not gpu"
