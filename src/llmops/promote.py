@@ -26,15 +26,20 @@ PIN_HEADER = "# Which version of each model runs in {env}: changed by merge requ
 
 
 def registry_backend() -> Registry:
-    """GitLab's registry when MLFLOW_TRACKING_URI points at GitLab's /ml/mlflow, else MLflow."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    """GitLab's registry when the registry URI points at GitLab's /ml/mlflow, else MLflow's.
+
+    The registry URI is `LLMOPS_REGISTRY_URI`, defaulting to `MLFLOW_TRACKING_URI`: runs can
+    be tracked on one MLflow server while versions live in GitLab's registry.
+    """
+    uri = os.environ.get("LLMOPS_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI", "")
     if "/api/v4/projects/" in uri and uri.rstrip("/").endswith("/ml/mlflow"):
         from llmops.registry_gitlab import GitlabRegistry
 
-        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        token = os.environ.get("LLMOPS_REGISTRY_TOKEN") or os.environ.get(
+            "MLFLOW_TRACKING_TOKEN")
         if not token:
-            raise UsageError("MLFLOW_TRACKING_URI points at GitLab: set MLFLOW_TRACKING_TOKEN to "
-                             "a project access token with the api scope")
+            raise UsageError("the registry is GitLab's: set MLFLOW_TRACKING_TOKEN (or "
+                             "LLMOPS_REGISTRY_TOKEN) to a project access token with api scope")
         return GitlabRegistry.from_tracking_uri(uri, token)
     return MlflowRegistry()
 

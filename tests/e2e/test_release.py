@@ -123,7 +123,8 @@ def gitlab_path(root: Path, home: Path, run_id: str, first: dict[str, object]) -
     with GitlabEmulator() as gl:
         gl.state.branches["main"]["registry/production.yml"] = "models: {}\n"
         token = gl.state.api_token
-        env = {"MLFLOW_TRACKING_URI": gl.tracking_uri, "MLFLOW_TRACKING_TOKEN": token,
+        # Runs stay tracked in the local store; versions go to GitLab's registry.
+        env = {"LLMOPS_REGISTRY_URI": gl.tracking_uri, "LLMOPS_REGISTRY_TOKEN": token,
                "GITLAB_URL": gl.url, "GITLAB_TOKEN": token, "GITLAB_PROJECT": "1"}
 
         def run(*args: str) -> str:

@@ -90,3 +90,9 @@ def test_backend_is_chosen_by_the_tracking_uri(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
     with pytest.raises(Exception, match="set MLFLOW_TRACKING_TOKEN"):
         promote.registry_backend()
+    # Tracking on an MLflow server, registry in GitLab.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("LLMOPS_REGISTRY_URI", "https://gl.example/api/v4/projects/9/ml/mlflow")
+    monkeypatch.setenv("LLMOPS_REGISTRY_TOKEN", "t")
+    backend = promote.registry_backend()
+    assert isinstance(backend, GitlabRegistry) and backend.project_id == "9"
