@@ -53,8 +53,10 @@ def _finite(metrics: Metrics | None, name: str) -> float | None:
 
 
 def _gain(metric: str, candidate: float, reference: float) -> float:
-    """How much better the candidate is than the reference (negative: worse)."""
-    return candidate - reference if higher_is_better(metric) else reference - candidate
+    """How much better the candidate is than the reference (negative: worse); a tie is +0,
+    never -0, in reasons."""
+    gain = candidate - reference if higher_is_better(metric) else reference - candidate
+    return gain + 0.0
 
 
 def evaluate_rule(
@@ -89,7 +91,7 @@ def evaluate_rule(
                 checks.append(
                     (False, f"{m}: production value missing or not finite (fails closed)"))
             else:
-                regression = -_gain(m, value, ref)
+                regression = -_gain(m, value, ref) + 0.0
                 limit = rule.max_regression_vs_production
                 checks.append(
                     (regression <= limit,

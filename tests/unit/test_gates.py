@@ -94,3 +94,9 @@ def test_metric_direction(metric: str, higher: bool) -> None:
     from llmops.gates import higher_is_better
 
     assert higher_is_better(metric) is higher
+
+
+def test_a_tie_with_production_reads_as_plus_zero() -> None:
+    rules = [rule(metric="eval_loss", max_regression_vs_production=0.0)]
+    decision = gate_decision(rules, {"eval_loss": 3.0}, base={}, production={"eval_loss": 3.0})
+    assert decision.passed and "regression vs production +0 " in decision.results[0].reason
