@@ -177,7 +177,7 @@ def build_smollm2(out: Path) -> None:
     if generation_eos != tokenizer.eos_token_id:
         raise RuntimeError(f"SmolLM2 conversion: generation EOS {generation_eos} != "
                            f"tokenizer EOS {tokenizer.eos_token_id}")
-    plain.to(torch.bfloat16)  # type: ignore[call-arg]  # transformers' wrapped `to`
+    plain.to(torch.bfloat16)  # type: ignore[call-arg,arg-type]  # transformers wraps `to`
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

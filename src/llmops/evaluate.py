@@ -87,28 +87,6 @@ def eval_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str, str
     return total / count if count else math.nan
 
 
-def generate_answers(model: Any, tokenizer: Any, questions: list[str], max_new_tokens: int,
-                     batch_size: int = 16) -> list[str]:
-    """Greedy answers, batched with left padding."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        prompts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": q}],
-                                          add_generation_prompt=True, tokenize=False)
-            for q in questions[start : start + batch_size]
-        ]
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1] :]
-        answers.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    return answers
-
-
 def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> \
         dict[str, dict[str, float]]:
     """Eval loss and perplexity of the base and each adapter, with transformers + PEFT

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 from llmops.errors import UsageError
 from llmops.paths import repo_root, state_dir, state_subdir
@@ -89,11 +88,3 @@ def ui_hint() -> str:
     if uri.startswith("sqlite:///"):
         return f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
     return uri
-
-
-def relative(path: Path) -> str:
-    """A path relative to the repository when it is inside it (shorter messages)."""
-    try:
-        return str(path.relative_to(repo_root()))
-    except ValueError:
-        return str(path)
