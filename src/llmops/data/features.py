@@ -19,6 +19,7 @@ from typing import Any
 from llmops.config import DataChecks
 from llmops.data.formats import Format, to_messages
 from llmops.data.scan import fingerprint, normalised, pii_kinds
+from llmops.data.tokencount import TokenCounter
 
 # Boolean columns, in report order, with what a passing row satisfies.
 BOOL_CHECKS: dict[str, str] = {
@@ -121,6 +122,7 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
     pending: list[tuple[int, list[dict[str, Any]]]] = []
 
     renderer = Renderer(tokenizer, fmt)
+    count = TokenCounter(tokenizer)
 
     def flush() -> None:
         if pending:
@@ -129,7 +131,7 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
             for (row, _), t in zip(pending, texts, strict=True):
                 if t is None:
                     cols["template"][row] = False
-            for (row, _), n_tokens in zip(ok, token_counts(tokenizer, [t for _, t in ok]),
+            for (row, _), n_tokens in zip(ok, count([t for _, t in ok]),
                                           strict=True):
                 cols["token_count"][row] = n_tokens
             pending.clear()
@@ -167,17 +169,6 @@ def extract(rows: Iterator[tuple[int, Any]], fmt: Format, tokenizer: Any, checks
             flush()
     flush()
     return FeatureTable(cols, pii, keys)
-
-
-def token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
-    """Token counts from the Rust tokenizer directly (no per-row Python conversion)."""
-    if not texts:
-        return []
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: faster
-    return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
 
 
 class Renderer:
