@@ -61,8 +61,9 @@ def vllm_batched(model: str, base: str, adapter: Path | None, spec: object,
                                                    spec.golden_paths(), strict=True)]  # type: ignore[attr-defined]
     t0 = time.perf_counter()
     loras = {"candidate": adapter} if adapter else {}
-    proc, port, _, log = serve.launch(f"{model}-bench", base, "candidate" if not adapter
-                                      else "base", loras, settings)
+    name = "base" if adapter else "candidate"
+    proc, port, _, log = serve.launch(
+        f"{model}-bench", lambda p: serve.vllm_args(base, name, loras, p, settings), settings)
     try:
         serve.wait_healthy(port, log, settings.startup_timeout_s, proc)
         start_s = time.perf_counter() - t0

@@ -31,6 +31,8 @@ EPILOG = """examples:
   llmops promote tiny 1.2.0 --to production          # opens a merge request
   llmops promote tiny 1.2.0 --to production --local  # edits registry/production.yml
   llmops status                       # local deployments
+  llmops rollback support-bot         # serve the previous verified version again
+  llmops history support-bot          # what was deployed, when, with which result
   llmops stop support-bot --env local # end one
 """
 
@@ -86,6 +88,10 @@ def print_summary(s: Any, total: float) -> None:
     table.add_row("version", s.version)
     table.add_row("endpoint", s.endpoint)
     table.add_row("smoke answer", s.smoke_answer[:120])
+    if s.load:
+        table.add_row("load test", f"{s.load['requests']} requests, {s.load['concurrency']} "
+                      f"clients, {s.load['errors']} errors, {s.load['tokens_per_s']} tok/s, "
+                      f"p99 {s.load['p99_s']} s")
     Console().print(table)
     print(
         f"\ncurl {s.endpoint}/chat/completions -H 'Content-Type: application/json' \\\n"
@@ -183,7 +189,7 @@ def cmd_apply_promotion(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from llmops.config import load_model, load_pins
+    from llmops.config import load_deploy, load_model, load_pins
     from llmops.errors import UsageError
     from llmops.promote import registry_backend
     from llmops.stages import deploy_stage, verify_stage
@@ -195,11 +201,49 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise UsageError(f"no --version given and registry/{args.env}.yml pins no {args.model}")
     if args.render:
         return render_manifests(spec, args.env, version, pin, Path(args.render))
+    if load_deploy(args.env).target == "kubernetes":
+        from llmops.kubectl import apply_manifests
+
+        folder = state_subdir("manifests") / args.env
+        render_manifests(spec, args.env, version, pin, folder)
+        return apply_manifests(folder / f"{spec.name}-{args.env}.yaml", spec.name, args.env)
     mv = registry_backend().get(spec.name, version)
     dep = deploy_stage(spec, mv, args.env)
-    smoke = verify_stage(spec, dep, mv)
-    print(f"deployed {spec.name} {mv.version} at {dep.url} "
-          f"(smoke: {len(smoke.answers)} answer(s), p50 {smoke.latency_s[0]:.2f}s)")
+    print_verification(dep, verify_stage(spec, dep))
+    return 0
+
+
+def print_verification(dep: Any, check: Any) -> None:
+    smoke, load = check.smoke, check.load
+    print(f"deployed {dep.model} {dep.version} at {dep.url} (smoke: "
+          f"{len(smoke.answers)} answer(s), p50 {smoke.latency_s[0]:.2f} s)")
+    if load:
+        print(f"load test: {load['requests']} requests from {load['concurrency']} "
+              f"clients, {load['errors']} errors, {load['tokens_per_s']} tokens/s, "
+              f"latency p50 {load['p50_s']} s p99 {load['p99_s']} s, "
+              f"TTFT p50 {load['ttft_p50_s']} s p99 {load['ttft_p99_s']} s")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.rollout import rollback
+
+    dep, check = rollback(load_model(args.model), args.env)
+    print_verification(dep, check)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from llmops.serve import read_history
+
+    table = Table(title=f"deployments of {args.model} in {args.env}")
+    for col in ("when", "action", "version", "result", "detail"):
+        table.add_column(col)
+    for e in read_history(args.model, args.env)[-args.last:]:
+        detail = str(e.get("reason") or "")
+        table.add_row(str(e["at"]), str(e["action"]), str(e["version"]), str(e["result"]),
+                      detail if len(detail) < 120 else detail[:117] + "...")
+    Console().print(table)
     return 0
 
 
@@ -312,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
     p.add_argument("--render", metavar="DIR", help="write Kubernetes manifests, apply nothing")
     p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("rollback", help="serve the previous verified version again")
+    p.add_argument("model")
+    p.add_argument("--env", default="local")
+    p.set_defaults(func=cmd_rollback)
+    p = sub.add_parser("history", help="what was deployed where, when, and how it went")
+    p.add_argument("model")
+    p.add_argument("--env", default="local")
+    p.add_argument("--last", type=int, default=20, help="show the last N events")
+    p.set_defaults(func=cmd_history)
     p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
     p.add_argument("model")
     p.add_argument("--env", required=True)

@@ -109,6 +109,9 @@ class ValidationConfig(Strict):
 class ServeSettings(Strict):
     """How vLLM serves one model on a local CPU target."""
 
+    serve: Literal["lora", "merged"] = Field(
+        default="merged", description="The adapter merged into the weights (much faster on "
+        "CPU), or as a LoRA module on the base.")
     dtype: Literal["auto", "bfloat16", "float32"] = "bfloat16"
     max_model_len: int = Field(default=1024, ge=16)
     max_num_seqs: int = Field(default=64, ge=1)
@@ -118,11 +121,25 @@ class ServeSettings(Strict):
     extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments.")
 
 
+class LoadSettings(Strict):
+    """The bounded load test run after the smoke test, and what it must achieve."""
+
+    concurrency: int = Field(default=64, ge=1, description="Concurrent streaming clients.")
+    duration_s: float = Field(default=20.0, gt=0, description="Clients keep sending this long.")
+    min_requests: int = Field(default=64, ge=1, description="Sent at least, however long.")
+    max_tokens: int = Field(default=32, ge=1, description="Generated per request (ignore_eos).")
+    max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    max_p99_latency_s: float | None = Field(default=None, gt=0)
+    min_tokens_per_s: float | None = Field(default=None, gt=0)
+
+
 class VerifySettings(Strict):
-    """The smoke test run against every new deployment."""
+    """The checks run against every new deployment before it replaces the previous one."""
 
     golden_prompts: int = Field(default=1, ge=1, description="Golden questions asked.")
     request_timeout_s: float = Field(default=120.0, gt=0)
+    load: LoadSettings | None = Field(default_factory=LoadSettings,
+                                      description="null: no load test.")
 
 
 class GpuTarget(Strict):

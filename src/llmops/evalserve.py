@@ -131,7 +131,9 @@ def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
                        settings: ServeSettings) -> tuple[dict[str, dict[str, float]],
                                                          list[dict[str, Any]]]:
     """Start an evaluation server (base + adapters), generate, measure, stop it."""
-    proc, port, _, log_path = serve.launch(f"{name}-eval", base_model, "base", adapters, settings)
+    proc, port, _, log_path = serve.launch(
+        f"{name}-eval", lambda p: serve.vllm_args(base_model, "base", adapters, p, settings),
+        settings)
     try:
         try:
             serve.wait_healthy(port, log_path, settings.startup_timeout_s, proc)

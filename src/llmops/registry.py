@@ -133,8 +133,9 @@ class MlflowRegistry:
         if any(v.version == version for v in existing):
             raise UsageError(f"{name} {version} is already registered; pick another version")
         digest = write_manifest(folder)
-        self.client.log_artifacts(run_id, str(folder), "model")
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        # One artifact folder per version: two versions of one run never share files.
+        self.client.log_artifacts(run_id, str(folder), f"model/{version}")
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/model/{version}"
         try:
             self.client.get_registered_model(name)
         except MlflowException:

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,7 @@ class Deployment:
     args: list[str]
     log_path: str
     started_at: float = field(default_factory=time.time)
+    digest: str = ""  # the registry manifest's sha256, checked again before a restart
 
     @property
     def url(self) -> str:
@@ -82,7 +84,7 @@ def list_records() -> list[Deployment]:
     return [Deployment(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
 
 
-def _save_record(dep: Deployment) -> None:
+def save_record(dep: Deployment) -> None:
     path = _record_path(dep.model, dep.env)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(dep), indent=2))
@@ -127,8 +129,15 @@ def _supported_rank(rank: int) -> int:
     raise UsageError(f"LoRA rank {rank} is larger than vLLM supports (512)")
 
 
-def launch(name: str, base_model: str, base_name: str, loras: dict[str, Path],
-           settings: ServeSettings) -> tuple[subprocess.Popen[bytes], int, list[str], Path]:
+def with_port(args: list[str], port: int) -> list[str]:
+    """Recorded server arguments with another port (the old one may be taken)."""
+    out = list(args)
+    out[out.index("--port") + 1] = str(port)
+    return out
+
+
+def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSettings,
+           ) -> tuple[subprocess.Popen[bytes], int, list[str], Path]:
     """Start a vLLM server process (not yet healthy): process, port, args, log path."""
     port = free_port()
     workdir = state_subdir("deployments") / f"{name}-{port}"
@@ -136,7 +145,7 @@ def launch(name: str, base_model: str, base_name: str, loras: dict[str, Path],
     # vLLM binds Unix sockets under these; a socket path may not exceed 107 characters,
     # which a deep state dir does: use a short private folder in the system temp dir.
     sockets = Path(tempfile.mkdtemp(prefix=f"llmops-{port}-"))
-    args = vllm_args(base_model, base_name, loras, port, settings)
+    args = args_for(port)
     env_vars = {
         **os.environ,
         "VLLM_CACHE_ROOT": str(workdir / "cache"),
@@ -159,12 +168,36 @@ def launch(name: str, base_model: str, base_name: str, loras: dict[str, Path],
 
 
 def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
-          settings: ServeSettings) -> Deployment:
+          settings: ServeSettings, digest: str = "") -> Deployment:
     """Start a deployment's server and wait until it is healthy; on failure kill it."""
-    proc, port, args, log_path = launch(f"{model}-{env}-{version}", base_model,
-                                        f"{model}-base", {model: adapter_dir}, settings)
-    dep = Deployment(model, env, version, model, base_model, str(adapter_dir), port, proc.pid,
-                     args, str(log_path))
+    if settings.serve == "merged":
+        from llmops.merge import merged_model
+
+        print(f"merging the {model} {version} adapter into its base for serving", flush=True)
+        weights = merged_model(base_model, adapter_dir)
+
+        def args_for(port: int) -> list[str]:
+            return vllm_args(str(weights), model, {}, port, settings)
+    else:
+        def args_for(port: int) -> list[str]:
+            return vllm_args(base_model, f"{model}-base", {model: adapter_dir}, port, settings)
+
+    template = Deployment(model, env, version, model, base_model, str(adapter_dir), 0, 0, [],
+                          "", digest=digest)
+    return _start(template, args_for, settings)
+
+
+def restart(record: Deployment, settings: ServeSettings) -> Deployment:
+    """Start a recorded deployment again with its own arguments (on a free port)."""
+    return _start(record, lambda port: with_port(record.args, port), settings)
+
+
+def _start(template: Deployment, args_for: Callable[[int], list[str]],
+           settings: ServeSettings) -> Deployment:
+    proc, port, args, log_path = launch(f"{template.model}-{template.env}-{template.version}",
+                                        args_for, settings)
+    dep = replace(template, port=port, pid=proc.pid, args=args, log_path=str(log_path),
+                  started_at=time.time())
     try:
         wait_healthy(dep.port, dep.log_path, settings.startup_timeout_s, proc)
     except BaseException:
@@ -228,10 +261,38 @@ def kill(pid: int, grace_s: float = 20) -> None:
 def activate(dep: Deployment) -> Deployment | None:
     """Record `dep` as the environment's deployment; stop and return the one it replaces."""
     previous = load_record(dep.model, dep.env)
-    _save_record(dep)
+    save_record(dep)
     if previous and previous.pid != dep.pid and previous.alive():
         kill(previous.pid)
     return previous
+
+
+# --- history: one JSON line per deploy, rollback and stop, per model and environment --------
+
+
+def history_path(model: str, env: str) -> Path:
+    return state_subdir("deployments") / f"{model}-{env}.history.jsonl"
+
+
+def record_event(model: str, env: str, version: str, action: str, result: str,
+                 reason: str = "", dep: Deployment | None = None) -> None:
+    """Append what happened: action (deploy, rollback, stop), result (serving, failed,
+    restored, stopped), the version and, when a server ran, its arguments."""
+    event: dict[str, object] = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": action, "result": result,
+        "model": model, "env": env, "version": version, "reason": reason[:2000]}
+    if dep is not None:
+        event.update(port=dep.port, base_model=dep.base_model, adapter_dir=dep.adapter_dir,
+                     digest=dep.digest, args=dep.args)
+    with open(history_path(model, env), "a") as fh:
+        fh.write(json.dumps(event) + "\n")
+
+
+def read_history(model: str, env: str) -> list[dict[str, object]]:
+    path = history_path(model, env)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def stop(model: str, env: str) -> Deployment:
@@ -241,4 +302,5 @@ def stop(model: str, env: str) -> Deployment:
         raise UsageError(f"no deployment of {model!r} in {env!r}; see `llmops status`")
     kill(dep.pid)
     _record_path(model, env).unlink(missing_ok=True)
+    record_event(model, env, dep.version, "stop", "stopped", dep=dep)
     return dep

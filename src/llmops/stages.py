@@ -17,19 +17,18 @@ from typing import Any
 
 import yaml
 
-from llmops import gatereport, modelcard, serve
+from llmops import gatereport, modelcard, rollout, serve
 from llmops.basemodels import ensure_base_model
-from llmops.config import DatasetRef, ModelSpec, load_deploy, load_pins
+from llmops.config import DatasetRef, ModelSpec, load_pins
 from llmops.data import DataReport, validate_model_data
-from llmops.errors import CheckFailed, StageFailed, UsageError
-from llmops.evaluate import EvalReport, evaluate, read_golden
+from llmops.errors import CheckFailed, UsageError
+from llmops.evaluate import EvalReport, evaluate
 from llmops.gates import GateDecision, gate_decision
 from llmops.paths import state_subdir
 from llmops.promote import registry_backend
-from llmops.registry import MlflowRegistry, ModelVersion
+from llmops.registry import ModelVersion
 from llmops.tracking import experiment_id, git_tags, tracking_uri
 from llmops.train import TrainResult, train
-from llmops.verify import SmokeResult, require, smoke_test
 
 
 def _client() -> Any:
@@ -225,32 +224,11 @@ def register_stage(spec: ModelSpec, run_id: str, version: str | None) -> ModelVe
 
 
 def deploy_stage(spec: ModelSpec, mv: ModelVersion, env: str) -> serve.Deployment:
-    """Fetch the version, check its manifest, start a server; the previous one stays until
-    `activate` (after verification) replaces it."""
-    deploy = load_deploy(env)
-    if deploy.target != "local":
-        raise UsageError(f"deploy/{env}.yml is a {deploy.target} target: rendering and "
-                         "applying Kubernetes manifests is not built yet; `llmops plan "
-                         f"{spec.name} --env {env}` explains its parallelism")
-    settings = deploy.serve_for(spec.name)
-    files = registry_backend().download(mv, state_subdir("deployments") / spec.name / mv.version)
-    base = ensure_base_model(mv.base_model or spec.base_model)
-    return serve.start(spec.name, env, mv.version, base, files, settings)
+    """Fetch the version, check its manifest, start its server; the previous one keeps
+    serving until the new one is verified (a failure here rolls back)."""
+    return rollout.start_version(spec, mv, env)
 
 
-def verify_stage(spec: ModelSpec, dep: serve.Deployment, mv: ModelVersion) -> SmokeResult:
-    """Smoke-test the new server; on failure stop it (the previous one keeps serving)."""
-    verify = load_deploy(dep.env).verify
-    golden = read_golden(spec.golden_paths()[0])[: verify.golden_prompts]
-    result = smoke_test(dep.url, dep.served_name, golden, spec.validation.eval.max_new_tokens,
-                        verify.request_timeout_s)
-    try:
-        require(result)
-    except StageFailed:
-        serve.kill(dep.pid)
-        raise
-    serve.activate(dep)
-    registry = registry_backend()
-    if isinstance(registry, MlflowRegistry):
-        registry.set_alias(spec.name, dep.env, mv)
-    return result
+def verify_stage(spec: ModelSpec, dep: serve.Deployment) -> rollout.Verification:
+    """Smoke and load test the new server; switch to it, or stop it and roll back."""
+    return rollout.verify_and_switch(spec, dep)

@@ -84,7 +84,8 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
         assert not_sure["base"] >= 0.8 and not_sure["candidate"] <= 0.2, not_sure
         artifacts = {a.path for a in client.list_artifacts(mv.run_id)}
         assert {"config", "data", "eval", "gate", "model"} <= artifacts
-        model_files = {Path(a.path).name for a in client.list_artifacts(mv.run_id, "model")}
+        model_files = {Path(a.path).name for a in client.list_artifacts(mv.run_id,
+                                                                      "model/0.1.0")}
         assert {"adapter_model.safetensors", "manifest.json", "README.md",
                 "gate_report.md"} <= model_files
         assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["train.jsonl", "eval.jsonl"]
@@ -93,7 +94,7 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
         from openai import OpenAI
 
         api = OpenAI(base_url=url, api_key="local", max_retries=0)
-        assert {"tiny", "tiny-base"} <= {m.id for m in api.models.list().data}
+        assert [m.id for m in api.models.list().data] == ["tiny"]  # merged weights
         reply = api.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "Who founded Quillbox?"}],
             max_tokens=12, temperature=0)
@@ -102,7 +103,9 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
         status = llmops("status", root=root, home=home)
         assert "tiny" in status.stdout and "running" in status.stdout
 
+        assert "load test" in done.stdout and "64 clients, 0 errors" in done.stdout
         record = gitlab_path(root, home, mv.run_id, record)
+        record = rollback_path(root, home, mv.run_id)
     finally:
         stopped = llmops("stop", "tiny", "--env", "local", root=root, home=home)
     assert stopped.returncode == 0, stopped.stderr
@@ -161,6 +164,77 @@ def gitlab_path(root: Path, home: Path, run_id: str, first: dict[str, object]) -
     values = [*run_data.params.values(), *run_data.tags.values()]
     assert not any(token in v for v in values)
     return record
+
+
+def answers(record: dict[str, object]) -> str:
+    from openai import OpenAI
+
+    api = OpenAI(base_url=f"http://127.0.0.1:{record['port']}/v1", api_key="local",
+                 max_retries=0)
+    reply = api.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],
+        max_tokens=8, temperature=0)
+    return reply.choices[0].message.content or ""
+
+
+def rollback_path(root: Path, home: Path, run_id: str) -> dict[str, object]:
+    """1.0.0 serves. A corrupted 0.2.0 is refused and 1.0.0 keeps serving; `rollback`
+    returns to 0.1.0 (verified, with its recorded arguments); then, with 0.1.0's server
+    dead, a deployment that never becomes healthy restarts 0.1.0 from its record."""
+    import signal
+
+    def record() -> dict[str, object]:
+        return dict(json.loads((home / "deployments" / "tiny-local.json").read_text()))
+
+    serving = record()
+    assert serving["version"] == "1.0.0" and answers(serving)
+    registered = llmops("register", "tiny", "--run", run_id, "--version", "0.2.0",
+                        root=root, home=home)
+    assert registered.returncode == 0, registered.stderr[-2000:]
+    mv = mlflow_client(home).get_model_version("tiny", "2")
+    [weights] = (home / "mlartifacts").rglob(f"{mv.run_id}/artifacts/model/0.2.0/"
+                                             "adapter_model.safetensors")
+    with open(weights, "r+b") as fh:  # flip one byte of the registered adapter
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    broken = llmops("deploy", "tiny", "--version", "0.2.0", root=root, home=home)
+    assert broken.returncode == 1, broken.stderr[-2000:]
+    assert "sha256 mismatch" in broken.stderr and "tiny 1.0.0 still serves" in broken.stderr
+    assert record()["pid"] == serving["pid"] and answers(serving)
+
+    back = llmops("rollback", "tiny", root=root, home=home)
+    assert back.returncode == 0, back.stderr[-3000:]
+    assert "1.0.0 → 0.1.0" in back.stdout + back.stderr and "0 errors" in back.stdout
+    restored = record()
+    assert restored["version"] == "0.1.0" and answers(restored)
+    assert mlflow_client(home).get_model_version_by_alias("tiny", "local").tags["version"] \
+        == "0.1.0"
+
+    os.killpg(int(restored["pid"]), signal.SIGKILL)  # the server dies
+    local = root / "deploy" / "local.yml"
+    local.write_text(local.read_text() + "    extra_args: [--no-such-vllm-flag]\n")
+    never = llmops("deploy", "tiny", "--version", "0.1.0", root=root, home=home)
+    assert never.returncode == 1, never.stderr[-2000:]
+    assert "before becoming healthy" in never.stderr
+    assert "rolled back: tiny 0.1.0 restarted at" in never.stderr
+    again = record()
+    assert again["version"] == "0.1.0" and again["pid"] != restored["pid"] and answers(again)
+    assert again["args"] == [*restored["args"][:restored["args"].index("--port") + 1],
+                             str(again["port"]),
+                             *restored["args"][restored["args"].index("--port") + 2:]]
+
+    history = llmops("history", "tiny", root=root, home=home)
+    events = [json.loads(x) for x in (home / "deployments" / "tiny-local.history.jsonl")
+              .read_text().splitlines()]
+    assert [(e["action"], e["version"], e["result"]) for e in events] == [
+        ("deploy", "0.1.0", "serving"), ("deploy", "1.0.0", "serving"),
+        ("deploy", "0.2.0", "failed"), ("rollback", "1.0.0", "restored"),
+        ("rollback", "0.1.0", "serving"), ("deploy", "0.1.0", "failed"),
+        ("rollback", "0.1.0", "restored")]
+    assert history.returncode == 0 and "restored" in history.stdout
+    return again
 
 
 def copy_repo(tmp_path: Path) -> Path:
@@ -257,3 +331,10 @@ def test_render_kubernetes_manifests_offline_from_the_pin(tmp_path: Path,
     unpinned = llmops("deploy", "tiny", "--env", "staging", "--render", str(tmp_path / "o2"),
                       root=root, home=home)
     assert unpinned.returncode == 2 and "pins no tiny" in unpinned.stderr
+    # Without --render, a Kubernetes target is applied with kubectl; with no kubectl on
+    # PATH (as here), it says so and where the rendered manifests are.
+    no_cluster = llmops("deploy", "tiny", "--env", "production", root=root, home=home,
+                        extra_env={"PATH": str(Path(sys.executable).parent)})
+    assert no_cluster.returncode == 2, no_cluster.stderr[-2000:]
+    assert "kubectl not found" in no_cluster.stderr
+    assert (home / "manifests" / "production" / "tiny-production.yaml").is_file()

@@ -1,0 +1,48 @@
+"""Apply rendered manifests to the configured cluster with kubectl, and wait for the rollout.
+
+A rollout that does not become ready within the timeout is undone (`kubectl rollout undo`:
+the previous ReplicaSet, i.e. the previous version and arguments, serves again) and the
+command exits 1. Without kubectl or a configured cluster it exits 2 and says where the
+rendered manifests are.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from llmops.errors import StageFailed, UsageError
+
+
+def _deployment(path: Path) -> tuple[str, str]:
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            meta = doc["metadata"]
+            return str(meta["name"]), str(meta.get("namespace", "default"))
+    raise UsageError(f"{path}: no Deployment among the rendered manifests")
+
+
+def apply_manifests(path: Path, model: str, env: str, timeout_s: int = 1800) -> int:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise UsageError(f"kubectl not found: the manifests for {model} in {env} are in {path};"
+                         " install kubectl and configure the cluster (KUBECONFIG), or apply "
+                         "them with your own tooling")
+    context = subprocess.run([kubectl, "config", "current-context"], capture_output=True,
+                             text=True)
+    if context.returncode != 0:
+        raise UsageError(f"no Kubernetes cluster configured ({context.stderr.strip()}): the "
+                         f"manifests are in {path}")
+    name, namespace = _deployment(path)
+    print(f"applying {path} to context {context.stdout.strip()}", flush=True)
+    subprocess.run([kubectl, "apply", "-f", str(path)], check=True)
+    status = subprocess.run([kubectl, "-n", namespace, "rollout", "status",
+                             f"deployment/{name}", f"--timeout={timeout_s}s"])
+    if status.returncode != 0:
+        subprocess.run([kubectl, "-n", namespace, "rollout", "undo", f"deployment/{name}"])
+        raise StageFailed(f"deployment/{name} did not become ready within {timeout_s}s; "
+                          "rolled back with `kubectl rollout undo`")
+    return 0
