@@ -1,5 +1,5 @@
 # The two commands of the README: `make release` and `make test`. Both build first.
-.PHONY: setup release test lint
+.PHONY: setup release test test-slow lint orchestrator
 
 setup:
 	bash scripts/setup.sh
@@ -13,3 +13,11 @@ lint: setup
 
 test: lint
 	.venv/bin/python -m pytest -m "not slow and not gpu"
+
+# Heavier end-to-end runs (.ci/run runs them too): `prefect deployment run` via a worker.
+test-slow: setup
+	.venv/bin/python -m pytest -m "slow and not gpu"
+
+# A local Prefect server + process worker with prefect.yaml's deployments (foreground).
+orchestrator: setup
+	bash scripts/orchestrator.sh

@@ -1,6 +1,6 @@
 """The release flow: validate → train → evaluate → gate → register → deploy → verify.
 
-Thin wiring: every task calls one function of `llmops.stages`. Run it with
+Thin wiring: every task (flows/tasks.py) calls one function of `llmops.stages`. Run it with
 `llmops release <model>` (Prefect's ephemeral API by default, or the server in
 PREFECT_API_URL), or through a deployment declared in prefect.yaml.
 """
@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NONE as NO_CACHE
+from prefect import flow
 from prefect.runtime import flow_run
 
+from flows import tasks
 from llmops import stages
 from llmops.config import ModelSpec, load_model
 
@@ -28,7 +28,8 @@ class ReleaseSummary:
     run_id: str = ""
     run_name: str = ""
     version: str = ""
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, Prefect included
+    work_seconds: dict[str, float] = field(default_factory=dict)  # inside the stage code
     data_report: str = ""
     data_docs: str = ""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -36,19 +37,8 @@ class ReleaseSummary:
     endpoint: str = ""
     served_name: str = ""
     smoke_answer: str = ""
-
-
-def _task(name: str, fn: Any, timeout_s: float | None = None) -> Any:
-    return task(fn, name=name, cache_policy=NO_CACHE, timeout_seconds=timeout_s)
-
-
-validate = _task("validate", stages.validate_stage)
-train = _task("train", stages.train_stage)
-evaluate = _task("evaluate", stages.evaluate_stage)
-gate = _task("gate", stages.gate_stage)
-register = _task("register", stages.register_stage)
-deploy = _task("deploy", stages.deploy_stage)
-verify = _task("verify", stages.verify_stage)
+    flow_started_at: float = 0.0  # epoch seconds when the flow body began
+    load: dict[str, Any] = field(default_factory=dict)
 
 
 def _run_name() -> str:
@@ -56,11 +46,20 @@ def _run_name() -> str:
     return f"{params['model']}-{params.get('version') or 'next'}"
 
 
+def _name_run(name: str) -> None:
+    """Once the version is known (the next patch by default), name the flow run after it."""
+    from prefect.client.orchestration import get_client
+
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=name)
+
+
 @flow(name="release", flow_run_name=_run_name, log_prints=True)
 def release(model: str, env: str = "local", version: str | None = None) -> ReleaseSummary:
     """Release `model` to `env`; raises (and registers nothing) when a gate refuses it."""
     spec: ModelSpec = load_model(model)
-    out = ReleaseSummary(model=model, env=env)
+    out = ReleaseSummary(model=model, env=env, flow_started_at=time.time())
     out.run_name = f"{model}-{version or time.strftime('%Y%m%d-%H%M%S')}"
     out.run_id = stages.start_release_run(spec, out.run_name)
 
@@ -72,22 +71,27 @@ def release(model: str, env: str = "local", version: str | None = None) -> Relea
             out.seconds[stage] = time.perf_counter() - started
 
     ok = False
+    tasks.WORK_SECONDS.clear()
     try:
-        data = timed("validate", validate, spec, out.run_id)
+        data = timed("validate", tasks.validate_data, spec, out.run_id)
         out.data_report, out.data_docs = data.json_path, data.docs_path
-        trained = timed("train", train, spec, out.run_id, out.run_name)
-        report = timed("evaluate", evaluate, spec, trained.run_id, trained.base_model,
+        trained = timed("train", tasks.train, spec, out.run_id, out.run_name)
+        report = timed("evaluate", tasks.evaluate, spec, trained.run_id, trained.base_model,
                        trained.adapter_dir)
         out.metrics = report.metrics
-        decision = timed("gate", gate, spec, report, out.run_id)
+        decision = timed("gate", tasks.gate, spec, report, out.run_id)
         out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]
-        mv = timed("register", register, spec, out.run_id, version)
+        mv = timed("register", tasks.register, spec, out.run_id, version)
         out.version = mv.version
-        dep = timed("deploy", deploy, spec, mv, env)
-        smoke = timed("verify", verify, spec, dep, mv)
+        _name_run(f"{model}-{mv.version}")
+        dep = timed("deploy", tasks.deploy, spec, mv, env)
+        checked = timed("verify", tasks.verify, spec, dep)
         out.endpoint, out.served_name = dep.url, dep.served_name
+        smoke = checked.smoke
         out.smoke_answer = str(smoke.answers[0]["answer"]) if smoke.answers else ""
+        out.load = checked.load or {}
         ok = True
         return out
     finally:
+        out.work_seconds = dict(tasks.WORK_SECONDS)
         stages.finish_run(out.run_id, ok)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import signal
 import sys
@@ -50,24 +50,38 @@ def _embedded_env() -> None:
 
 
 def load_flow(name: str) -> Any:
-    """Import flows/<name>.py from the repository (flows/ is wiring, not package code)."""
-    path = repo_root() / "flows" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"llmops_flows_{name}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import flows/<name>.py of the repository (flows/ is wiring, not package code)."""
+    root = str(repo_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"flows.{name}")
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     from llmops.config import load_model
 
     load_model(args.model)  # fail fast (exit 2) before Prefect starts
-    started = time.perf_counter()
+    started = time.time()
     summary = load_flow("release").release(model=args.model, env=args.env, version=args.version)
-    print_summary(summary, time.perf_counter() - started)
+    total = time.time() - started
+    print_summary(summary, total)
+    write_summary(summary, total, started)
     return 0
+
+
+def write_summary(s: Any, total: float, started: float) -> None:
+    """release_summary.json in the run folder: times (where the time went), results."""
+    import json
+    from dataclasses import asdict
+
+    work = sum(s.work_seconds.values())
+    body = {**asdict(s), "total_s": total,
+            "prefect_start_s": max(0.0, s.flow_started_at - started) if s.flow_started_at
+            else None,
+            "orchestration_s": total - work, "orchestration_share": (total - work) / total}
+    path = state_subdir("runs") / s.model / s.run_id / "release_summary.json"
+    if path.parent.is_dir():
+        path.write_text(json.dumps(body, indent=2))
 
 
 def print_summary(s: Any, total: float) -> None:
@@ -77,6 +91,9 @@ def print_summary(s: Any, total: float) -> None:
     for stage, sec in s.seconds.items():
         table.add_row(f"{stage} time", f"{sec:.1f} s")
     table.add_row("total time", f"{total:.1f} s")
+    work = sum(s.work_seconds.values())
+    table.add_row("orchestration", f"{total - work:.1f} s ({(total - work) / total:.1%}): "
+                  "total minus time inside the stages")
     table.add_row("data report", s.data_report)
     table.add_row("data docs", s.data_docs)
     table.add_row("MLflow run", f"{s.run_id} ({s.run_name})")
@@ -224,10 +241,71 @@ def print_verification(dep: Any, check: Any) -> None:
               f"TTFT p50 {load['ttft_p50_s']} s p99 {load['ttft_p99_s']} s")
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     from llmops.config import load_model
+    from llmops.rollout import verify_current
+
+    dep, check = verify_current(load_model(args.model), args.env)
+    print_verification(dep, check)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import finish_run, start_release_run, train_stage, validate_stage
+    from llmops.train import choose_backend
+
+    spec = load_model(args.model)
+    backend = choose_backend(args.backend)
+    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = start_release_run(spec, run_name)
+    print(f"MLflow run {run_id} ({run_name}), backend {backend}", flush=True)
+    ok = False
+    try:
+        validate_stage(spec, run_id)
+        result = train_stage(spec, run_id, run_name)
+        ok = True
+    finally:
+        finish_run(run_id, ok)
+    print(f"trained {spec.name}: adapter {result.adapter_dir}")
+    if args.dotenv:  # for the next CI jobs (artifacts:reports:dotenv)
+        Path(args.dotenv).write_text(f"LLMOPS_RUN_ID={run_id}\n")
+    return 0
+
+
+def cmd_release_notes(args: argparse.Namespace) -> int:
+    """Files for a GitLab Release: notes.md (summary, gate report), the model card."""
+    import shutil
+    import tempfile
+
+    from llmops.config import load_model
+    from llmops.promote import registry_backend
+
+    spec = load_model(args.model)
+    registry = registry_backend()
+    mv = registry.get(spec.name, args.version)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = registry.download(mv, Path(tmp) / "v")
+        for name in ("README.md", "gate_report.md"):
+            shutil.copy2(files / name, out / name)
+    gate = (out / "gate_report.md").read_text()
+    (out / "notes.md").write_text(
+        f"## {spec.name} {mv.version}\n\nBase model `{mv.base_model}`, files digest "
+        f"`{mv.digest}`, MLflow run `{mv.run_id}`.\n\n{gate}\n")
+    print(f"release notes for {spec.name} {mv.version} in {out}/")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from llmops.config import load_deploy, load_model
     from llmops.rollout import rollback
 
+    if load_deploy(args.env).target == "kubernetes":
+        from llmops.kubectl import rollback_deployment
+
+        return rollback_deployment(load_model(args.model).name, args.env)
     dep, check = rollback(load_model(args.model), args.env)
     print_verification(dep, check)
     return 0
@@ -261,8 +339,13 @@ def render_manifests(spec: Any, env: str, version: str, pin: Any, out: Path) -> 
     if deploy.gpu is None:
         raise UsageError(f"deploy/{env}.yml is a {deploy.target} target: nothing to render")
     if pin is None or pin.version != version:
-        raise UsageError(f"--render needs the digest of {spec.name} {version}: pin it in "
-                         f"registry/{env}.yml first (llmops promote ... --to {env})")
+        from llmops.promote import registry_backend
+
+        try:  # not pinned (a tag pipeline's staging deploy): the registry has its digest
+            pin = registry_backend().get(spec.name, version)
+        except LlmopsError as exc:
+            raise UsageError(f"{spec.name} {version} is not pinned in registry/{env}.yml and "
+                             f"the registry cannot say its digest: {exc}") from exc
     api = deploy.registry_api or (f"{os.environ['CI_API_V4_URL']}/projects/"
                                   f"{os.environ['CI_PROJECT_ID']}"
                                   if os.environ.get("CI_API_V4_URL") else None)
@@ -356,6 +439,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
     p.add_argument("--render", metavar="DIR", help="write Kubernetes manifests, apply nothing")
     p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("train", help="data gate, then fine-tune into a new MLflow run")
+    p.add_argument("model")
+    p.add_argument("--backend", choices=("auto", "axolotl", "unsloth"), default="auto",
+                   help="auto: unsloth on one CUDA GPU with unsloth installed, else axolotl")
+    p.add_argument("--dotenv", metavar="FILE", help="write LLMOPS_RUN_ID=<run id> here")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("verify", help="smoke + load test a model's serving deployment")
+    p.add_argument("model")
+    p.add_argument("--env", default="local")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("release-notes", help="notes, model card and gate report of a version")
+    p.add_argument("model")
+    p.add_argument("--version", required=True)
+    p.add_argument("--out", default="release", help="folder to write (default: release/)")
+    p.set_defaults(func=cmd_release_notes)
     p = sub.add_parser("rollback", help="serve the previous verified version again")
     p.add_argument("model")
     p.add_argument("--env", default="local")

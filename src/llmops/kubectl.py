@@ -46,3 +46,19 @@ def apply_manifests(path: Path, model: str, env: str, timeout_s: int = 1800) -> 
         raise StageFailed(f"deployment/{name} did not become ready within {timeout_s}s; "
                           "rolled back with `kubectl rollout undo`")
     return 0
+
+
+def rollback_deployment(model: str, env: str) -> int:
+    """`kubectl rollout undo` of the model's Deployment in `env` (its previous ReplicaSet)."""
+    from llmops.manifests import k8s_name
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise UsageError("kubectl not found: install it and configure the cluster (KUBECONFIG)")
+    name = k8s_name(f"{model}-{env}")
+    undo = subprocess.run([kubectl, "rollout", "undo", f"deployment/{name}"])
+    if undo.returncode != 0:
+        raise StageFailed(f"kubectl rollout undo deployment/{name} failed")
+    status = subprocess.run([kubectl, "rollout", "status", f"deployment/{name}",
+                             "--timeout=1800s"])
+    return 0 if status.returncode == 0 else 1

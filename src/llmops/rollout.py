@@ -60,9 +60,8 @@ def start_version(spec: ModelSpec, mv: ModelVersion, env: str) -> serve.Deployme
         raise _rolled_back(spec.name, env, mv.version, "deploy", exc) from exc
 
 
-def verify_and_switch(spec: ModelSpec, dep: serve.Deployment, action: str = "deploy",
-                      ) -> Verification:
-    """Smoke + load test `dep`; switch the environment to it, or stop it and roll back."""
+def run_checks(spec: ModelSpec, dep: serve.Deployment) -> tuple[Verification, list[str]]:
+    """The smoke test, then (if it passed) the bounded load test; what each broke."""
     verify = load_deploy(dep.env).verify
     golden = read_golden(spec.golden_paths()[0])
     smoke = smoke_test(dep.url, dep.served_name, golden[: verify.golden_prompts],
@@ -77,6 +76,14 @@ def verify_and_switch(spec: ModelSpec, dep: serve.Deployment, action: str = "dep
                            verify.request_timeout_s, cfg.min_requests)
         load = result.summary()
         problems += [f"load test: {p}" for p in load_problems(load, cfg)]
+    return Verification(smoke, load), problems
+
+
+def verify_and_switch(spec: ModelSpec, dep: serve.Deployment, action: str = "deploy",
+                      ) -> Verification:
+    """Smoke + load test `dep`; switch the environment to it, or stop it and roll back."""
+    checked, problems = run_checks(spec, dep)
+    load = checked.load
     if problems:
         serve.kill(dep.pid)
         failure = StageFailed(f"verification of {dep.model} {dep.version} at {dep.url} "
@@ -88,7 +95,19 @@ def verify_and_switch(spec: ModelSpec, dep: serve.Deployment, action: str = "dep
     registry = registry_backend()
     if isinstance(registry, MlflowRegistry):
         registry.set_alias(dep.model, dep.env, registry.get(dep.model, dep.version))
-    return Verification(smoke, load)
+    return checked
+
+
+def verify_current(spec: ModelSpec, env: str) -> tuple[serve.Deployment, Verification]:
+    """Check the environment's serving deployment again (a CI verify job); switch nothing."""
+    local_settings(spec, env)
+    dep = serve.load_record(spec.name, env)
+    if dep is None:
+        raise UsageError(f"no deployment of {spec.name} in {env}; see `llmops status`")
+    checked, problems = run_checks(spec, dep)
+    if problems:
+        raise StageFailed(f"{spec.name} {dep.version} at {dep.url}: " + "; ".join(problems))
+    return dep, checked
 
 
 def _rolled_back(model: str, env: str, version: str, action: str, exc: Exception,

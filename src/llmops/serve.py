@@ -129,6 +129,20 @@ def _supported_rank(rank: int) -> int:
     raise UsageError(f"LoRA rank {rank} is larger than vLLM supports (512)")
 
 
+def cpu_env(settings: ServeSettings) -> dict[str, str]:
+    """Thread binding and the OpenMP runtime for the vLLM CPU engine."""
+    env: dict[str, str] = {}
+    if settings.cpu_threads_bind == "all":
+        env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    else:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
+    iomp = serve_python().parent.parent / "lib" / "libiomp5.so"
+    if settings.preload_iomp and iomp.is_file():
+        env["LD_PRELOAD"] = ":".join(filter(None, [str(iomp), os.environ.get("LD_PRELOAD")]))
+    return env
+
+
 def with_port(args: list[str], port: int) -> list[str]:
     """Recorded server arguments with another port (the old one may be taken)."""
     out = list(args)
@@ -151,6 +165,7 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
         "VLLM_CACHE_ROOT": str(workdir / "cache"),
         "VLLM_RPC_BASE_PATH": str(sockets),
         "TMPDIR": str(sockets),
+        **cpu_env(settings),
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kvcache_space_gib),
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",

@@ -49,21 +49,29 @@ def finish_run(run_id: str, ok: bool) -> None:
     _client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
 
 
-def validate_stage(spec: ModelSpec, run_id: str | None = None,
-                   only: list[DatasetRef] | None = None) -> DataReport:
-    """The data gate; CheckFailed lists every failed check with its first lines."""
+def check_data(spec: ModelSpec, only: list[DatasetRef] | None = None) -> DataReport:
+    """The data gate's verdict and reports (JSON, Data Docs); raises nothing on a failure."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))
-    report = validate_model_data(spec, tokenizer, only)
-    if run_id:
-        shutil.copy2(report.json_path, run_dir(spec, run_id) / "data_report.json")
-        client = _client()
-        client.log_artifact(run_id, report.json_path, "data")
-        docs = Path(report.docs_path).parent
-        if docs.is_dir():
-            client.log_artifacts(run_id, str(docs), "data/docs")
-        _log_inputs(run_id, report)
+    return validate_model_data(spec, tokenizer, only)
+
+
+def record_data(spec: ModelSpec, run_id: str, report: DataReport) -> None:
+    """Log the data report (written from `report`, which may come from the cache), the
+    Data Docs and the dataset inputs (sha256) to the release run."""
+    path = run_dir(spec, run_id) / "data_report.json"
+    path.write_text(json.dumps({**asdict(report), "passed": report.passed}, indent=2))
+    client = _client()
+    client.log_artifact(run_id, str(path), "data")
+    docs = Path(report.docs_path).parent
+    if docs.is_dir():
+        client.log_artifacts(run_id, str(docs), "data/docs")
+    _log_inputs(run_id, report)
+
+
+def require_data(report: DataReport) -> DataReport:
+    """The report if the data passed; CheckFailed listing each failed check and lines."""
     if not report.passed:
         lines = [
             f"  {Path(ds.path).name}: {c.check}: {c.observed} (want {c.threshold})"
@@ -75,6 +83,15 @@ def validate_stage(spec: ModelSpec, run_id: str | None = None,
         failed.report = report  # type: ignore[attr-defined]  # for the CLI's table
         raise failed
     return report
+
+
+def validate_stage(spec: ModelSpec, run_id: str | None = None,
+                   only: list[DatasetRef] | None = None) -> DataReport:
+    """The data gate; CheckFailed lists every failed check with its first lines."""
+    report = check_data(spec, only)
+    if run_id:
+        record_data(spec, run_id, report)
+    return require_data(report)
 
 
 def _log_inputs(run_id: str, report: DataReport) -> None:

@@ -20,7 +20,7 @@ import yaml
 
 from llmops.basemodels import ensure_base_model
 from llmops.config import ModelSpec
-from llmops.errors import StageFailed
+from llmops.errors import StageFailed, UsageError
 from llmops.paths import resolve_in_repo, state_subdir
 from llmops.tracking import tracking_uri
 
@@ -121,3 +121,31 @@ def train(spec: ModelSpec, run_id: str, run_name: str) -> TrainResult:
     metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items()}
     return TrainResult(run_id, output_dir, output_dir, cfg["base_model"], resolved, metrics,
                        time.perf_counter() - started)
+
+
+def choose_backend(requested: str) -> str:
+    """`auto`: unsloth on exactly one CUDA GPU with unsloth installed, axolotl otherwise."""
+    import importlib.util
+
+    gpus = _cuda_count()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "auto":
+        requested = "unsloth" if gpus == 1 and has_unsloth else "axolotl"
+    if requested == "unsloth":
+        if gpus != 1 or not has_unsloth:
+            raise UsageError(f"--backend unsloth needs one NVIDIA GPU and unsloth installed "
+                             f"(found {gpus} GPU(s), unsloth "
+                             f"{'installed' if has_unsloth else 'not installed'}); "
+                             "use --backend axolotl")
+        raise UsageError("--backend unsloth is not wired into this version yet; "
+                         "use --backend axolotl")
+    return requested
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:
+        return 0

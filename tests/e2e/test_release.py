@@ -28,22 +28,6 @@ def llmops(
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="session")
-def tiny_base(shared_home: Path) -> Path:
-    """Build the tiny base model once per session; tests copy it into their own home."""
-    from llmops.basemodels import build_tiny_llama
-
-    out = shared_home / "models" / "tiny-llama"
-    if not (out / "config.json").is_file():
-        old = os.environ.get("LLMOPS_ROOT")
-        os.environ["LLMOPS_ROOT"] = str(REPO)
-        try:
-            build_tiny_llama(out)
-        finally:
-            os.environ.pop("LLMOPS_ROOT") if old is None else os.environ.update(LLMOPS_ROOT=old)
-    return out
-
-
 def fresh_home(tmp_path: Path, tiny_base: Path) -> Path:
     home = tmp_path / "home"
     shutil.copytree(tiny_base, home / "models" / "tiny-llama")

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of `llmops.stages` (deployments in ../prefect.yaml)."""

@@ -1,0 +1,17 @@
+"""The data gate alone: `validate(model)`; cached while its inputs do not change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows import tasks
+from llmops.config import load_model
+
+
+@flow(name="validate", flow_run_name="{model}-data", log_prints=True)
+def validate(model: str) -> dict[str, Any]:
+    """Validate every dataset of `model`; raises (exit 1 in the CLI) when a check fails."""
+    report = tasks.validate_data(load_model(model))
+    return {"passed": report.passed, "report": report.json_path, "data_docs": report.docs_path}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command for local orchestration: a Prefect server on 127.0.0.1, the deployments of
+# prefect.yaml registered against it, and a process worker that runs their flow runs.
+# Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker and the server.
+#   PREFECT_PORT (default 4200), LLMOPS_HOME (default .llmops) can be set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LLMOPS_ROOT="$PWD"
+export LLMOPS_HOME="${LLMOPS_HOME:-$PWD/.llmops}"
+export PREFECT_HOME="${PREFECT_HOME:-$LLMOPS_HOME/prefect-server}"
+export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT:-4200}/api"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # flow runs import flows/ from here
+PREFECT=.venv/bin/prefect
+mkdir -p "$PREFECT_HOME"
+log="$PREFECT_HOME/server.log"
+
+"$PREFECT" server start --host 127.0.0.1 --port "${PREFECT_PORT:-4200}" >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+echo "starting the Prefect server (log: $log)"
+for _ in $(seq 1 180); do
+  if .venv/bin/python -c "import httpx,sys; sys.exit(httpx.get('$PREFECT_API_URL/health').status_code != 200)" 2>/dev/null; then
+    break
+  fi
+  kill -0 $server 2>/dev/null || { echo "the Prefect server exited:"; tail -20 "$log"; exit 1; }
+  sleep 1
+done
+"$PREFECT" work-pool create llmops-local --type process --overwrite >/dev/null
+"$PREFECT" --no-prompt deploy --all >/dev/null
+echo "Prefect server: ${PREFECT_API_URL%/api}  (deployments: $("$PREFECT" deployment ls | grep -c manual || true))"
+echo "run one with:  PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run 'release/manual' --param model=tiny"
+"$PREFECT" worker start --pool llmops-local --type process &
+worker=$!
+trap 'kill $worker $server 2>/dev/null; wait $worker $server 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
+wait $worker

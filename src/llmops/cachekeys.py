@@ -1,0 +1,42 @@
+"""Content keys for work that is waste to repeat: the same inputs give the same result.
+
+The data gate's result depends on the dataset and golden files, the model's Axolotl YAML
+and validation rules, its tokenizer and chat template, and the checks' own code. The key
+hashes all of them by content (not by path or time), so an edit to any one of them, even
+a revert, is a new key, and an unchanged re-run is a cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from llmops.basemodels import ensure_base_model
+from llmops.config import ModelSpec
+from llmops.paths import repo_root
+from llmops.registry import sha256_file
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                   "special_tokens_map.json")
+
+
+def data_gate_inputs(spec: ModelSpec) -> list[Path]:
+    """Every file the data gate's verdict depends on."""
+    package = Path(__file__).resolve().parent
+    base = Path(ensure_base_model(spec.base_model))
+    return [
+        spec.axolotl_path,
+        repo_root() / "validation" / f"{spec.name}.yml",
+        *(ref.path for ref in spec.datasets),
+        *spec.golden_paths(),
+        *(base / name for name in TOKENIZER_FILES if (base / name).is_file()),
+        *sorted((package / "data").glob("*.py")),
+        package / "config.py",
+    ]
+
+
+def data_gate_key(spec: ModelSpec) -> str:
+    digest = hashlib.sha256(f"data-gate:{spec.name}".encode())
+    for path in data_gate_inputs(spec):
+        digest.update(f"\n{path.name}:{sha256_file(path)}".encode())
+    return digest.hexdigest()
