@@ -59,6 +59,7 @@ def _name_run(name: str) -> None:
 def release(model: str, env: str = "local", version: str | None = None) -> ReleaseSummary:
     """Release `model` to `env`; raises (and registers nothing) when a gate refuses it."""
     spec: ModelSpec = load_model(model)
+    tasks.check_config(spec)  # before any run, data or model: a bad YAML costs seconds
     out = ReleaseSummary(model=model, env=env, flow_started_at=time.time())
     out.run_name = f"{model}-{version or time.strftime('%Y%m%d-%H%M%S')}"
     out.run_id = stages.start_release_run(spec, out.run_name)

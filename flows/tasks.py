@@ -16,12 +16,10 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
-from prefect.filesystems import LocalFileSystem
 
 from llmops import promote, rollout, stages
 from llmops.cachekeys import data_gate_key
 from llmops.errors import LlmopsError
-from llmops.paths import state_subdir
 
 HOUR = 3600.0
 
@@ -65,11 +63,12 @@ def _task(fn: Any, name: str, timeout_s: float, **policy: Any) -> Any:
     return task(_measured(fn, name), name=name, timeout_seconds=timeout_s, **policy)
 
 
-# Cached results live with the rest of the state (Prefect's default, ~/.prefect/storage,
-# would share them between checkouts and LLMOPS_HOMEs).
+check_config = _task(stages.check_config, "check-config", 0.1 * HOUR)
+# Cached results live under PREFECT_RESULTS_LOCAL_STORAGE_PATH, which `llmops` and
+# scripts/orchestrator.sh point into LLMOPS_HOME (Prefect's default, ~/.prefect/storage,
+# would share them between checkouts and homes).
 check_data = _task(stages.check_data, "check-data", 2 * HOUR, cache_key_fn=_data_key,
-                   cache_expiration=timedelta(days=30), persist_result=True,
-                   result_storage=LocalFileSystem(basepath=str(state_subdir("prefect-results"))))
+                   cache_expiration=timedelta(days=30), persist_result=True)
 record_data = _task(stages.record_data, "record-data", 0.25 * HOUR, retries=3,
                     retry_delay_seconds=[5, 20, 60], retry_condition_fn=_transient)
 train = _task(stages.train_stage, "train", 24 * HOUR)

@@ -15,6 +15,7 @@ from llmops.config import load_model
 def train(model: str) -> dict[str, str]:
     """Train `model` on validated data; returns the MLflow run and the adapter folder."""
     spec = load_model(model)
+    tasks.check_config(spec)
     run_name = f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_id = stages.start_release_run(spec, run_name)
     ok = False

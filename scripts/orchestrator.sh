@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export LLMOPS_ROOT="$PWD"
 export LLMOPS_HOME="${LLMOPS_HOME:-$PWD/.llmops}"
 export PREFECT_HOME="${PREFECT_HOME:-$LLMOPS_HOME/prefect-server}"
+export PREFECT_RESULTS_LOCAL_STORAGE_PATH="${PREFECT_RESULTS_LOCAL_STORAGE_PATH:-$LLMOPS_HOME/prefect-results}"
 export PREFECT_API_URL="http://127.0.0.1:${PREFECT_PORT:-4200}/api"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # flow runs import flows/ from here

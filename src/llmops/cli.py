@@ -40,6 +40,8 @@ EPILOG = """examples:
 def _embedded_env() -> None:
     """Point Prefect and MLflow at `.llmops/` unless the environment says otherwise."""
     os.environ.setdefault("PREFECT_HOME", str(state_subdir("prefect")))
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH",
+                          str(state_subdir("prefect-results")))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     # The first ephemeral start migrates a fresh database: 20-40 s on 2 cores (default 20).
@@ -252,18 +254,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from llmops.config import load_model
-    from llmops.stages import finish_run, start_release_run, train_stage, validate_stage
-    from llmops.train import choose_backend
+    from llmops.stages import (
+        check_config,
+        finish_run,
+        start_release_run,
+        train_stage,
+        validate_stage,
+    )
+    from llmops.train import choose_backend, interrupted_run
 
     spec = load_model(args.model)
     backend = choose_backend(args.backend)
-    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_id = start_release_run(spec, run_name)
+    check_config(spec)
+    checkpoint = None
+    if args.resume:  # the same MLflow run continues from its last checkpoint
+        run_id, run_name, checkpoint = interrupted_run(spec)
+    else:
+        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_id = start_release_run(spec, run_name)
     print(f"MLflow run {run_id} ({run_name}), backend {backend}", flush=True)
     ok = False
     try:
-        validate_stage(spec, run_id)
-        result = train_stage(spec, run_id, run_name)
+        if checkpoint is None:
+            validate_stage(spec, run_id)
+        result = train_stage(spec, run_id, run_name, backend, checkpoint)
         ok = True
     finally:
         finish_run(run_id, ok)
@@ -443,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--backend", choices=("auto", "axolotl", "unsloth"), default="auto",
                    help="auto: unsloth on one CUDA GPU with unsloth installed, else axolotl")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest unfinished run from its last checkpoint")
     p.add_argument("--dotenv", metavar="FILE", help="write LLMOPS_RUN_ID=<run id> here")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("verify", help="smoke + load test a model's serving deployment")

@@ -28,7 +28,8 @@ from llmops.paths import state_subdir
 from llmops.promote import registry_backend
 from llmops.registry import ModelVersion
 from llmops.tracking import experiment_id, git_tags, tracking_uri
-from llmops.train import TrainResult, train
+from llmops.train import TrainResult, choose_backend, train
+from llmops.trainconfig import check_training_config
 
 
 def _client() -> Any:
@@ -113,8 +114,15 @@ def _log_inputs(run_id: str, report: DataReport) -> None:
         client.set_tag(run_id, f"data.{ds.split}.sha256", ds.sha256)
 
 
-def train_stage(spec: ModelSpec, run_id: str, run_name: str) -> TrainResult:
-    return train(spec, run_id, run_name)
+def check_config(spec: ModelSpec) -> None:
+    """The Axolotl YAML through Axolotl's config model and our rules (seconds, no model)."""
+    check_training_config(spec.axolotl, spec.axolotl_path)
+
+
+def train_stage(spec: ModelSpec, run_id: str, run_name: str, backend: str = "auto",
+                resume_from: Path | None = None) -> TrainResult:
+    """Axolotl (or Unsloth on one CUDA GPU) into the run; optionally from a checkpoint."""
+    return train(spec, run_id, run_name, choose_backend(backend), resume_from)
 
 
 def production_adapter(spec: ModelSpec) -> Path | None:

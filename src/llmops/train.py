@@ -9,6 +9,7 @@ writes the resolved YAML beside the outputs, and runs Axolotl in a subprocess wi
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -75,15 +76,35 @@ def _env() -> dict[str, str]:
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     env.setdefault("WANDB_MODE", "disabled")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # CPU, memory (and GPU, when there is one) of the training process, into the same run.
+    env.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    env.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     return env
+
+
+def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[str]:
+    """`python -m axolotl.cli.train` on CPU or one GPU; `accelerate launch` over several GPUs
+    (and nodes, from NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT), where the YAML's deepspeed
+    or fsdp settings take effect."""
+    if gpus <= 1:
+        return [sys.executable, "-m", "axolotl.cli.train", str(config_path)]
+    nodes = int(env.get("NNODES", "1"))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+           str(gpus * nodes)]
+    if nodes > 1:
+        cmd += ["--num_machines", str(nodes), "--machine_rank", env.get("NODE_RANK", "0"),
+                "--main_process_ip", env["MASTER_ADDR"],
+                "--main_process_port", env.get("MASTER_PORT", "29500")]
+    return [*cmd, "-m", "axolotl.cli.train", str(config_path)]
 
 
 def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
     """Run `axolotl train`, echoing its progress and keeping a log; raise on failure."""
     env = _env()
     env["MLFLOW_RUN_ID"] = run_id
-    cmd = [sys.executable, "-m", "axolotl.cli.train", str(config_path)]
-    with open(log_path, "w", encoding="utf-8") as log:
+    cmd = axolotl_command(config_path, _cuda_count(), env)
+    print("training: " + " ".join(cmd), flush=True)
+    with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
@@ -102,22 +123,104 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
         raise StageFailed(f"axolotl train exited with {code}; log: {log_path}\n{tail}")
 
 
-def train(spec: ModelSpec, run_id: str, run_name: str) -> TrainResult:
-    """Fine-tune `spec` into a LoRA adapter, logging into the MLflow run `run_id`."""
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` folder that the trainer finished writing."""
+    done = [p for p in output_dir.glob("checkpoint-*")
+            if p.name.removeprefix("checkpoint-").isdigit()
+            and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
+
+
+def interrupted_run(spec: ModelSpec) -> tuple[str, str, Path]:
+    """(run id, run name, checkpoint) of the model's latest training that did not finish."""
+    import mlflow
+
+    from llmops.tracking import experiment_id
+
+    client = mlflow.MlflowClient(tracking_uri())
+    runs = client.search_runs([experiment_id(spec.name)], order_by=["attributes.start_time DESC"],
+                              max_results=20)
+    for run in runs:
+        if run.info.status == "FINISHED":
+            continue
+        checkpoint = latest_checkpoint(state_subdir("runs") / spec.name / run.info.run_id)
+        if checkpoint is not None:
+            return run.info.run_id, str(run.info.run_name), checkpoint
+    raise UsageError(f"nothing to resume: no unfinished run of {spec.name} with a checkpoint "
+                     "(checkpoints are written every save_steps)")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config → {"a.b.0.c": "value"}, the MLflow compare view's columns."""
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    if isinstance(node, list):
+        out = {}
+        for i, value in enumerate(node):
+            out.update(flatten(value, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): str(node)}
+
+
+# Never logged: a URI may carry credentials (https://user:pass@host), tokens are secrets.
+SECRET_KEYS = re.compile(r"token|secret|password|api_key|tracking_uri", re.IGNORECASE)
+
+
+def log_config_params(client: Any, run_id: str, cfg: dict[str, Any]) -> None:
+    """The resolved config as `axolotl.*` params (values cut to MLflow's 6000 characters);
+    a resumed run logs the same values again, which MLflow accepts."""
+    from mlflow.entities import Param
+
+    params = [Param(f"axolotl.{k}"[:250], v[:6000]) for k, v in sorted(flatten(cfg).items())
+              if not SECRET_KEYS.search(k)]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+
+
+def pip_freeze() -> str:
+    """The training environment's packages, as `pip freeze` would list them."""
+    from importlib.metadata import distributions
+
+    names = {f"{d.metadata['Name']}=={d.version}" for d in distributions()
+             if d.metadata["Name"]}
+    return "\n".join(sorted(names, key=str.lower)) + "\n"
+
+
+def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
+          resume_from: Path | None = None) -> TrainResult:
+    """Fine-tune `spec` into a LoRA adapter, logging into the MLflow run `run_id`; with
+    `resume_from`, continue that run from its checkpoint (same run, same total steps)."""
     import mlflow
 
     started = time.perf_counter()
     output_dir = state_subdir("runs") / spec.name / run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg = resolved_axolotl_config(spec, output_dir, run_name)
+    client = mlflow.MlflowClient(tracking_uri())
+    if resume_from is not None:
+        cfg["resume_from_checkpoint"] = str(resume_from)
+        client.update_run(run_id, status="RUNNING")
+        print(f"resuming run {run_id} from {resume_from.name}", flush=True)
     resolved = output_dir / "axolotl.resolved.yml"
     resolved.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    client = mlflow.MlflowClient(tracking_uri())
     client.log_artifact(run_id, str(resolved), "config")
-    run_axolotl(resolved, output_dir / "train.log", run_id)
-    if not (output_dir / "adapter_config.json").is_file():
-        raise StageFailed(f"axolotl finished but wrote no adapter in {output_dir}")
-    client.log_artifact(run_id, str(output_dir / "train.log"), "logs")
+    log_config_params(client, run_id, {k: v for k, v in cfg.items()
+                                       if k != "resume_from_checkpoint"})
+    client.log_text(run_id, pip_freeze(), "environment/requirements.txt")
+    client.set_tag(run_id, "llmops.train_backend", backend)
+    if backend == "unsloth":
+        from llmops.unsloth_backend import run_unsloth
+
+        run_unsloth(cfg, run_id, resume=resume_from is not None)
+    else:
+        run_axolotl(resolved, output_dir / "train.log", run_id)
+    if not (output_dir / "adapter_model.safetensors").is_file():
+        raise StageFailed(f"{backend} finished but wrote no adapter in {output_dir}")
+    if (output_dir / "train.log").is_file():
+        client.log_artifact(run_id, str(output_dir / "train.log"), "logs")
     metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items()}
     return TrainResult(run_id, output_dir, output_dir, cfg["base_model"], resolved, metrics,
                        time.perf_counter() - started)
@@ -131,13 +234,10 @@ def choose_backend(requested: str) -> str:
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     if requested == "auto":
         requested = "unsloth" if gpus == 1 and has_unsloth else "axolotl"
-    if requested == "unsloth":
-        if gpus != 1 or not has_unsloth:
-            raise UsageError(f"--backend unsloth needs one NVIDIA GPU and unsloth installed "
-                             f"(found {gpus} GPU(s), unsloth "
-                             f"{'installed' if has_unsloth else 'not installed'}); "
-                             "use --backend axolotl")
-        raise UsageError("--backend unsloth is not wired into this version yet; "
+    if requested == "unsloth" and (gpus != 1 or not has_unsloth):
+        raise UsageError(f"--backend unsloth needs one NVIDIA GPU and unsloth installed "
+                         f"(found {gpus} GPU(s), unsloth "
+                         f"{'installed' if has_unsloth else 'not installed'}); "
                          "use --backend axolotl")
     return requested
 

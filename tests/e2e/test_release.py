@@ -73,6 +73,11 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
         assert {"adapter_model.safetensors", "manifest.json", "README.md",
                 "gate_report.md"} <= model_files
         assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["train.jsonl", "eval.jsonl"]
+        # The compare view's columns, the environment and the machine, in the same run.
+        assert run.data.params["axolotl.lora_r"] == "16"
+        assert not any("tracking_uri" in k for k in run.data.params)
+        assert any(k.startswith("system/cpu") for k in metrics), sorted(metrics)
+        assert "environment" in artifacts
 
         # The endpoint answers through the OpenAI client, with the adapter as the model.
         from openai import OpenAI
@@ -265,6 +270,16 @@ def test_bad_data_stops_before_training_and_names_the_lines(tmp_path: Path,
     assert "train.jsonl: content: 1 failing" in done.stderr and "lines 5\n" in done.stderr
     assert "train.jsonl: parse: 1 failing" in done.stderr and "lines 7\n" in done.stderr
     assert not list(home.rglob("train.log"))  # no training started
+
+
+def test_bad_training_config_exits_2_naming_the_key_before_any_run(tmp_path: Path) -> None:
+    root = copy_repo(tmp_path)
+    cfg = root / "axolotl_configs" / "tiny.yml"
+    cfg.write_text(cfg.read_text().replace("lora_r: 16", "lora_r: sixteen"))
+    done = llmops("release", "tiny", root=root, home=tmp_path / "home")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "tiny.yml: lora_r: Input should be a valid integer" in done.stderr
+    assert not (tmp_path / "home" / "runs").exists()  # no MLflow run, no training folder
 
 
 def test_unknown_model_exits_2_and_lists_known_models(tmp_path: Path) -> None:

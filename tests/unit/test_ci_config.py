@@ -45,3 +45,10 @@ def test_no_merge_request_pipeline_registers_or_deploys() -> None:
     for name, job in mr_jobs.items():
         script = "\n".join(job["script"])  # type: ignore[arg-type]
         assert not SHIPPING.search(script), f"{name} ships from a merge request: {script}"
+
+
+def test_every_job_runs_in_a_declared_stage() -> None:
+    stages = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())["stages"]
+    wrong = {name: job.get("stage") for name, job in jobs().items()
+             if job.get("stage", "test") not in stages}
+    assert not wrong, f"jobs in undeclared stages: {wrong}"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Tools to run the GitLab CI pipelines on this machine: gitlab-ci-local (npm, runs on
+# Node 20) into .tools/, and rsync (Debian), which gitlab-ci-local uses for artifacts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GCL_VERSION=4.65.0
+if ! command -v rsync >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q rsync >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q rsync >/dev/null; }
+  else
+    echo "setup-ci-tools: rsync is missing: install it (e.g. sudo apt-get install rsync)" >&2
+    exit 2
+  fi
+fi
+command -v npm >/dev/null || { echo "setup-ci-tools: npm is missing (Node 20)" >&2; exit 2; }
+if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GCL_VERSION" ]; then
+  npm install --prefix .tools --no-audit --no-fund --silent "gitlab-ci-local@$GCL_VERSION"
+fi
+echo "setup-ci-tools: gitlab-ci-local $(.tools/node_modules/.bin/gitlab-ci-local --version), $(rsync --version | head -1)"

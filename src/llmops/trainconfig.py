@@ -1,0 +1,66 @@
+"""The Axolotl YAML checked before any compute: Axolotl's own config model, then our rules.
+
+Axolotl validates a config only once its CLI runs (after imports and, for some keys, after
+the model is loaded). `check_training_config` runs Axolotl's pydantic model on the YAML in
+this process and adds the rules this pipeline relies on, so that a mistake comes back in
+seconds with the file, the key and what to do.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import UsageError
+
+VLLM_MAX_LORA_RANK = 512
+OWNED_KEYS = ("output_dir", "mlflow_tracking_uri", "mlflow_run_name", "mlflow_experiment_name")
+
+
+def project_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, what to do) for each of the pipeline's own rules the config breaks."""
+    problems: list[tuple[str, str]] = []
+    if cfg.get("adapter") not in ("lora", "qlora"):
+        problems.append(("adapter", "set `adapter: lora` (or qlora): releases ship a LoRA "
+                         "adapter that vLLM serves"))
+    rank = cfg.get("lora_r")
+    if isinstance(rank, int) and rank > VLLM_MAX_LORA_RANK:
+        problems.append(("lora_r", f"{rank} is above vLLM's largest LoRA rank "
+                         f"({VLLM_MAX_LORA_RANK}): lower it"))
+    if not cfg.get("save_steps") and not cfg.get("saves_per_epoch"):
+        problems.append(("save_steps", "set save_steps (or saves_per_epoch): without "
+                         "checkpoints `llmops train --resume` has nothing to resume from"))
+    if not cfg.get("test_datasets") and not cfg.get("val_set_size"):
+        problems.append(("test_datasets", "name an eval set (test_datasets or val_set_size): "
+                         "the release gate compares eval losses"))
+    for key in OWNED_KEYS:
+        if key in cfg:
+            problems.append((key, "remove it: the pipeline sets it for each run"))
+    if cfg.get("merge_lora") is not None and not isinstance(cfg.get("merge_lora"), bool):
+        problems.append(("merge_lora", "true or false"))
+    return problems
+
+
+def axolotl_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, message) from Axolotl's own config model (pydantic), without loading a model."""
+    import pydantic
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    try:
+        validate_config(DictDefault(copy.deepcopy(cfg)))
+    except pydantic.ValidationError as exc:
+        return [(".".join(str(p) for p in err["loc"]) or "(top level)",
+                 str(err["msg"]).removeprefix("Value error, ")) for err in exc.errors()]
+    except ValueError as exc:  # Axolotl raises plain ValueErrors from its model validators
+        return [("(config)", str(exc))]
+    return []
+
+
+def check_training_config(cfg: dict[str, Any], source: Path) -> None:
+    """Raise UsageError (exit 2) listing every problem as `file: key: fix`."""
+    problems = project_problems(cfg) + axolotl_problems(cfg)
+    if problems:
+        raise UsageError(f"{source} is not a valid training config:\n" + "\n".join(
+            f"  {source.name}: {key}: {msg}" for key, msg in problems))

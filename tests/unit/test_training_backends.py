@@ -1,0 +1,87 @@
+"""The Unsloth translation of an Axolotl YAML, and the Axolotl launch command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmops.errors import UsageError
+from llmops.train import axolotl_command, choose_backend, latest_checkpoint
+from llmops.unsloth_backend import LINEAR_TARGETS, unsloth_plan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resolved(name: str = "support-bot", **changes: Any) -> dict[str, Any]:
+    cfg = dict(yaml.safe_load((REPO / "axolotl_configs" / f"{name}.yml").read_text()))
+    cfg.update(output_dir="/out/run", mlflow_run_name="support-bot-1", **changes)
+    return cfg
+
+
+def test_unsloth_plan_carries_every_training_setting() -> None:
+    cfg = resolved()
+    plan = unsloth_plan(cfg)
+    assert plan["model"] == {"model_name": cfg["base_model"], "max_seq_length": 256,
+                             "load_in_4bit": False, "dtype": None}
+    peft = plan["peft"]
+    assert (peft["r"], peft["lora_alpha"], peft["lora_dropout"]) == (
+        cfg["lora_r"], cfg["lora_alpha"], cfg["lora_dropout"])
+    assert peft["target_modules"] == LINEAR_TARGETS  # lora_target_linear: true
+    sft = plan["sft"]
+    assert sft["learning_rate"] == float(cfg["learning_rate"])
+    assert sft["lr_scheduler_type"] == cfg["lr_scheduler"]
+    assert sft["max_length"] == cfg["sequence_len"]
+    assert sft["packing"] is bool(cfg.get("sample_packing"))
+    assert sft["per_device_train_batch_size"] == cfg["micro_batch_size"]
+    assert sft["output_dir"] == "/out/run" and sft["report_to"] == ["mlflow"]
+    assert (sft["max_steps"], sft["num_train_epochs"]) == (-1, float(cfg["num_epochs"]))
+    assert plan["data"]["train"][0]["path"].endswith("train.jsonl")
+    assert plan["data"]["eval"][0]["path"].endswith("eval.jsonl")
+
+
+def test_qlora_means_4bit_and_explicit_targets_win() -> None:
+    plan = unsloth_plan(resolved(adapter="qlora", lora_target_modules=["q_proj"],
+                                 sample_packing=True, optimizer="adamw_bnb_8bit"))
+    assert plan["model"]["load_in_4bit"] is True
+    assert plan["peft"]["target_modules"] == ["q_proj"]
+    assert plan["sft"]["packing"] is True and plan["sft"]["optim"] == "adamw_8bit"
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"deepspeed": "zero3.json"}, "deepspeed"),
+    ({"fsdp": ["full_shard"]}, "fsdp"),
+    ({"optimizer": "lion_8bit"}, "optimizer lion_8bit"),
+    ({"datasets": [{"path": "x.jsonl", "type": "orpo.chat_template"}]}, "datasets.type"),
+])
+def test_what_unsloth_cannot_honour_is_refused_by_name(change: dict[str, Any],
+                                                       named: str) -> None:
+    with pytest.raises(UsageError, match=named):
+        unsloth_plan(resolved(**change))
+
+
+def test_unsloth_without_a_gpu_is_a_usage_error_and_auto_is_axolotl() -> None:
+    assert choose_backend("auto") == "axolotl"
+    with pytest.raises(UsageError, match="needs one NVIDIA GPU"):
+        choose_backend("unsloth")
+
+
+def test_launch_command_uses_accelerate_across_gpus_and_nodes() -> None:
+    cfg = Path("/r/axolotl.resolved.yml")
+    assert axolotl_command(cfg, 1, {})[1:] == ["-m", "axolotl.cli.train", str(cfg)]
+    multi = axolotl_command(cfg, 4, {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1"})
+    joined = " ".join(multi)
+    assert "accelerate.commands.launch --num_processes 8" in joined
+    assert "--num_machines 2 --machine_rank 1 --main_process_ip 10.0.0.1" in joined
+    assert joined.endswith(f"-m axolotl.cli.train {cfg}")
+
+
+def test_latest_checkpoint_is_the_highest_finished_one(tmp_path: Path) -> None:
+    for step, finished in ((30, True), (60, True), (90, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if finished:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-60"
+    assert latest_checkpoint(tmp_path / "none") is None
