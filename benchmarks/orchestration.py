@@ -67,7 +67,8 @@ def main() -> None:
     assert isinstance(work, dict)
     wall = float(s["process_wall_s"])  # type: ignore[arg-type]
     inside = sum(work.values())
-    by_stage = {**work, "validate": work.get("check-data", 0.0) + work.get("record-data", 0.0)}
+    by_stage = {**work, "config": work.get("check-config", 0.0),
+                "validate": work.get("check-data", 0.0) + work.get("record-data", 0.0)}
     print(f"{'stage':<10} {'task s':>8} {'inside s':>9}")
     for stage, sec in s["seconds"].items():  # type: ignore[union-attr]
         print(f"{stage:<10} {sec:>8.1f} {by_stage.get(stage, 0.0):>9.1f}")

@@ -58,9 +58,12 @@ def _name_run(name: str) -> None:
 @flow(name="release", flow_run_name=_run_name, log_prints=True)
 def release(model: str, env: str = "local", version: str | None = None) -> ReleaseSummary:
     """Release `model` to `env`; raises (and registers nothing) when a gate refuses it."""
-    spec: ModelSpec = load_model(model)
-    tasks.check_config(spec)  # before any run, data or model: a bad YAML costs seconds
     out = ReleaseSummary(model=model, env=env, flow_started_at=time.time())
+    tasks.WORK_SECONDS.clear()
+    spec: ModelSpec = load_model(model)
+    started = time.perf_counter()
+    tasks.check_config(spec)  # before any run, data or model: a bad YAML costs seconds
+    out.seconds["config"] = time.perf_counter() - started
     out.run_name = f"{model}-{version or time.strftime('%Y%m%d-%H%M%S')}"
     out.run_id = stages.start_release_run(spec, out.run_name)
 
@@ -72,7 +75,6 @@ def release(model: str, env: str = "local", version: str | None = None) -> Relea
             out.seconds[stage] = time.perf_counter() - started
 
     ok = False
-    tasks.WORK_SECONDS.clear()
     try:
         data = timed("validate", tasks.validate_data, spec, out.run_id)
         out.data_report, out.data_docs = data.json_path, data.docs_path

@@ -47,8 +47,7 @@ def test_tag_pipeline_runs_every_job(tmp_path: Path, tiny_base: Path) -> None:
             "GITLAB_PROJECT": "1",
         }
         cmd = [str(GCL), "--force-shell-executor", "--unset-variable", "CI_COMMIT_BRANCH",
-               "--manual", "deploy-production", "--ignore-predefined-vars", "CI_COMMIT_TAG",
-               "--state-dir", str(tmp_path / "gcl-state")]
+               "--manual", "deploy-production", "--ignore-predefined-vars", "CI_COMMIT_TAG"]
         for key, value in variables.items():
             cmd += ["--variable", f"{key}={value}"]
         env = {k: v for k, v in os.environ.items()
