@@ -8,6 +8,7 @@ writes the resolved YAML beside the outputs, and runs Axolotl in a subprocess wi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -189,6 +190,67 @@ def pip_freeze() -> str:
     return "\n".join(sorted(names, key=str.lower)) + "\n"
 
 
+def metric_name(key: str) -> str:
+    """A trainer log key as transformers' MLflow callback names the metric."""
+    return re.sub(r"[^0-9A-Za-z_\-\.\ :/]", "_", key)
+
+
+def wait_for_tracking(client: Any, run_id: str, timeout_s: float = 600.0) -> None:
+    """After training: if the tracking server is down, wait for it (the adapter is safe on
+    disk) instead of failing the run; give up after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    warned = False
+    while True:
+        try:
+            client.get_run(run_id)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise StageFailed(f"MLflow is still unreachable {timeout_s:.0f}s after training "
+                                  f"ended ({type(exc).__name__}); the adapter and checkpoints "
+                                  "stay in the run folder") from exc
+            if not warned:
+                print("MLflow is unreachable; training is done, waiting for it to come back",
+                      flush=True)
+                warned = True
+            time.sleep(5)
+
+
+def backfill_metrics(client: Any, run_id: str, output_dir: Path) -> int:
+    """Log every per-step value of the trainer's log history that the MLflow run lacks.
+
+    Transformers logs metrics to MLflow asynchronously, so training goes on when the
+    tracking server is briefly unreachable, but values sent meanwhile can be dropped. The
+    trainer keeps its own history (trainer_state.json of the last checkpoint, which the
+    trainer writes at the final step): replaying what is missing makes the run complete.
+    """
+    from mlflow.entities import Metric
+
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        return 0
+    history = json.loads((checkpoint / "trainer_state.json").read_text()).get("log_history", [])
+    logged: dict[str, set[int]] = {}
+    missing: list[Any] = []
+    now = int(time.time() * 1000)
+    for entry in history:
+        step = entry.get("step")
+        if not isinstance(step, int):
+            continue
+        for key, value in entry.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = metric_name(key)
+            if name not in logged:
+                logged[name] = {m.step for m in client.get_metric_history(run_id, name)}
+            if step not in logged[name]:
+                missing.append(Metric(name, float(value), now, step))
+                logged[name].add(step)
+    for i in range(0, len(missing), 500):
+        client.log_batch(run_id, metrics=missing[i:i + 500])
+    return len(missing)
+
+
 def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
           resume_from: Path | None = None) -> TrainResult:
     """Fine-tune `spec` into a LoRA adapter, logging into the MLflow run `run_id`; with
@@ -217,6 +279,11 @@ def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
         run_unsloth(cfg, run_id, resume=resume_from is not None)
     else:
         run_axolotl(resolved, output_dir / "train.log", run_id)
+    wait_for_tracking(client, run_id)
+    restored = backfill_metrics(client, run_id, output_dir)
+    if restored:
+        print(f"MLflow missed {restored} metric values during training (unreachable?): "
+              "restored them from the trainer's own log history", flush=True)
     if not (output_dir / "adapter_model.safetensors").is_file():
         raise StageFailed(f"{backend} finished but wrote no adapter in {output_dir}")
     if (output_dir / "train.log").is_file():

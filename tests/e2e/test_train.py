@@ -56,3 +56,64 @@ def test_unsloth_backend_trains_tiny_on_one_gpu(tmp_path: Path, tiny_base: Path)
         [mlflow_client(home).get_experiment_by_name("tiny").experiment_id])
     assert run.data.tags["llmops.train_backend"] == "unsloth"
     assert len(mlflow_client(home).get_metric_history(run.info.run_id, "loss")) >= 10
+
+
+def start_mlflow_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+    log = open(home / f"mlflow-server-{time.time():.0f}.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
+         "--artifacts-destination", str(home / "server-artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_tracking_outage_mid_training_loses_no_metric(tmp_path: Path, tiny_base: Path) -> None:
+    import socket
+
+    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(home, port)
+    # MLflow's own client settings (retries with backoff): logging is asynchronous, so
+    # training does not wait; what the retries cannot deliver, the backfill replays.
+    env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home),
+           "LLMOPS_QUIET_TRAIN": "1", "MLFLOW_TRACKING_URI": uri}
+    train = subprocess.Popen([sys.executable, "-m", "llmops.cli", "train", "tiny"], env=env,
+                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not list((home / "runs" / "tiny").glob("*/checkpoint-30/trainer_state.json")):
+            assert train.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        os.killpg(server.pid, signal.SIGKILL)  # the tracking server goes away mid-run
+        server.wait()
+        time.sleep(10)
+        server = start_mlflow_server(home, port)  # and comes back (same store)
+        out, _ = train.communicate(timeout=900)
+        assert train.returncode == 0, out[-3000:]  # training went on
+        import mlflow
+
+        client = mlflow.MlflowClient(uri)
+        [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss"))
+        assert steps == list(range(1, 61))  # every step once: nothing lost, nothing doubled
+    finally:
+        if train.poll() is None:
+            os.killpg(train.pid, signal.SIGKILL)
+        os.killpg(server.pid, signal.SIGTERM)

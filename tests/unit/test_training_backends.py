@@ -85,3 +85,25 @@ def test_latest_checkpoint_is_the_highest_finished_one(tmp_path: Path) -> None:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-60"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_backfill_restores_exactly_what_mlflow_missed(tmp_path: Path) -> None:
+    import json
+
+    import mlflow
+
+    from llmops.train import backfill_metrics
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    for step in (1, 2):  # steps 3-4 were sent while the server was down
+        client.log_metric(run_id, "loss", 4.0 - step, step=step)
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    history = [{"step": s, "loss": 4.0 - s, "memory/max_active (GiB)": 0.5} for s in (1, 2, 3, 4)]
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    assert backfill_metrics(client, run_id, tmp_path / "out") == 2 + 4
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "loss")} == \
+        {1: 3.0, 2: 2.0, 3: 1.0, 4: 0.0}
+    assert len(client.get_metric_history(run_id, "memory/max_active _GiB_")) == 4
+    assert backfill_metrics(client, run_id, tmp_path / "out") == 0  # idempotent
