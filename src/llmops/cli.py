@@ -461,35 +461,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the latest unfinished run from its last checkpoint")
     p.add_argument("--dotenv", metavar="FILE", help="write LLMOPS_RUN_ID=<run id> here")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("verify", help="smoke + load test a model's serving deployment")
-    p.add_argument("model")
-    p.add_argument("--env", default="local")
-    p.set_defaults(func=cmd_verify)
+    model_env(sub, "verify", "smoke + load test a model's serving deployment", cmd_verify)
     p = sub.add_parser("release-notes", help="notes, model card and gate report of a version")
     p.add_argument("model")
     p.add_argument("--version", required=True)
     p.add_argument("--out", default="release", help="folder to write (default: release/)")
     p.set_defaults(func=cmd_release_notes)
-    p = sub.add_parser("rollback", help="serve the previous verified version again")
-    p.add_argument("model")
-    p.add_argument("--env", default="local")
-    p.set_defaults(func=cmd_rollback)
-    p = sub.add_parser("history", help="what was deployed where, when, and how it went")
-    p.add_argument("model")
-    p.add_argument("--env", default="local")
+    model_env(sub, "rollback", "serve the previous verified version again", cmd_rollback)
+    p = model_env(sub, "history", "what was deployed where, when, and how it went",
+                  cmd_history)
     p.add_argument("--last", type=int, default=20, help="show the last N events")
-    p.set_defaults(func=cmd_history)
     p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
     p.add_argument("model")
     p.add_argument("--env", required=True)
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("stop", help="stop a model's local server")
-    p.add_argument("model")
-    p.add_argument("--env", default="local")
-    p.set_defaults(func=cmd_stop)
+    model_env(sub, "stop", "stop a model's local server", cmd_stop)
     return parser
+
+
+def model_env(sub: Any, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+    """A `<command> MODEL [--env ENV]` subcommand (env default: local)."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
+    p.add_argument("model")
+    p.add_argument("--env", default="local", help="target environment (deploy/<env>.yml)")
+    p.set_defaults(func=func)
+    return p
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -62,7 +62,7 @@ def record_data(spec: ModelSpec, run_id: str, report: DataReport) -> None:
     """Log the data report (written from `report`, which may come from the cache), the
     Data Docs and the dataset inputs (sha256) to the release run."""
     path = run_dir(spec, run_id) / "data_report.json"
-    path.write_text(json.dumps({**asdict(report), "passed": report.passed}, indent=2))
+    report.write_json(path)
     client = _client()
     client.log_artifact(run_id, str(path), "data")
     docs = Path(report.docs_path).parent

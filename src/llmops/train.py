@@ -52,7 +52,7 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
     cfg["mlflow_tracking_uri"] = tracking_uri()
     cfg["mlflow_experiment_name"] = spec.name
     cfg["mlflow_run_name"] = run_name
-    if not _has_cuda():
+    if not _cuda_count():
         # Axolotl auto-enables its Triton LoRA kernels when these are unset; they need CUDA.
         for key in LORA_KERNELS:
             cfg.setdefault(key, False)
@@ -60,12 +60,6 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
 
 
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def _env() -> dict[str, str]:

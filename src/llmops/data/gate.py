@@ -73,6 +73,9 @@ class DataReport:
     def passed(self) -> bool:
         return all(d.passed for d in self.datasets)
 
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({**asdict(self), "passed": self.passed}, indent=2))
+
 
 def references(spec: ModelSpec) -> References:
     """Fingerprints of the eval examples and golden questions, to keep out of training."""
@@ -209,6 +212,5 @@ def validate_model_data(spec: ModelSpec, tokenizer: Any,
     docs = out / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     report = DataReport(spec.name, reports, str(out / "data_report.json"), str(docs),
                         time.perf_counter() - started)
-    body = {**asdict(report), "passed": report.passed}
-    Path(report.json_path).write_text(json.dumps(body, indent=2))
+    report.write_json(report.json_path)
     return report
