@@ -14,7 +14,8 @@ from pathlib import Path
 MAX_SHARD = "4GB"
 
 
-def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None) -> Path:
+def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
+                 max_shard: str = MAX_SHARD) -> Path:
     """`adapter_dir/merged` (built once): base + adapter merged, saved in bf16 with the
     base tokenizer. Written to a temporary folder and renamed, never half-written."""
     import torch
@@ -29,7 +30,7 @@ def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None) ->
         base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         model.to(torch.bfloat16)  # type: ignore[call-arg]
-        model.save_pretrained(tmp, max_shard_size=MAX_SHARD)
+        model.save_pretrained(tmp, max_shard_size=max_shard)
         AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
         tmp.rename(out)
     finally:

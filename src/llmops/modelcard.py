@@ -31,11 +31,11 @@ def render(spec: ModelSpec, data: dict[str, Any], metrics: dict[str, dict[str, f
     rules = "\n".join(f"- {'pass' if r['passed'] else 'FAIL'}: {r['reason']}"
                       for r in gate.get("rules", []))
     keys = ("adapter", "lora_r", "lora_alpha", "sequence_len", "learning_rate", "max_steps",
-            "num_epochs", "micro_batch_size")
+            "num_epochs", "micro_batch_size", "sample_packing", "bf16")
     training = "\n".join(f"- {k}: `{cfg[k]}`" for k in keys if k in cfg)
     return f"""# {spec.name}
 
-A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`.
+A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`{_merged_note(cfg)}.
 
 ## Lineage
 - MLflow run: `{lineage.get('run_id', '')}`
@@ -59,3 +59,10 @@ Answers questions within the domain of its training data. It was evaluated only 
 golden sets listed in `validation/{spec.name}.yml`; outside them it behaves like its base
 model, with that model's limits and biases. Do not use it for decisions about people.
 """
+
+
+def _merged_note(cfg: dict[str, Any]) -> str:
+    if not cfg.get("merge_lora"):
+        return ""
+    return (", and the same weights merged into the base model in `merged/` (bf16 "
+            "safetensors, shards under 4 GB)")

@@ -220,6 +220,8 @@ def build_package(spec: ModelSpec, run_id: str) -> tuple[Path, dict[str, str]]:
     folder.mkdir()
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy2(folder_in / name, folder / name)
+    if (folder_in / "merged" / "config.json").is_file():  # merge_lora: true in the YAML
+        shutil.copytree(folder_in / "merged", folder / "merged")
     shutil.copy2(folder_in / "axolotl.resolved.yml", folder / "axolotl.yml")
     for name in ("gate_report.json", "gate_report.md", "data_report.json", "eval_report.json"):
         shutil.copy2(folder_in / name, folder / name)

@@ -52,17 +52,43 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
     cfg["mlflow_tracking_uri"] = tracking_uri()
     cfg["mlflow_experiment_name"] = spec.name
     cfg["mlflow_run_name"] = run_name
-    if not _cuda_count():
-        # Axolotl auto-enables its Triton LoRA kernels when these are unset; they need CUDA.
-        for key in LORA_KERNELS:
-            cfg.setdefault(key, False)
+    return for_this_machine(cfg, _cuda_count(), cpu_has_bf16())
+
+
+def for_this_machine(cfg: dict[str, Any], gpus: int, cpu_bf16: bool) -> dict[str, Any]:
+    """The settings that depend on the hardware, on a CPU-only machine (unchanged on GPUs).
+
+    - Axolotl auto-enables its Triton LoRA kernels when these are unset; they need CUDA.
+    - `bf16: auto` in Axolotl asks CUDA only, and then falls back to fp16, which CPUs train
+      slowly and unstably. On a CPU, bf16 autocast pays off when it multiplies bf16 in
+      hardware (AMX or AVX512-BF16); elsewhere fp32 is the fast choice.
+    - transformers autocasts bf16 on a CPU only when told it runs there: our plugin says so.
+    """
+    if gpus:
+        return cfg
+    cfg = dict(cfg)
+    for key in LORA_KERNELS:
+        cfg.setdefault(key, False)
+    if cfg.get("bf16") == "auto":
+        cfg["bf16"] = cpu_bf16
+        cfg.setdefault("fp16", False)
+    plugins = list(cfg.get("plugins") or [])
+    cfg["plugins"] = plugins if CPU_PLUGIN in plugins else [*plugins, CPU_PLUGIN]
     return cfg
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+CPU_PLUGIN = "llmops.axolotl_cpu.CpuTraining"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
 
-def _env() -> dict[str, str]:
+def training_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
@@ -95,7 +121,7 @@ def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[s
 
 def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
     """Run `axolotl train`, echoing its progress and keeping a log; raise on failure."""
-    env = _env()
+    env = training_env()
     env["MLFLOW_RUN_ID"] = run_id
     cmd = axolotl_command(config_path, _cuda_count(), env)
     print("training: " + " ".join(cmd), flush=True)
@@ -280,6 +306,12 @@ def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
               "restored them from the trainer's own log history", flush=True)
     if not (output_dir / "adapter_model.safetensors").is_file():
         raise StageFailed(f"{backend} finished but wrote no adapter in {output_dir}")
+    if cfg.get("merge_lora"):
+        from llmops.merge import merged_model
+
+        print("merging the adapter into its base (merge_lora: true)", flush=True)
+        client.log_artifacts(run_id, str(merged_model(cfg["base_model"], output_dir)),
+                             "merged")
     if (output_dir / "train.log").is_file():
         client.log_artifact(run_id, str(output_dir / "train.log"), "logs")
     metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items()}

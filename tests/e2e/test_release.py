@@ -72,6 +72,17 @@ def test_release_tiny_end_to_end(tmp_path: Path, tiny_base: Path) -> None:
                                                                       "model/0.1.0")}
         assert {"adapter_model.safetensors", "manifest.json", "README.md",
                 "gate_report.md"} <= model_files
+        # merge_lora: true in tiny.yml: the merged weights are logged by training, shipped
+        # in the version (under its manifest), and served as they were registered.
+        assert "merged" in artifacts
+        merged_files = {Path(a.path).name for a in client.list_artifacts(mv.run_id,
+                                                                       "model/0.1.0/merged")}
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= merged_files
+        version_dir = home / "deployments" / "tiny" / "0.1.0"
+        served = json.loads((home / "deployments" / "tiny-local.json").read_text())
+        assert served["args"][served["args"].index("--model") + 1] == str(version_dir / "merged")
+        manifest = json.loads((version_dir / "manifest.json").read_text())
+        assert "merged/model.safetensors" in manifest["files"]
         assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["train.jsonl", "eval.jsonl"]
         # The compare view's columns, the environment and the machine, in the same run.
         assert run.data.params["axolotl.lora_r"] == "16"

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from llmops.errors import UsageError
-from llmops.train import axolotl_command, choose_backend, latest_checkpoint
+from llmops.train import (CPU_PLUGIN, axolotl_command, choose_backend, for_this_machine,
+                          latest_checkpoint)
 from llmops.unsloth_backend import LINEAR_TARGETS, unsloth_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +108,26 @@ def test_backfill_restores_exactly_what_mlflow_missed(tmp_path: Path) -> None:
         {1: 3.0, 2: 2.0, 3: 1.0, 4: 0.0}
     assert len(client.get_metric_history(run_id, "memory/max_active _GiB_")) == 4
     assert backfill_metrics(client, run_id, tmp_path / "out") == 0  # idempotent
+
+
+def test_bf16_auto_on_a_cpu_follows_its_bf16_hardware() -> None:
+    cfg = resolved(bf16="auto")
+    with_amx = for_this_machine(cfg, gpus=0, cpu_bf16=True)
+    assert with_amx["bf16"] is True and with_amx["fp16"] is False  # never Axolotl's fp16
+    assert CPU_PLUGIN in with_amx["plugins"]  # transformers autocasts bf16 on CPU only so
+    assert with_amx["lora_mlp_kernel"] is False  # Triton kernels need CUDA
+    without = for_this_machine(cfg, gpus=0, cpu_bf16=False)
+    assert without["bf16"] is False and without["fp16"] is False
+    assert cfg["bf16"] == "auto" and "plugins" not in cfg  # the input is not changed
+
+
+def test_gpu_machines_keep_the_yaml_as_written() -> None:
+    cfg = resolved(bf16="auto")
+    assert for_this_machine(cfg, gpus=1, cpu_bf16=True) == cfg
+
+
+def test_explicit_settings_and_plugins_are_kept_on_a_cpu() -> None:
+    cfg = resolved(bf16=False, plugins=["some.Plugin", CPU_PLUGIN], lora_mlp_kernel=True)
+    out = for_this_machine(cfg, gpus=0, cpu_bf16=True)
+    assert out["bf16"] is False and out["lora_mlp_kernel"] is True
+    assert out["plugins"] == ["some.Plugin", CPU_PLUGIN]
