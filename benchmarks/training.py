@@ -68,12 +68,16 @@ def read_rows(path: Path, limit: int | None = None) -> list[list[dict[str, str]]
 
 
 def tokenize(tok: Any, messages: list[dict[str, str]], max_len: int) -> dict[str, list[int]]:
-    """Chat template; loss on the final assistant turn only (as `roles_to_train`)."""
+    """Chat template; loss on the final assistant turn up to its end-of-turn token, as
+    Axolotl's `roles_to_train: [assistant]` labels it (not the template's newline after)."""
     prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
                                      return_dict=True)["input_ids"]
     full = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
     full = full[:max_len]
     labels = [-100] * min(len(prompt), len(full)) + full[len(prompt):]
+    if tok.eos_token_id in labels:
+        end = len(labels) - labels[::-1].index(tok.eos_token_id)
+        labels = labels[:end] + [-100] * (len(labels) - end)
     return {"input_ids": full, "attention_mask": [1] * len(full), "labels": labels}
 
 

@@ -56,14 +56,17 @@ def _name_run(name: str) -> None:
 
 
 @flow(name="release", flow_run_name=_run_name, log_prints=True)
-def release(model: str, env: str = "local", version: str | None = None) -> ReleaseSummary:
-    """Release `model` to `env`; raises (and registers nothing) when a gate refuses it."""
+def release(model: str, env: str = "local", version: str | None = None,
+            config_checked: bool = False) -> ReleaseSummary:
+    """Release `model` to `env`; raises (and registers nothing) when a gate refuses it.
+    `config_checked`: the caller (`llmops release`) has just checked the Axolotl YAML."""
     out = ReleaseSummary(model=model, env=env, flow_started_at=time.time())
     tasks.WORK_SECONDS.clear()
     spec: ModelSpec = load_model(model)
-    started = time.perf_counter()
-    tasks.check_config(spec)  # before any run, data or model: a bad YAML costs seconds
-    out.seconds["config"] = time.perf_counter() - started
+    if not config_checked:
+        started = time.perf_counter()
+        tasks.check_config(spec)  # before any run, data or model: a bad YAML costs seconds
+        out.seconds["config"] = time.perf_counter() - started
     out.run_name = f"{model}-{version or time.strftime('%Y%m%d-%H%M%S')}"
     out.run_id = stages.start_release_run(spec, out.run_name)
 

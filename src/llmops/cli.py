@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,50 @@ def load_flow(name: str) -> Any:
     return importlib.import_module(f"flows.{name}")
 
 
+def start_ephemeral_prefect_api() -> threading.Thread | None:
+    """Start Prefect's ephemeral API server (a subprocess) in the background, so that it
+    comes up while this process imports the flows; join the thread before running a flow
+    (Prefect marks the server as running before it is healthy). None when PREFECT_API_URL
+    names a server. A failure here is left to the flow, which starts it again and reports."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+
+    def start() -> None:
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+            from prefect.settings import PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+            if PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+                SubprocessASGIServer().start()
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=start, name="prefect-api", daemon=True)
+    thread.start()
+    return thread
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     from llmops.config import load_model
 
-    load_model(args.model)  # fail fast (exit 2) before Prefect starts
+    spec = load_model(args.model)  # fail fast (exit 2) before Prefect starts
     started = time.time()
-    summary = load_flow("release").release(model=args.model, env=args.env, version=args.version)
+    api = start_ephemeral_prefect_api()
+    # The Axolotl config check (seconds, mostly importing Axolotl) runs here while Prefect's
+    # API comes up; a bad YAML exits 2 before any flow run exists. Deployment runs of the
+    # flow check it themselves.
+    from llmops.stages import check_config
+
+    checked = time.perf_counter()
+    check_config(spec)
+    config_s = time.perf_counter() - checked
+    release = load_flow("release").release
+    if api is not None:
+        api.join()
+    summary = release(model=args.model, env=args.env, version=args.version,
+                      config_checked=True)
+    summary.seconds = {"config": config_s, **summary.seconds}
+    summary.work_seconds = {"check-config": config_s, **summary.work_seconds}
     total = time.time() - started
     print_summary(summary, total)
     write_summary(summary, total, started)

@@ -9,8 +9,13 @@ import pytest
 import yaml
 
 from llmops.errors import UsageError
-from llmops.train import (CPU_PLUGIN, axolotl_command, choose_backend, for_this_machine,
-                          latest_checkpoint)
+from llmops.train import (
+    CPU_PLUGIN,
+    axolotl_command,
+    choose_backend,
+    for_this_machine,
+    latest_checkpoint,
+)
 from llmops.unsloth_backend import LINEAR_TARGETS, unsloth_plan
 
 REPO = Path(__file__).resolve().parents[2]
