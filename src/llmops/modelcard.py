@@ -64,5 +64,7 @@ model, with that model's limits and biases. Do not use it for decisions about pe
 def _merged_note(cfg: dict[str, Any]) -> str:
     if not cfg.get("merge_lora"):
         return ""
+    from llmops.merge import MAX_SHARD
+
     return (", and the same weights merged into the base model in `merged/` (bf16 "
-            "safetensors, shards under 4 GB)")
+            f"safetensors, shards under {MAX_SHARD})")

@@ -52,7 +52,8 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
     cfg["mlflow_tracking_uri"] = tracking_uri()
     cfg["mlflow_experiment_name"] = spec.name
     cfg["mlflow_run_name"] = run_name
-    return for_this_machine(cfg, _cuda_count(), cpu_has_bf16())
+    gpus = _cuda_count()
+    return for_this_machine(cfg, gpus, cpu_bf16=not gpus and cpu_has_bf16())
 
 
 def for_this_machine(cfg: dict[str, Any], gpus: int, cpu_bf16: bool) -> dict[str, Any]:
@@ -81,7 +82,8 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
     import torch
 
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent off x86 builds
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 CPU_PLUGIN = "llmops.axolotl_cpu.CpuTraining"
