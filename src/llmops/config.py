@@ -105,6 +105,12 @@ class ValidationConfig(Strict):
 
 # --- deploy/<env>.yml ---------------------------------------------------------------------
 
+# vLLM closes an idle keep-alive connection after 5 s by default, the same as httpx's pool
+# expiry: a client reusing it just then gets a reset (seen as ReadError in our load test,
+# 1 request in 3,600; 15 in 1,950 at 1 s). Servers keep connections longer than clients and
+# than load balancers' idle timeouts (60 s for AWS ALB and nginx upstreams).
+HTTP_KEEP_ALIVE_S = 75
+
 
 class ServeSettings(Strict):
     """How vLLM serves one model on a local CPU target."""

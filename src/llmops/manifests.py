@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llmops.config import GpuTarget
+from llmops.config import HTTP_KEEP_ALIVE_S, GpuTarget
 from llmops.errors import UsageError
 from llmops.plan import Plan
 
@@ -95,6 +95,7 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[
     probe = {"httpGet": {"path": "/health", "port": PORT}}
     container = {
         "name": "vllm", "image": VLLM_IMAGE, "args": vllm_args(release, gpu, plan.tensor_parallel),
+        "env": [{"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": str(HTTP_KEEP_ALIVE_S)}],
         "ports": [{"containerPort": PORT, "name": "http"}],
         "resources": {"limits": {"nvidia.com/gpu": plan.tensor_parallel}},
         "readinessProbe": {**probe, "periodSeconds": 10},

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from llmops.config import ServeSettings
+from llmops.config import HTTP_KEEP_ALIVE_S, ServeSettings
 from llmops.errors import StageFailed, UsageError
 from llmops.paths import repo_root, state_subdir
 
@@ -167,6 +167,7 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
         "TMPDIR": str(sockets),
         **cpu_env(settings),
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kvcache_space_gib),
+        "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(HTTP_KEEP_ALIVE_S),
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
         "HF_HUB_OFFLINE": "1",

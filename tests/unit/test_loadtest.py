@@ -1,13 +1,21 @@
-"""Load-test arithmetic and thresholds (the HTTP part runs against vLLM in tests/e2e)."""
+"""Load-test arithmetic and thresholds, and its HTTP client against a real streaming server
+(against vLLM in tests/e2e)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvicorn
 
 from llmops.config import LoadSettings
-from llmops.loadtest import LoadResult, load_problems, percentile
+from llmops.loadtest import LoadResult, load_problems, load_test, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -52,3 +60,58 @@ def test_no_answers_at_all_fail_closed() -> None:
     s = summary(requests=64, errors=64, latency_s=[], ttft_s=[], tokens=0)
     problems = load_problems(s, LoadSettings(max_p99_latency_s=5, min_tokens_per_s=1))
     assert len(problems) == 3  # error rate, missing p99, no tokens
+
+
+class StreamingServer:
+    """A real HTTP server (uvicorn) streaming OpenAI-style chunks; it records the client
+    address of every request, i.e. which TCP connection carried it."""
+
+    def __init__(self) -> None:
+        self.peers: list[tuple[str, int]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.peers.append(tuple(scope["client"]))
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        chunks = [{"choices": [{"delta": {"content": "hi"}}]},
+                  {"choices": [], "usage": {"completion_tokens": 3}}]
+        for chunk in chunks:
+            await asyncio.sleep(0.01)
+            line = f"data: {json.dumps(chunk)}\n\n".encode()
+            await send({"type": "http.response.body", "body": line, "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+
+@pytest.fixture
+def streaming_server() -> Iterator[tuple[str, StreamingServer]]:
+    app = StreamingServer()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}/v1", app
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_each_client_is_a_user_with_its_own_kept_alive_connection(
+        streaming_server: tuple[str, StreamingServer]) -> None:
+    url, app = streaming_server
+    result = load_test(url, "m", ["a", "b"], concurrency=4, duration_s=0.3, max_tokens=3,
+                       min_requests=20)
+    assert result.errors == 0 and result.requests >= 20
+    assert result.tokens == 3 * result.requests
+    assert len(result.ttft_s) == result.requests
+    # 4 users, 4 connections, each reused for several requests (not a pool shared by all,
+    # and not a connection per request).
+    assert len(set(app.peers)) == 4
+    assert len(app.peers) == result.requests

@@ -47,6 +47,8 @@ def test_tensor_parallel_equals_the_gpu_limit_and_probes_shm_metrics() -> None:
     assert {"name": "dshm", "mountPath": "/dev/shm"} in vllm["volumeMounts"]
     assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     assert "--trust-remote-code" not in args
+    # Idle connections outlive a load balancer's (60 s), so none is reset while reused.
+    assert {"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": "75"} in vllm["env"]
     init = pod["spec"]["initContainers"][0]
     token = next(e for e in init["env"] if e["name"] == "REGISTRY_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "llmops-registry-token"
