@@ -15,7 +15,7 @@ eval set, and model FLOPs utilisation against the peak of a bf16 (and fp32) matm
 this script. A LoRA step costs about 4·N FLOPs per token (forward, and the backward pass
 to the activations; the frozen weights get no gradient) plus 6·N_lora and the attention.
 
-    .venv/bin/python benchmarks/training.py [--model support-bot] [--epochs 1]
+    .venv/bin/python benchmarks/training.py [--model support-bot] [--epochs 1] [--seeds 1,2,3]
 """
 
 from __future__ import annotations
@@ -184,6 +184,10 @@ def main() -> None:
     parser.add_argument("--baseline-batch", type=int, default=8,
                         help="examples per step of the baseline (the pipeline packs ~9 "
                              "examples of support-bot into its 2 x 256-token rows)")
+    parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")],
+                        default=None, help="comma-separated seeds, one baseline and one "
+                        "pipeline run each (data order and LoRA init): the eval-loss spread "
+                        "they give is the noise the two sides are compared within")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                         help="override a key of the pipeline's resolved YAML (ablations), "
                              "e.g. --set bf16=false")
@@ -199,6 +203,7 @@ def main() -> None:
     spec = load_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     cfg = resolved_axolotl_config(spec, work, "probe")
+    args.seeds = args.seeds or [cfg["seed"]]
     tok = AutoTokenizer.from_pretrained(cfg["base_model"])
     rows = read_rows(Path(cfg["datasets"][0]["path"]), args.examples)
     eval_rows = read_rows(Path(cfg["test_datasets"][0]["path"]))
@@ -214,19 +219,22 @@ def main() -> None:
     # a peak, and a lowered peak would inflate the utilisation.
     peak = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
 
-    results = []
-    seconds = baseline(cfg, rows, args.epochs, args.baseline_batch, work / "baseline")
-    results.append(Result("baseline (Trainer, fp32, padded)", seconds, tokens,
-                          eval_loss(cfg["base_model"], work / "baseline", tok, eval_rows,
-                                    cfg["sequence_len"])))
-    print(f"baseline: {seconds:.1f} s", flush=True)
-    seconds, used = pipeline(args.model, rows_path, args.epochs, work / "pipeline",
-                             overrides)
-    label = (f"pipeline (Axolotl, packing={used.get('sample_packing')}, "
-             f"bf16={used.get('bf16')}, {used.get('attn_implementation')})")
-    results.append(Result(label, seconds, tokens,
-                          eval_loss(cfg["base_model"], work / "pipeline", tok, eval_rows,
-                                    cfg["sequence_len"])))
+    results: list[Result] = []
+    for seed in args.seeds:
+        seconds = baseline({**cfg, "seed": seed}, rows, args.epochs, args.baseline_batch,
+                           work / f"baseline-{seed}")
+        results.append(Result(f"baseline (Trainer, fp32, padded), seed {seed}", seconds,
+                              tokens, eval_loss(cfg["base_model"], work / f"baseline-{seed}",
+                                                tok, eval_rows, cfg["sequence_len"])))
+        print(f"baseline, seed {seed}: {seconds:.1f} s", flush=True)
+        seconds, used = pipeline(args.model, rows_path, args.epochs, work / f"pipeline-{seed}",
+                                 {**overrides, "seed": seed})
+        label = (f"pipeline (Axolotl, packing={used.get('sample_packing')}, "
+                 f"bf16={used.get('bf16')}, {used.get('attn_implementation')}), seed {seed}")
+        results.append(Result(label, seconds, tokens,
+                              eval_loss(cfg["base_model"], work / f"pipeline-{seed}", tok,
+                                        eval_rows, cfg["sequence_len"])))
+        print(f"pipeline, seed {seed}: {seconds:.1f} s", flush=True)
 
     peak = {"bf16": max(peak["bf16"], matmul_peak(torch.bfloat16)),
             "fp32": max(peak["fp32"], matmul_peak(torch.float32))}
@@ -239,9 +247,13 @@ def main() -> None:
         achieved = r.tokens_per_s * per_token
         print(f"{r.name:<62} {r.seconds:>8.1f} {r.tokens_per_s:>9.1f} {r.eval_loss:>9.4f} "
               f"{achieved / peak['bf16']:>8.1%} {achieved / peak['fp32']:>8.1%}")
-    ratio = results[1].tokens_per_s / results[0].tokens_per_s
-    print(f"\nspeed-up {ratio:.2f}x (goal >= 2x); eval loss {results[1].eval_loss:.4f} vs "
-          f"{results[0].eval_loss:.4f}; {per_token / 1e6:.0f} MFLOP per training token")
+    sides = {"baseline": results[0::2], "pipeline": results[1::2]}
+    rate = {k: sum(r.tokens for r in v) / sum(r.seconds for r in v) for k, v in sides.items()}
+    losses = {k: sorted(r.eval_loss for r in v) for k, v in sides.items()}
+    ratio = rate["pipeline"] / rate["baseline"]
+    print(f"\nspeed-up {ratio:.2f}x (goal >= 2x); eval loss over seeds {args.seeds}: "
+          + "; ".join(f"{k} {v[0]:.4f}-{v[-1]:.4f}" for k, v in losses.items())
+          + f"; {per_token / 1e6:.0f} MFLOP per training token")
     out = work / "results.json"
     out.write_text(json.dumps({"peak_flops": peak, "flops_per_token": per_token,
                                "results": [asdict(r) | {"tokens_per_s": r.tokens_per_s}
