@@ -17,11 +17,15 @@ import yaml
 from llmops.errors import StageFailed, UsageError
 
 
-def _deployment(path: Path) -> tuple[str, str]:
+def deployment_target(path: Path) -> tuple[str, list[str]]:
+    """The rendered Deployment's name, and the `-n` arguments that reach it: its own
+    namespace if the manifest names one, else none, so that `rollout status` and `undo`
+    look where `kubectl apply` put it (the context's namespace, not always `default`)."""
     for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc.get("kind") == "Deployment":
             meta = doc["metadata"]
-            return str(meta["name"]), str(meta.get("namespace", "default"))
+            namespace = meta.get("namespace")
+            return str(meta["name"]), ["-n", str(namespace)] if namespace else []
     raise UsageError(f"{path}: no Deployment among the rendered manifests")
 
 
@@ -36,13 +40,13 @@ def apply_manifests(path: Path, model: str, env: str, timeout_s: int = 1800) -> 
     if context.returncode != 0:
         raise UsageError(f"no Kubernetes cluster configured ({context.stderr.strip()}): the "
                          f"manifests are in {path}")
-    name, namespace = _deployment(path)
+    name, ns = deployment_target(path)
     print(f"applying {path} to context {context.stdout.strip()}", flush=True)
     subprocess.run([kubectl, "apply", "-f", str(path)], check=True)
-    status = subprocess.run([kubectl, "-n", namespace, "rollout", "status",
+    status = subprocess.run([kubectl, *ns, "rollout", "status",
                              f"deployment/{name}", f"--timeout={timeout_s}s"])
     if status.returncode != 0:
-        subprocess.run([kubectl, "-n", namespace, "rollout", "undo", f"deployment/{name}"])
+        subprocess.run([kubectl, *ns, "rollout", "undo", f"deployment/{name}"])
         raise StageFailed(f"deployment/{name} did not become ready within {timeout_s}s; "
                           "rolled back with `kubectl rollout undo`")
     return 0

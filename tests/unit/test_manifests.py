@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from kubernetes_validate import validate
 
 from llmops.config import GpuTarget
 from llmops.errors import UsageError
+from llmops.kubectl import deployment_target
 from llmops.manifests import FETCH_SCRIPT, Release, k8s_name, render
 from llmops.plan import ModelShape, Target, plan
 
@@ -66,3 +70,18 @@ def test_a_model_that_does_not_fit_is_refused() -> None:
 
 def test_names_are_dns_labels() -> None:
     assert k8s_name("Support_Bot-Production") == "support-bot-production"
+
+
+def test_rollout_checks_look_where_apply_put_the_deployment(tmp_path: Path) -> None:
+    docs = rendered(gpu())
+    path = tmp_path / "manifests.yml"
+    path.write_text(yaml.safe_dump_all(docs))
+    # Rendered without a namespace: `kubectl apply` uses the context's, and so must
+    # `rollout status` and `rollout undo` (no -n, not "default").
+    assert deployment_target(path) == ("support-bot-production", [])
+    docs[1]["metadata"]["namespace"] = "ml-serving"
+    path.write_text(yaml.safe_dump_all(docs))
+    assert deployment_target(path) == ("support-bot-production", ["-n", "ml-serving"])
+    path.write_text(yaml.safe_dump_all([docs[0]]))
+    with pytest.raises(UsageError, match="no Deployment"):
+        deployment_target(path)
