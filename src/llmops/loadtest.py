@@ -7,8 +7,8 @@ few are kept as samples; nothing is retried.
 
 Every client is one user with its own keep-alive connection, as load tools model users.
 One httpx pool shared by 64 streaming clients was measured to be the bottleneck itself:
-requests waited up to 13 s for a pooled connection before being sent (p99 10 s, 450-780
-tokens/s against the tiny model, where clients of their own got 1,150-2,240 tokens/s).
+requests waited up to 13 s for a pooled connection before being sent (tiny model, 10 s
+runs: 380-770 tokens/s and p99 6.9-15 s; with a client per user 970-1,620 and 2.9-4.6 s).
 """
 
 from __future__ import annotations

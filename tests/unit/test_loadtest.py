@@ -96,7 +96,9 @@ def streaming_server() -> Iterator[tuple[str, StreamingServer]]:
                                            log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 30
     while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     yield f"http://127.0.0.1:{port}/v1", app
     server.should_exit = True
