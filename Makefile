@@ -3,6 +3,7 @@
 
 setup:
 	bash scripts/setup.sh
+	bash scripts/setup-native.sh
 
 release: setup
 	.venv/bin/llmops release support-bot

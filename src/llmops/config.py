@@ -130,6 +130,8 @@ class ServeSettings(Strict):
         "on 2 cores), 'auto', or a core list such as '0-3'.")
     preload_iomp: bool = Field(default=True, description="LD_PRELOAD the serving env's Intel "
                                "OpenMP (vLLM's advice for CPUs; measured 1.3x here).")
+    preload_tcmalloc: bool = Field(default=True, description="LD_PRELOAD TCMalloc (Debian's "
+                                   "libtcmalloc-minimal4), as vLLM's CPU guide advises.")
     startup_timeout_s: float = Field(default=600.0, gt=0)
     extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments.")
 

@@ -23,6 +23,7 @@ import httpx
 
 from llmops.config import HTTP_KEEP_ALIVE_S, ServeSettings
 from llmops.errors import StageFailed, UsageError
+from llmops.native import preloaded, tcmalloc
 from llmops.paths import repo_root, state_subdir
 
 
@@ -130,7 +131,7 @@ def _supported_rank(rank: int) -> int:
 
 
 def cpu_env(settings: ServeSettings) -> dict[str, str]:
-    """Thread binding and the OpenMP runtime for the vLLM CPU engine."""
+    """Thread binding, the OpenMP runtime and TCMalloc for the vLLM CPU engine."""
     env: dict[str, str] = {}
     if settings.cpu_threads_bind == "all":
         env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, sorted(os.sched_getaffinity(0))))
@@ -138,8 +139,10 @@ def cpu_env(settings: ServeSettings) -> dict[str, str]:
     else:
         env["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
     iomp = serve_python().parent.parent / "lib" / "libiomp5.so"
-    if settings.preload_iomp and iomp.is_file():
-        env["LD_PRELOAD"] = ":".join(filter(None, [str(iomp), os.environ.get("LD_PRELOAD")]))
+    libs = [tcmalloc() if settings.preload_tcmalloc else None,
+            str(iomp) if settings.preload_iomp and iomp.is_file() else None]
+    if preload := preloaded(libs, os.environ.get("LD_PRELOAD")):
+        env["LD_PRELOAD"] = preload
     return env
 
 

@@ -23,6 +23,7 @@ import yaml
 from llmops.basemodels import ensure_base_model
 from llmops.config import ModelSpec
 from llmops.errors import StageFailed, UsageError
+from llmops.native import preloaded, tcmalloc
 from llmops.paths import resolve_in_repo, state_subdir
 from llmops.tracking import tracking_uri
 
@@ -92,6 +93,8 @@ LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_emb
 
 def training_env() -> dict[str, str]:
     env = dict(os.environ)
+    if not _cuda_count():
+        env.update(cpu_training_env(env))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,6 +106,23 @@ def training_env() -> dict[str, str]:
     env.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
     env.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     return env
+
+
+def cpu_training_env(env: dict[str, str]) -> dict[str, str]:
+    """What PyTorch's CPU performance guides prescribe, for the Axolotl process on a CPU:
+
+    - TCMalloc preloaded (Debian's libtcmalloc-minimal4, installed by `make setup`): the
+      thousands of short-lived activation and cast buffers of a training step cost the
+      default allocator about a fifth of the step here;
+    - Inductor's cache under `.llmops/cache`, so that `torch_compile: true` (each decoder
+      block compiled in place by our plugin) compiles once per machine, not once per run.
+    """
+    out: dict[str, str] = {}
+    if preload := preloaded([tcmalloc()], env.get("LD_PRELOAD")):
+        out["LD_PRELOAD"] = preload
+    out["TORCHINDUCTOR_CACHE_DIR"] = env.get(
+        "TORCHINDUCTOR_CACHE_DIR", str(state_subdir("cache") / "inductor"))
+    return out
 
 
 def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[str]:

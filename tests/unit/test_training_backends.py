@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from llmops.errors import UsageError
+from llmops.native import preloaded
 from llmops.train import (
     CPU_PLUGIN,
     axolotl_command,
     choose_backend,
+    cpu_training_env,
     for_this_machine,
     latest_checkpoint,
 )
@@ -136,3 +138,37 @@ def test_explicit_settings_and_plugins_are_kept_on_a_cpu() -> None:
     out = for_this_machine(cfg, gpus=0, cpu_bf16=True)
     assert out["bf16"] is False and out["lora_mlp_kernel"] is True
     assert out["plugins"] == ["some.Plugin", CPU_PLUGIN]
+
+
+def test_preload_puts_new_libraries_first_and_never_twice() -> None:
+    assert preloaded(["libtcmalloc_minimal.so.4"], None) == "libtcmalloc_minimal.so.4"
+    assert preloaded(["a.so", None, "b.so"], "c.so") == "a.so:b.so:c.so"
+    assert preloaded(["a.so"], "b.so:a.so") == "b.so:a.so"  # already there: unchanged
+    assert preloaded([None], "") == ""
+
+
+def test_cpu_training_env_keeps_what_the_caller_set(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path))
+    env = cpu_training_env({"LD_PRELOAD": "mine.so"})
+    assert env["LD_PRELOAD"].endswith("mine.so")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+    assert cpu_training_env({"TORCHINDUCTOR_CACHE_DIR": "/x"})["TORCHINDUCTOR_CACHE_DIR"] == "/x"
+
+
+def test_compile_blocks_compiles_the_repeated_blocks_in_place() -> None:
+    import torch
+
+    from llmops.axolotl_cpu import compile_blocks
+
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(10, 4),
+        torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(3)]),
+        torch.nn.ModuleList([torch.nn.Linear(4, 4), torch.nn.ReLU()]),  # not repeated
+        torch.nn.Linear(4, 10))
+    names = [name for name, _ in model.named_parameters()]
+    assert compile_blocks(model) == 3
+    assert [name for name, _ in model.named_parameters()] == names  # adapters save alike
+    blocks = list(model[1])
+    assert all(b._compiled_call_impl is not None for b in blocks)
+    assert model[3]._compiled_call_impl is None and model[2][0]._compiled_call_impl is None
