@@ -41,6 +41,7 @@ import yaml
 
 @dataclass
 class Result:
+    side: str  # "baseline" or "pipeline"
     name: str
     seconds: float
     tokens: int
@@ -230,16 +231,17 @@ def main() -> None:
     for seed in args.seeds:
         seconds = baseline({**cfg, "seed": seed}, rows, args.epochs, args.baseline_batch,
                            work / f"baseline-{seed}")
-        results.append(Result(f"baseline (Trainer, fp32, padded), seed {seed}", seconds,
-                              tokens, eval_loss(cfg["base_model"], work / f"baseline-{seed}",
-                                                tok, eval_rows, cfg["sequence_len"])))
+        results.append(Result("baseline", f"baseline (Trainer, fp32, padded), seed {seed}",
+                              seconds, tokens,
+                              eval_loss(cfg["base_model"], work / f"baseline-{seed}", tok,
+                                        eval_rows, cfg["sequence_len"])))
         print(f"baseline, seed {seed}: {seconds:.1f} s", flush=True)
         seconds, used = pipeline(args.model, rows_path, args.epochs, work / f"pipeline-{seed}",
                                  {**overrides, "seed": seed})
         label = (f"pipeline (Axolotl, packing={used.get('sample_packing')}, "
                  f"bf16={used.get('bf16')}, compile={bool(used.get('torch_compile'))}), "
                  f"seed {seed}")
-        results.append(Result(label, seconds, tokens,
+        results.append(Result("pipeline", label, seconds, tokens,
                               eval_loss(cfg["base_model"], work / f"pipeline-{seed}", tok,
                                         eval_rows, cfg["sequence_len"])))
         print(f"pipeline, seed {seed}: {seconds:.1f} s", flush=True)
@@ -255,7 +257,7 @@ def main() -> None:
         achieved = r.tokens_per_s * per_token
         print(f"{r.name:<62} {r.seconds:>8.1f} {r.tokens_per_s:>9.1f} {r.eval_loss:>9.4f} "
               f"{achieved / peak['bf16']:>8.1%} {achieved / peak['fp32']:>8.1%}")
-    sides = {"baseline": results[0::2], "pipeline": results[1::2]}
+    sides = {side: [r for r in results if r.side == side] for side in ("baseline", "pipeline")}
     rate = {k: sum(r.tokens for r in v) / sum(r.seconds for r in v) for k, v in sides.items()}
     losses = {k: sorted(r.eval_loss for r in v) for k, v in sides.items()}
     ratio = rate["pipeline"] / rate["baseline"]
