@@ -160,7 +160,7 @@ def pipeline(model: str, rows_path: Path, epochs: int, out: Path,
     log = out / "train.log"
     with open(log, "w") as fh:
         subprocess.run([sys.executable, "-m", "axolotl.cli.train", str(path)], check=True,
-                       env=training_env(), stdout=fh, stderr=subprocess.STDOUT)
+                       env=training_env(gpus=0), stdout=fh, stderr=subprocess.STDOUT)
     found = re.findall(r"'train_runtime': '?([0-9.]+)", log.read_text())
     if not found:
         raise SystemExit(f"no train_runtime in {log}")

@@ -91,9 +91,10 @@ CPU_PLUGIN = "llmops.axolotl_cpu.CpuTraining"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
 
-def training_env() -> dict[str, str]:
+def training_env(gpus: int) -> dict[str, str]:
+    """The Axolotl process's environment on a machine with `gpus` CUDA GPUs."""
     env = dict(os.environ)
-    if not _cuda_count():
+    if not gpus:
         env.update(cpu_training_env(env))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
@@ -143,9 +144,10 @@ def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[s
 
 def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
     """Run `axolotl train`, echoing its progress and keeping a log; raise on failure."""
-    env = training_env()
+    gpus = _cuda_count()
+    env = training_env(gpus)
     env["MLFLOW_RUN_ID"] = run_id
-    cmd = axolotl_command(config_path, _cuda_count(), env)
+    cmd = axolotl_command(config_path, gpus, env)
     print("training: " + " ".join(cmd), flush=True)
     with open(log_path, "a", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
