@@ -1,0 +1,47 @@
+"""The local vLLM server's arguments and environment, as deploy/local.yml configures them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmops.config import ServeSettings, load_deploy
+from llmops.serve import server_env, vllm_args
+
+
+def test_support_bot_compiles_with_small_blocks_and_chunked_streams(repo_copy: Path) -> None:
+    args = vllm_args("/m", "support-bot", {}, 8000, load_deploy("local").serve_for("support-bot"))
+    assert "--enforce-eager" not in args
+    assert args[args.index("--block-size") + 1] == "32"
+    assert args[args.index("--stream-interval") + 1] == "8"
+    assert "--trust-remote-code" not in args
+
+
+def test_the_test_model_starts_without_compiling(repo_copy: Path) -> None:
+    args = vllm_args("/m", "tiny", {}, 8000, load_deploy("local").serve_for("tiny"))
+    assert "--enforce-eager" in args
+    assert args[args.index("--max-model-len") + 1] == "512"
+
+
+def test_lora_serving_names_the_module_and_a_supported_rank(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 12}))
+    args = vllm_args("/base", "m-base", {"m": tmp_path}, 8000, ServeSettings())
+    assert args[args.index("--lora-modules") + 1] == f"m={tmp_path}"
+    assert args[args.index("--max-lora-rank") + 1] == "16"
+
+
+@pytest.mark.parametrize("size", [16, 48, 0])
+def test_a_block_size_vllm_cpu_refuses_is_refused_here(size: int) -> None:
+    with pytest.raises(ValueError, match="block_size"):
+        ServeSettings(block_size=size)
+
+
+def test_every_server_shares_one_compile_cache_under_the_state_dir(repo_copy: Path,
+                                                                   tmp_path: Path) -> None:
+    env = server_env(ServeSettings(), tmp_path / "sockets")
+    assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "state" / "cache" / "vllm")
+    assert env["VLLM_USE_AOT_COMPILE"] == "0"  # its cache does not load back (see serve.py)
+    assert env["VLLM_RPC_BASE_PATH"] == str(tmp_path / "sockets")
+    assert env["HF_HUB_OFFLINE"] == "1"
