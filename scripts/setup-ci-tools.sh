@@ -5,12 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 GCL_VERSION=4.65.0
 if ! command -v rsync >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -q rsync >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q rsync >/dev/null; }
-  else
+  bash scripts/apt-install.sh rsync || {
     echo "setup-ci-tools: rsync is missing: install it (e.g. sudo apt-get install rsync)" >&2
-    exit 2
-  fi
+    exit 2; }
 fi
 command -v npm >/dev/null || { echo "setup-ci-tools: npm is missing (Node 20)" >&2; exit 2; }
 if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GCL_VERSION" ]; then

@@ -6,11 +6,6 @@ set -euo pipefail
 if ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 '; then
   exit 0
 fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "setup: installing libtcmalloc-minimal4 (Debian)"
-  apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || {
-    apt-get update -q >/dev/null && apt-get install -y -q libtcmalloc-minimal4 >/dev/null; }
-else
+bash "$(dirname "$0")/apt-install.sh" libtcmalloc-minimal4 ||
   echo "setup: libtcmalloc-minimal4 is missing; training and serving on the CPU run slower" \
        "without it (install it with: sudo apt-get install libtcmalloc-minimal4)" >&2
-fi
