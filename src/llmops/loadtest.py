@@ -16,6 +16,7 @@ The users share one TLS context: httpx builds one per client otherwise (34 ms of
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -102,7 +103,7 @@ async def _run(base_url: str, model: str, prompts: list[str], concurrency: int,
     tls = httpx.create_ssl_context()  # the same trust store httpx would load per client
     started = time.perf_counter()
     deadline = started + duration_s
-    counter = iter(range(1 << 62))
+    counter = itertools.count()  # request numbers, shared by the users
 
     async def user() -> None:
         one_connection = httpx.Limits(max_connections=1, max_keepalive_connections=1)

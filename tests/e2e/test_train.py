@@ -59,13 +59,13 @@ def test_unsloth_backend_trains_tiny_on_one_gpu(tmp_path: Path, tiny_base: Path)
 
 
 def start_mlflow_server(home: Path, port: int) -> subprocess.Popen[bytes]:
-    log = open(home / f"mlflow-server-{time.time():.0f}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
-         "--artifacts-destination", str(home / "server-artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(home / f"mlflow-server-{time.time():.0f}.log", "w") as log:  # the server's copy
+        proc = subprocess.Popen(                                             # stays open
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
+             "--artifacts-destination", str(home / "server-artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     import httpx
 
     deadline = time.monotonic() + 180
