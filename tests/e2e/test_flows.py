@@ -99,3 +99,64 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
         llmops("stop", "tiny", root=REPO, home=home)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+API_PROBE = """
+import json, os
+from pathlib import Path
+from llmops.prefect_api import start_local_api
+api = start_local_api(Path(os.environ["PREFECT_HOME"]) / "api.log")
+api.wait_healthy()
+from prefect import flow
+@flow(flow_run_name="probe-run")
+def probe():
+    return 42
+assert probe() == 42
+import httpx
+runs = httpx.post(api.url + "/flow_runs/filter", json={}).json()
+print("PROBE", json.dumps({"env": os.environ["PREFECT_API_URL"] == api.url,
+                           "runs": [r["name"] for r in runs], "pid": api.process.pid}))
+"""
+
+
+def test_llmops_started_prefect_api_serves_the_flows_and_stops_at_exit(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", API_PROBE], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(next(x for x in done.stdout.splitlines()
+                            if x.startswith("PROBE")).removeprefix("PROBE "))
+    # The flow ran against the server llmops started, not one Prefect started on its own.
+    assert probe["env"] and probe["runs"] == ["probe-run"]
+    with pytest.raises(ProcessLookupError):  # stopped when the process exited
+        os.kill(probe["pid"], 0)
+
+
+def test_a_prefect_api_that_cannot_start_is_reported_with_its_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.errors import StageFailed
+    from llmops.prefect_api import start_local_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    # A database nobody listens on (port 1): the server's start-up fails and it exits.
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL",
+                       "postgresql+asyncpg://llmops:hunter2@127.0.0.1:1/prefect")
+    api = start_local_api(tmp_path / "api.log")
+    assert api is not None
+    with pytest.raises(StageFailed, match=r"exited with code \d+; its log is .*api\.log"
+                       r"(.|\n)*Connect call failed(.|\n)*set PREFECT_API_URL") as failed:
+        api.wait_healthy(timeout_s=120)
+    assert "hunter2" not in str(failed.value)
+    assert api.process.poll() is not None
+
+
+def test_no_prefect_api_is_started_when_one_is_configured(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from llmops.prefect_api import start_local_api
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert start_local_api(tmp_path / "api.log") is None
+    assert not (tmp_path / "api.log").exists()

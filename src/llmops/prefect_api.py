@@ -1,0 +1,104 @@
+"""Prefect's API for one `llmops release`: started first, waited for last.
+
+With no PREFECT_API_URL, Prefect starts a temporary API server (a uvicorn subprocess over the
+database in PREFECT_HOME) when a flow first needs it. Started that way, the CLI process first
+imports Prefect's server package (3 s, holding the GIL while the CLI checks the Axolotl
+config), and only then does the subprocess import it again, migrate its database and
+register the block types (14 s for a fresh home, 6 s otherwise). Here the CLI starts the same
+server, the same way Prefect does, before it imports anything heavy, and points
+PREFECT_API_URL at it: the server comes up on the other core while the CLI works, and the CLI
+waits for its /health only when the flow is about to run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from llmops.errors import StageFailed
+
+# What Prefect's own temporary server runs with (prefect.server.api.server, 3.7): the API
+# without its UI, with the services of an ephemeral server.
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+              "PREFECT__SERVER_FINAL": "1"}
+DEFAULT_STARTUP_TIMEOUT_S = 180.0  # a fresh database migrates first: 20-40 s on 2 cores
+
+
+@dataclass
+class LocalApi:
+    """A Prefect API server that this process started and stops at exit."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    _log_file: IO[bytes]
+
+    def wait_healthy(self, timeout_s: float | None = None) -> None:
+        """Block until /health answers 200; raise StageFailed, with the server's log, when
+        the server exits or does not answer in time."""
+        import httpx
+
+        timeout_s = timeout_s or float(os.environ.get(
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", DEFAULT_STARTUP_TIMEOUT_S))
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    self._fail(f"exited with code {self.process.returncode}")
+                try:
+                    if client.get(f"{self.url}/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        self._fail(f"did not answer {self.url}/health in {timeout_s:.0f} s")
+
+    def _fail(self, what: str) -> None:
+        self.stop()
+        tail = self.log.read_text(errors="replace").splitlines()[-15:] if self.log.is_file() else []
+        raise StageFailed(
+            f"Prefect's API server {what}; its log is {self.log}" +
+            ("".join(f"\n  {line}" for line in tail) if tail else "") +
+            "\nTo use a server of your own instead, set PREFECT_API_URL (make orchestrator "
+            "starts one).")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+def start_local_api(log: Path) -> LocalApi | None:
+    """Start Prefect's temporary API server in the background and point this process (and
+    its children) at it. None when PREFECT_API_URL already names a server, or when the
+    environment forbids a temporary one (Prefect then says what to do)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true").lower() in ("0", "false"):
+        return None
+    from llmops.serve import free_port
+
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+         "--lifespan", "on"],
+        env={**os.environ, **SERVER_ENV}, stdout=log_file, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL)
+    api = LocalApi(process, f"http://127.0.0.1:{port}/api", log, log_file)
+    os.environ["PREFECT_API_URL"] = api.url
+    atexit.register(api.stop)
+    return api
