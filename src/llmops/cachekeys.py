@@ -13,7 +13,6 @@ from pathlib import Path
 
 from llmops.basemodels import ensure_base_model
 from llmops.config import ModelSpec
-from llmops.paths import repo_root
 from llmops.registry import sha256_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
@@ -25,10 +24,7 @@ def data_gate_inputs(spec: ModelSpec) -> list[Path]:
     package = Path(__file__).resolve().parent
     base = Path(ensure_base_model(spec.base_model))
     return [
-        spec.axolotl_path,
-        repo_root() / "validation" / f"{spec.name}.yml",
-        *(ref.path for ref in spec.datasets),
-        *spec.golden_paths(),
+        *spec.source_files(),
         *(base / name for name in TOKENIZER_FILES if (base / name).is_file()),
         *sorted((package / "data").glob("*.py")),
         package / "config.py",

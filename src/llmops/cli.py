@@ -7,14 +7,15 @@
 from __future__ import annotations
 
 import argparse
-import gc
+import atexit
 import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -29,6 +30,8 @@ console = Console(stderr=True, soft_wrap=True)
 EPILOG = """examples:
   llmops release support-bot          # the whole release on CPU, embedded defaults
   llmops validate-data tiny           # the data gate alone
+  llmops validate-data --changed-since origin/main   # the models a change touches
+  llmops check-config                 # every YAML, in seconds, no model loaded
   llmops register tiny --run <id> --version 1.2.0
   llmops promote tiny 1.2.0 --to production          # opens a merge request
   llmops promote tiny 1.2.0 --to production --local  # edits registry/production.yml
@@ -144,9 +147,15 @@ def print_summary(s: Any, total: float) -> None:
 
 def cmd_validate_data(args: argparse.Namespace) -> int:
     from llmops.config import DatasetRef, load_model
-    from llmops.errors import CheckFailed, UsageError
-    from llmops.stages import validate_stage
+    from llmops.errors import UsageError
 
+    if args.changed_since:
+        if args.model or args.dataset:
+            raise UsageError("--changed-since picks the models itself: give no model or "
+                             "--dataset with it")
+        return validate_changed(args.changed_since)
+    if not args.model:
+        raise UsageError("validate-data needs a model (or --changed-since REF)")
     spec = load_model(args.model)
     only = None
     if args.dataset:
@@ -155,6 +164,15 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.dataset}: file not found")
         first = next(r for r in spec.datasets if r.split == "train")
         only = [DatasetRef(path, first.type, "train", {**first.entry, "path": str(path)})]
+    validate_and_print(spec, only)
+    return 0
+
+
+def validate_and_print(spec: Any, only: Any = None) -> None:
+    """The data gate with its table, which is also printed when the gate refuses."""
+    from llmops.errors import CheckFailed
+    from llmops.stages import validate_stage
+
     try:
         report = validate_stage(spec, only=only)
     except CheckFailed as exc:
@@ -163,6 +181,56 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
             print_data_report(failed)
         raise
     print_data_report(report)
+
+
+def validate_changed(since: str) -> int:
+    """The data gate for each model whose files differ from `since`; exit 1 if any fails."""
+    from llmops.changes import changed_files, models_touched
+    from llmops.config import load_model
+    from llmops.errors import CheckFailed
+
+    touched = models_touched(changed_files(since))
+    if not touched:
+        print(f"no model's datasets, golden sets, suite or training YAML changed since "
+              f"{since}: nothing to validate")
+        return 0
+    refused = []
+    for name, files in touched.items():
+        root = repo_root()
+        print(f"{name}: changed {', '.join(str(f.relative_to(root)) for f in files)}")
+        try:
+            validate_and_print(load_model(name))
+        except CheckFailed as exc:
+            console.print(f"[bold red]{name}:[/] {escape(str(exc))}", highlight=False)
+            refused.append(name)
+    if refused:
+        raise CheckFailed(f"the data gate refused {', '.join(refused)}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every YAML the release reads, each problem reported (exit 2 if any)."""
+    from llmops.config import known_envs, known_models, load_deploy, load_model, load_pins
+    from llmops.errors import UsageError
+    from llmops.stages import check_config
+
+    checks: list[tuple[str, Any]] = [
+        *((f"model {name}", lambda n=name: check_config(load_model(n)))
+          for name in (args.models or known_models())),
+        *((f"deploy/{env}.yml", lambda e=env: load_deploy(e)) for env in known_envs()),
+        *((f"registry/{env}.yml", lambda e=env: load_pins(e))
+          for env in known_envs("registry"))]
+    bad = 0
+    for label, check in checks:
+        try:
+            check()
+        except UsageError as exc:
+            bad += 1
+            console.print(f"[bold red]{escape(label)}:[/] {escape(str(exc))}", highlight=False)
+        else:
+            print(f"{label}: ok")
+    if bad:
+        raise UsageError(f"{bad} of {len(checks)} configurations are invalid (above)")
     return 0
 
 
@@ -448,9 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="SemVer to register (default: next patch)")
     p.set_defaults(func=cmd_release)
     p = sub.add_parser("validate-data", help="run the data gate on a model's datasets")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", help="the model (or use --changed-since)")
     p.add_argument("--dataset", help="check this file instead, against the model's rules")
+    p.add_argument("--changed-since", metavar="REF",
+                   help="every model whose datasets, golden sets, suite or training YAML "
+                        "differ from commit REF (a merge request's base)")
     p.set_defaults(func=cmd_validate_data)
+    p = sub.add_parser("check-config", help="check the YAMLs: models (ours and Axolotl's "
+                       "config model), deploy targets, registry pins; no model is loaded")
+    p.add_argument("models", nargs="*", help="these models only (default: all)")
+    p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("evaluate", help="measure base, candidate and production; apply the gate")
     p.add_argument("model")
     p.add_argument("--candidate", required=True, help="a run id or a registered version")
@@ -519,17 +594,28 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command and return its exit code. Meant to end the process: it leaves the
-    garbage collector blind to everything alive at return (see the end)."""
-    try:
-        return _run(argv)
-    finally:
-        # The interpreter's shutdown garbage-collects all module objects several times
-        # over: 3.8 s after importing Axolotl, torch, MLflow and Prefect, on every release.
-        # It skips frozen objects. atexit handlers still run and the standard streams are
-        # still flushed; only objects caught in reference cycles are not finalised at exit,
-        # which Python never promised anyway.
-        gc.freeze()
+    """Run one command and return its exit code; from the command line (no `argv`), end the
+    process here instead (see `end_process`)."""
+    code = _run(argv)
+    if argv is None:
+        end_process(code)
+    return code
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown, which garbage-collects every module object
+    several times over: 4-6 s once Axolotl, torch, MLflow and Prefect are imported, after the
+    work is done. (Freezing the collector instead makes Triton's bindings report their types
+    as leaked.) What exit does for us is done here: the other threads are joined, the atexit
+    handlers run (Prefect's API server stops, logs and temporary folders are cleaned up),
+    and the standard streams are flushed."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _run(argv: list[str] | None) -> int:

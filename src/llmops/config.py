@@ -262,6 +262,12 @@ class ModelSpec:
     def golden_paths(self) -> list[Path]:
         return [resolve_in_repo(g.path) for g in self.validation.eval.golden]
 
+    def source_files(self) -> list[Path]:
+        """The repository files this model is released from: its Axolotl YAML, its
+        validation suite, its datasets and its golden sets."""
+        return [self.axolotl_path, repo_root() / "validation" / f"{self.name}.yml",
+                *(ref.path for ref in self.datasets), *self.golden_paths()]
+
 
 def known_models() -> list[str]:
     """Model names: one per Axolotl YAML in axolotl_configs/."""
@@ -308,12 +314,16 @@ def _dataset_refs(path: Path, axolotl: dict[str, Any], node: Any) -> tuple[Datas
     return tuple(refs)
 
 
+def known_envs(folder: Literal["deploy", "registry"] = "deploy") -> list[str]:
+    """Environment names: one per YAML in deploy/ (targets) or registry/ (pins)."""
+    return sorted(p.stem for p in (repo_root() / folder).glob("*.yml"))
+
+
 def load_deploy(env: str) -> DeployConfig:
     """deploy/<env>.yml; an unknown environment lists the known ones."""
-    folder = repo_root() / "deploy"
-    path = folder / f"{env}.yml"
+    path = repo_root() / "deploy" / f"{env}.yml"
     if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yml"))
+        known = known_envs()
         raise UsageError(f"unknown environment {env!r}; known: {', '.join(known) or '(none)'}")
     return load_model_file(path, DeployConfig)
 

@@ -293,6 +293,38 @@ def test_bad_training_config_exits_2_naming_the_key_before_any_run(tmp_path: Pat
     assert not (tmp_path / "home" / "runs").exists()  # no MLflow run, no training folder
 
 
+def test_check_config_reports_every_bad_file_and_exits_2(tmp_path: Path) -> None:
+    root = copy_repo(tmp_path)
+    cfg = root / "axolotl_configs" / "tiny.yml"
+    cfg.write_text(cfg.read_text().replace("lora_r: 16", "lora_r: sixteen"))
+    target = root / "deploy" / "staging.yml"
+    target.write_text(target.read_text() + "gpu_count_typo: 2\n")
+    done = llmops("check-config", root=root, home=tmp_path / "home")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "tiny.yml: lora_r: Input should be a valid integer" in done.stderr
+    assert "staging.yml" in done.stderr and "gpu_count_typo" in done.stderr
+    assert "model support-bot: ok" in done.stdout  # the good ones are still checked
+    assert "2 of 7 configurations are invalid" in done.stderr
+    assert not (tmp_path / "home" / "runs").exists()
+
+
+def test_validate_data_changed_since_validates_the_touched_models_only(
+        tmp_path: Path, tiny_base: Path) -> None:
+    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                       cwd=root, check=True, capture_output=True)
+    unchanged = llmops("validate-data", "--changed-since", "HEAD", root=root, home=home)
+    assert unchanged.returncode == 0, unchanged.stderr[-2000:]
+    assert "nothing to validate" in unchanged.stdout
+    suite = root / "validation" / "tiny.yml"
+    suite.write_text(suite.read_text() + "\n")
+    done = llmops("validate-data", "--changed-since", "HEAD", root=root, home=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tiny: changed validation/tiny.yml" in done.stdout
+    assert "data gate: tiny" in done.stdout and "support-bot" not in done.stdout
+
+
 def test_unknown_model_exits_2_and_lists_known_models(tmp_path: Path) -> None:
     done = llmops("release", "nope", root=REPO, home=tmp_path / "home")
     assert done.returncode == 2

@@ -37,10 +37,14 @@ def jobs() -> dict[str, dict[str, object]]:
     return found
 
 
+def merge_request_jobs() -> dict[str, dict[str, object]]:
+    return {name: job for name, job in jobs().items()
+            if any("merge_request_event" in str(rule.get("if", ""))
+                   for rule in job.get("rules", []))}  # type: ignore[union-attr]
+
+
 def test_no_merge_request_pipeline_registers_or_deploys() -> None:
-    mr_jobs = {name: job for name, job in jobs().items()
-               if any("merge_request_event" in str(rule.get("if", ""))
-                      for rule in job.get("rules", []))}  # type: ignore[union-attr]
+    mr_jobs = merge_request_jobs()
     assert mr_jobs, "no merge-request job found: the check would pass vacuously"
     for name, job in mr_jobs.items():
         script = "\n".join(job["script"])  # type: ignore[arg-type]
@@ -52,3 +56,11 @@ def test_every_job_runs_in_a_declared_stage() -> None:
     wrong = {name: job.get("stage") for name, job in jobs().items()
              if job.get("stage", "test") not in stages}
     assert not wrong, f"jobs in undeclared stages: {wrong}"
+
+
+def test_merge_requests_check_configs_and_the_data_they_change() -> None:
+    scripts = "\n".join("\n".join(job["script"])  # type: ignore[arg-type]
+                        for job in merge_request_jobs().values())
+    assert "make test" in scripts  # lint and tests
+    assert "llmops check-config" in scripts
+    assert 'llmops validate-data --changed-since "$CI_MERGE_REQUEST_DIFF_BASE_SHA"' in scripts
