@@ -194,9 +194,8 @@ def validate_changed(since: str) -> int:
         print(f"no model's datasets, golden sets, suite or training YAML changed since "
               f"{since}: nothing to validate")
         return 0
-    refused = []
+    refused, root = [], repo_root()
     for name, files in touched.items():
-        root = repo_root()
         print(f"{name}: changed {', '.join(str(f.relative_to(root)) for f in files)}")
         try:
             validate_and_print(load_model(name))
