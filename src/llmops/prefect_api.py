@@ -4,9 +4,9 @@ With no PREFECT_API_URL, Prefect starts a temporary API server (a uvicorn subpro
 database in PREFECT_HOME) when a flow first needs it. Started that way, the CLI process first
 imports Prefect's server package (3 s, holding the GIL while the CLI checks the Axolotl
 config), and only then does the subprocess import it again, migrate its database and
-register the block types (14 s for a fresh home, 6 s otherwise). Here the CLI starts the same
-server, the same way Prefect does, before it imports anything heavy, and points
-PREFECT_API_URL at it: the server comes up on the other core while the CLI works, and the CLI
+register the block types (alone, 24 s for a fresh home, 10 s otherwise). Here the CLI
+starts the same server, the same way Prefect does, before it imports anything heavy, and
+points PREFECT_API_URL at it: the server comes up on the other core while the CLI works, and the CLI
 waits for its /health only when the flow is about to run.
 """
 
@@ -16,6 +16,7 @@ import atexit
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +61,12 @@ class LocalApi:
         self._fail(f"did not answer {self.url}/health in {timeout_s:.0f} s")
 
     def _fail(self, what: str) -> None:
+        from llmops.serve import log_tail
+
         self.stop()
-        tail = self.log.read_text(errors="replace").splitlines()[-15:] if self.log.is_file() else []
         raise StageFailed(
-            f"Prefect's API server {what}; its log is {self.log}" +
-            ("".join(f"\n  {line}" for line in tail) if tail else "") +
+            f"Prefect's API server {what}; its log is {self.log}\n" +
+            textwrap.indent(log_tail(self.log, 15), "  ") +
             "\nTo use a server of your own instead, set PREFECT_API_URL (make orchestrator "
             "starts one).")
 
