@@ -62,17 +62,18 @@ def vllm_batched(model: str, base: str, adapter: Path | None, spec: object,
     t0 = time.perf_counter()
     loras = {"candidate": adapter} if adapter else {}
     name = "base" if adapter else "candidate"
-    proc, port, _, log = serve.launch(
+    server = serve.launch(
         f"{model}-bench", lambda p: serve.vllm_args(base, name, loras, p, settings), settings)
     try:
-        serve.wait_healthy(port, log, settings.startup_timeout_s, proc)
+        server.wait_healthy(settings.startup_timeout_s)
         start_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        answers = evalserve.generate(f"http://127.0.0.1:{port}/v1", ["candidate"], golden,
-                                     max_new_tokens, settings.max_num_seqs)
+        url = f"http://127.0.0.1:{server.port}/v1"
+        answers = evalserve.generate(url, ["candidate"], golden, max_new_tokens,
+                                     settings.max_num_seqs)
         seconds = time.perf_counter() - t1
     finally:
-        serve.kill(proc.pid)
+        server.kill()
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base)

@@ -53,7 +53,7 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
         result = load_test(dep.url, model, prompts, len(prompts), 0.0, tokens,
                            min_requests=len(prompts))
     finally:
-        serve.kill(dep.pid)
+        dep.kill()
     out = result.summary()
     out["start_s"] = round(start_s, 1)
     out["mode"] = settings.serve

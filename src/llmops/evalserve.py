@@ -131,19 +131,19 @@ def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
                        settings: ServeSettings) -> tuple[dict[str, dict[str, float]],
                                                          list[dict[str, Any]]]:
     """Start an evaluation server (base + adapters), generate, measure, stop it."""
-    proc, port, _, log_path = serve.launch(
+    server = serve.launch(
         f"{name}-eval", lambda p: serve.vllm_args(base_model, "base", adapters, p, settings),
         settings)
     try:
         try:
-            serve.wait_healthy(port, log_path, settings.startup_timeout_s, proc)
+            server.wait_healthy(settings.startup_timeout_s)
         except Exception as exc:
             raise CheckFailed(f"vLLM could not load {name} with its adapters: {exc}") from exc
-        answers = generate(f"http://127.0.0.1:{port}/v1", ["base", *adapters], golden,
+        answers = generate(f"http://127.0.0.1:{server.port}/v1", ["base", *adapters], golden,
                            max_tokens, settings.max_num_seqs)
-        rss = tree_rss_mb(proc.pid)
+        rss = tree_rss_mb(server.proc.pid)
     finally:
-        serve.kill(proc.pid)
+        server.kill()
     metrics = {role: generation_metrics(answers, role) for role in ["base", *adapters]}
     for m in metrics.values():
         m["server_rss_mb"] = rss

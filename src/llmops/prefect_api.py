@@ -16,8 +16,6 @@ import atexit
 import os
 import subprocess
 import sys
-import textwrap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -42,33 +40,19 @@ class LocalApi:
 
     def wait_healthy(self, timeout_s: float | None = None) -> None:
         """Block until /health answers 200; raise StageFailed, with the server's log, when
-        the server exits or does not answer in time."""
-        import httpx
+        the server exits or does not answer in time (and stop it)."""
+        from llmops.health import wait_for_health
 
         timeout_s = timeout_s or float(os.environ.get(
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", DEFAULT_STARTUP_TIMEOUT_S))
-        deadline = time.monotonic() + timeout_s
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    self._fail(f"exited with code {self.process.returncode}")
-                try:
-                    if client.get(f"{self.url}/health").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        self._fail(f"did not answer {self.url}/health in {timeout_s:.0f} s")
-
-    def _fail(self, what: str) -> None:
-        from llmops.serve import log_tail
-
-        self.stop()
-        raise StageFailed(
-            f"Prefect's API server {what}; its log is {self.log}\n" +
-            textwrap.indent(log_tail(self.log, 15), "  ") +
-            "\nTo use a server of your own instead, set PREFECT_API_URL (make orchestrator "
-            "starts one).")
+        try:
+            wait_for_health(
+                "Prefect's API server", f"{self.url}/health", self.process, self.log,
+                timeout_s, interval_s=0.1, hint="To use a server of your own instead, set "
+                "PREFECT_API_URL (make orchestrator starts one).")
+        except StageFailed:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -85,7 +85,7 @@ def verify_and_switch(spec: ModelSpec, dep: serve.Deployment, action: str = "dep
     checked, problems = run_checks(spec, dep)
     load = checked.load
     if problems:
-        serve.kill(dep.pid)
+        dep.kill()
         failure = StageFailed(f"verification of {dep.model} {dep.version} at {dep.url} "
                               "failed: " + "; ".join(problems))
         raise _rolled_back(dep.model, dep.env, dep.version, action, failure, dep)
@@ -134,7 +134,7 @@ def restore(model: str, env: str) -> str:
                            "it never stopped serving", record)
         return f"rolled back: {model} {record.version} still serves at {record.url}"
     if record.alive():  # running but not healthy: replace it
-        serve.kill(record.pid)
+        record.kill()
     try:
         verify_manifest(Path(record.adapter_dir), record.digest)
         dep = serve.restart(record, load_deploy(env).serve_for(model))

@@ -23,6 +23,7 @@ import yaml
 from llmops.basemodels import ensure_base_model
 from llmops.config import ModelSpec
 from llmops.errors import StageFailed, UsageError
+from llmops.health import log_tail
 from llmops.native import preloaded, tcmalloc
 from llmops.paths import resolve_in_repo, state_subdir
 from llmops.tracking import tracking_uri
@@ -164,8 +165,8 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
             proc.wait(timeout=60)
             raise
     if code != 0:
-        tail = "".join(log_path.read_text(encoding="utf-8").splitlines(True)[-25:])
-        raise StageFailed(f"axolotl train exited with {code}; log: {log_path}\n{tail}")
+        raise StageFailed(f"axolotl train exited with {code}; log: {log_path}\n"
+                          f"{log_tail(log_path, 25)}")
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

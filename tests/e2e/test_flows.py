@@ -146,8 +146,9 @@ def test_a_prefect_api_that_cannot_start_is_reported_with_its_log(
                        "postgresql+asyncpg://llmops:hunter2@127.0.0.1:1/prefect")
     api = start_local_api(tmp_path / "api.log")
     assert api is not None
-    with pytest.raises(StageFailed, match=r"exited with code \d+; its log is .*api\.log"
-                       r"(.|\n)*Connect call failed(.|\n)*set PREFECT_API_URL") as failed:
+    with pytest.raises(StageFailed, match=r"exited with code \d+ before becoming healthy; its "
+                       r"log is .*api\.log(.|\n)*Connect call failed(.|\n)*set PREFECT_API_URL",
+                       ) as failed:
         api.wait_healthy(timeout_s=120)
     assert "hunter2" not in str(failed.value)
     assert api.process.poll() is not None

@@ -159,6 +159,8 @@ def gitlab_path(root: Path, home: Path, run_id: str, first: dict[str, object]) -
     assert record["version"] == "1.0.0" and record["pid"] != first["pid"]
     with pytest.raises(ProcessLookupError):  # the previous server was replaced
         os.kill(int(first["pid"]), 0)
+    assert not Path(str(first["sockets_dir"])).exists()  # and its temp folder removed
+    assert Path(str(record["sockets_dir"])).is_dir()
     # No token in any MLflow param or tag of the run.
     run_data = mlflow_client(home).get_run(run_id).data
     values = [*run_data.params.values(), *run_data.tags.values()]
