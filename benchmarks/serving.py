@@ -6,8 +6,14 @@ merged into the weights or served as a LoRA module), then N concurrent streaming
 is reported apart. The baselines generate the same T tokens for the same prompts with
 transformers in this process: one prompt at a time, then all prompts in one padded batch.
 
+The endpoint's model FLOP/s (prompt and generated tokens through the weights) is set against a
+bf16 matmul timed in this script before and after (the best of both), which says how far the
+CPU's compute is from the goal. `--compare-int8 N` serves the bf16 merged model and its int8
+weights (`quantization: w8a8-int8`) alternately, N times each, with the golden answers'
+accuracy of each.
+
     .venv/bin/python benchmarks/serving.py                       # support-bot, latest run
-    .venv/bin/python benchmarks/serving.py --requests 64 --tokens 64 --skip-sequential
+    .venv/bin/python benchmarks/serving.py --skip-baseline --compare-int8 3
 """
 
 from __future__ import annotations
@@ -37,14 +43,29 @@ def prompts_for(model: str, n: int) -> list[str]:
     return [golden[i % len(golden)] for i in range(n)]
 
 
+def golden_set(model: str) -> list[Any]:
+    from llmops.config import load_model
+    from llmops.evaluate import read_golden
+
+    spec = load_model(model)
+    return [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
+                                                 spec.golden_paths(), strict=True)]
+
+
 def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
-                  extra: list[str]) -> dict[str, Any]:
-    from llmops import serve
-    from llmops.config import load_deploy
+                  extra: list[str], quantization: str | None = None,
+                  golden: list[Any] | None = None) -> dict[str, Any]:
+    """Start the endpoint as `llmops deploy` does, load-test it, then (with `golden`) answer
+    the golden questions through it."""
+    from llmops import evalserve, serve
+    from llmops.config import load_deploy, load_model
     from llmops.loadtest import load_test
 
     settings = load_deploy("local").serve_for(model)
-    settings = settings.model_copy(update={"extra_args": [*settings.extra_args, *extra]})
+    update: dict[str, Any] = {"extra_args": [*settings.extra_args, *extra]}
+    if quantization:
+        update["quantization"] = quantization
+    settings = settings.model_validate({**settings.model_dump(), **update})
     t0 = time.perf_counter()
     dep = serve.start(model, "bench", "bench", base, adapter, settings)
     start_s = time.perf_counter() - t0
@@ -52,12 +73,58 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
         load_test(dep.url, model, prompts[:4], 4, 0.1, 8)  # warm-up, not measured
         result = load_test(dep.url, model, prompts, len(prompts), 0.0, tokens,
                            min_requests=len(prompts))
+        accuracy = None
+        if golden:
+            max_new = load_model(model).validation.eval.max_new_tokens
+            answers = evalserve.generate(dep.url, [model], golden, max_new,
+                                         settings.max_num_seqs)
+            accuracy = evalserve.generation_metrics(answers, model)["golden_accuracy"]
     finally:
         dep.kill()
     out = result.summary()
     out["start_s"] = round(start_s, 1)
-    out["mode"] = settings.serve
+    out["mode"] = settings.serve + ("" if settings.quantization == "none"
+                                    else f", {settings.quantization}")
+    out["golden_accuracy"] = accuracy
     return out
+
+
+def model_flops(base: str, prompts: list[str], tokens: int) -> float:
+    """Matmul FLOPs of serving `prompts` and generating `tokens` each: 2 per weight per
+    token through the decoder layers, the LM head for generated tokens only, and attention
+    over the context so far."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    c = AutoConfig.from_pretrained(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    d, layers = c.hidden_size, c.num_hidden_layers
+    kv = d * c.num_key_value_heads // c.num_attention_heads
+    decoder = layers * (2 * d * d + 2 * d * kv + 3 * d * c.intermediate_size)
+    head = c.vocab_size * d
+    total = 0.0
+    for prompt in prompts:
+        p = len(tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                        add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"])
+        context = p * p / 2 + tokens * (p + tokens / 2)  # summed over the tokens computed
+        total += 2 * decoder * (p + tokens - 1) + 2 * head * tokens + 4 * layers * d * context
+    return total
+
+
+def compare_int8(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
+                 extra: list[str], rounds: int) -> None:
+    golden = golden_set(model)
+    rates: dict[str, list[float]] = {"none": [], "w8a8-int8": []}
+    for n in range(rounds):
+        for quantization in (("none", "w8a8-int8") if n % 2 == 0 else ("w8a8-int8", "none")):
+            out = vllm_endpoint(model, base, adapter, prompts, tokens, extra, quantization,
+                                golden)
+            rates[quantization].append(out["tokens_per_s"])
+            print(f"round {n + 1}, {out['mode']}: {out['tokens_per_s']} tok/s, TTFT p50 "
+                  f"{out['ttft_p50_s']} s, golden accuracy {out['golden_accuracy']:.3f} "
+                  f"(server start {out['start_s']} s)", flush=True)
+    pairs = [f"{q / b:.2f}x" for q, b in zip(rates["w8a8-int8"], rates["none"], strict=True)]
+    print(f"int8 against bf16, round by round: {', '.join(pairs)}", flush=True)
 
 
 def transformers_runs(base: str, adapter: Path, prompts: list[str], tokens: int,
@@ -99,6 +166,10 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--vllm-arg", action="append", default=[],
                         help="extra vLLM argument (repeatable), e.g. --vllm-arg=--max-num-seqs=128")
+    parser.add_argument("--quantization", choices=["none", "w8a8-int8"],
+                        help="override deploy/local.yml's quantization")
+    parser.add_argument("--compare-int8", type=int, default=0, metavar="N",
+                        help="then serve bf16 and int8 weights alternately, N times each")
     args = parser.parse_args()
 
     from llmops.basemodels import ensure_base_model
@@ -110,11 +181,27 @@ def main() -> None:
     prompts = prompts_for(args.model, args.requests)
     print(f"{args.model}: adapter {adapter.name}, {args.requests} requests × {args.tokens} "
           f"tokens, {os.cpu_count()} cores", flush=True)
-    served = vllm_endpoint(args.model, base, adapter, prompts, args.tokens, args.vllm_arg)
+    import torch
+    from peak import matmul_peak
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = matmul_peak(torch.bfloat16)
+    served = vllm_endpoint(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
+                           args.quantization)
+    peak = max(peak, matmul_peak(torch.bfloat16))
     print(f"vLLM ({served['mode']}): {served['tokens_per_s']} tok/s, TTFT p50 "
           f"{served['ttft_p50_s']} s p99 {served['ttft_p99_s']} s, latency p50 "
           f"{served['p50_s']} s p99 {served['p99_s']} s, {served['errors']} errors "
           f"(server start {served['start_s']} s)", flush=True)
+    flops = model_flops(base, prompts, args.tokens)
+    used = flops / served["duration_s"]
+    print(f"model FLOP/s {used / 1e9:.0f} G = {used / peak:.0%} of the bf16 matmul peak "
+          f"measured here ({peak / 1e9:.0f} G); at that peak, these requests would take "
+          f"{flops / peak:.2f} s: {args.requests * args.tokens * peak / flops:.0f} tok/s at "
+          "most", flush=True)
+    if args.compare_int8:
+        compare_int8(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
+                     args.compare_int8)
     if args.skip_baseline:
         return
     base_rates = transformers_runs(base, adapter, prompts, args.tokens, args.sequential)

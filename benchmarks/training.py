@@ -31,12 +31,12 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from peak import matmul_peak
 
 
 @dataclass
@@ -50,22 +50,6 @@ class Result:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds
-
-
-def matmul_peak(dtype: Any, n: int = 2048, seconds: float = 3.0) -> float:
-    """FLOP/s of square matmuls in `dtype` on all threads (warm, best of short repeats)."""
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - started))
-    return best
 
 
 def read_rows(path: Path, limit: int | None = None) -> list[list[dict[str, str]]]:

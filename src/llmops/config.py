@@ -141,8 +141,19 @@ class ServeSettings(Strict):
                                "OpenMP (vLLM's advice for CPUs; measured 1.3x here).")
     preload_tcmalloc: bool = Field(default=True, description="LD_PRELOAD TCMalloc (Debian's "
                                    "libtcmalloc-minimal4), as vLLM's CPU guide advises.")
+    quantization: Literal["none", "w8a8-int8"] = Field(
+        default="none", description="w8a8-int8: serve the merged model with int8 decoder "
+        "weights (one scale per output channel) and activations quantized per token at run "
+        "time (llmops.quantize); needs serve: merged.")
     startup_timeout_s: float = Field(default=600.0, gt=0)
     extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments.")
+
+    @model_validator(mode="after")
+    def _quantize_merged_only(self) -> ServeSettings:
+        if self.quantization != "none" and self.serve != "merged":
+            raise ValueError(f"quantization: {self.quantization} needs serve: merged (a LoRA "
+                             "adapter is served on its bf16 base)")
+        return self
 
 
 class LoadSettings(Strict):

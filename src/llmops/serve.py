@@ -232,6 +232,10 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
 
         print(f"merging the {model} {version} adapter into its base for serving", flush=True)
         weights = merged_model(base_model, adapter_dir)
+        if settings.quantization == "w8a8-int8":
+            from llmops.quantize import int8_model
+
+            weights = int8_model(weights)
 
         def args_for(port: int) -> list[str]:
             return vllm_args(str(weights), model, {}, port, settings)

@@ -1,0 +1,38 @@
+"""Int8 weights served for real: a merged model quantized by llmops, loaded by vLLM CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmops import serve
+from llmops.config import load_deploy
+
+
+def test_an_int8_deployment_loads_in_vllm_and_answers(repo_copy: Path, tiny_base: Path,
+                                                      tmp_path: Path) -> None:
+    import torch
+    from openai import OpenAI
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    adapter = tmp_path / "run"  # an untrained adapter: what matters here is the path
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"])) \
+        .save_pretrained(adapter)
+    settings = load_deploy("local").serve_for("tiny").model_copy(
+        update={"quantization": "w8a8-int8"})
+
+    dep = serve.start("tiny", "test", "0.0.1", str(tiny_base), adapter, settings)
+    try:
+        assert dep.args[dep.args.index("--model") + 1] == str(adapter / "merged-w8a8")
+        api = OpenAI(base_url=dep.url, api_key="local", max_retries=0)
+        reply = api.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],
+            max_tokens=8, temperature=0)
+        assert reply.choices[0].message.content
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
+        log = Path(dep.log_path).read_text()
+        assert "CompressedTensorsW8A8Int8" in log  # vLLM's int8 kernels, not a fallback
+    finally:
+        dep.kill()
+    assert not Path(dep.sockets_dir).exists()
