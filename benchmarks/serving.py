@@ -185,10 +185,11 @@ def main() -> None:
     from peak import matmul_peak
 
     torch.set_num_threads(os.cpu_count() or 1)
-    peak = matmul_peak(torch.bfloat16)
+    peak, int8_peak = matmul_peak(torch.bfloat16), matmul_peak(torch.int8)
     served = vllm_endpoint(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
                            args.quantization)
-    peak = max(peak, matmul_peak(torch.bfloat16))
+    peak, int8_peak = max(peak, matmul_peak(torch.bfloat16)), max(int8_peak,
+                                                                  matmul_peak(torch.int8))
     print(f"vLLM ({served['mode']}): {served['tokens_per_s']} tok/s, TTFT p50 "
           f"{served['ttft_p50_s']} s p99 {served['ttft_p99_s']} s, latency p50 "
           f"{served['p50_s']} s p99 {served['p99_s']} s, {served['errors']} errors "
@@ -196,9 +197,12 @@ def main() -> None:
     flops = model_flops(base, prompts, args.tokens)
     used = flops / served["duration_s"]
     print(f"model FLOP/s {used / 1e9:.0f} G = {used / peak:.0%} of the bf16 matmul peak "
-          f"measured here ({peak / 1e9:.0f} G); at that peak, these requests would take "
-          f"{flops / peak:.2f} s: {args.requests * args.tokens * peak / flops:.0f} tok/s at "
-          "most", flush=True)
+          f"measured here ({peak / 1e9:.0f} G); with every FLOP at that peak, these requests "
+          f"would take {flops / peak:.2f} s: {args.requests * args.tokens * peak / flops:.0f} "
+          "tok/s", flush=True)
+    if "int8" in served["mode"]:
+        print(f"int8 matmul peak measured here: {int8_peak / 1e9:.0f} G ({int8_peak / peak:.2f}x "
+              f"bf16): the endpoint used {used / int8_peak:.0%} of it", flush=True)
     if args.compare_int8:
         compare_int8(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
                      args.compare_int8)

@@ -27,6 +27,7 @@ from llmops.errors import StageFailed
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
               "PREFECT__SERVER_FINAL": "1"}
 DEFAULT_STARTUP_TIMEOUT_S = 180.0  # a fresh database migrates first: 20-40 s on 2 cores
+LOG_MAX_BYTES = 10 * 2**20
 
 
 @dataclass
@@ -65,6 +66,13 @@ class LocalApi:
         self._log_file.close()
 
 
+def rotate(log: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
+    """Keep one earlier log (`api.log.1`) once the log passes `max_bytes`: every release
+    appends to it."""
+    if log.is_file() and log.stat().st_size > max_bytes:
+        log.replace(log.with_name(log.name + ".1"))
+
+
 def start_local_api(log: Path) -> LocalApi | None:
     """Start Prefect's temporary API server in the background and point this process (and
     its children) at it. None when PREFECT_API_URL already names a server, or when the
@@ -77,6 +85,7 @@ def start_local_api(log: Path) -> LocalApi | None:
 
     port = free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
+    rotate(log)
     log_file = log.open("ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",

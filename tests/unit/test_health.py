@@ -1,4 +1,5 @@
-"""Waiting for a server we started, and stopping it without leaving its temp folder."""
+"""Servers we start: waiting for their health, stopping them without leaving their temp folder,
+keeping their logs bounded."""
 
 from __future__ import annotations
 
@@ -66,3 +67,16 @@ def test_kill_stops_the_process_group_and_removes_its_temp_folder(tmp_path: Path
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
     assert not sockets.exists()
+
+
+def test_prefect_api_log_keeps_one_earlier_file_once_it_grows(tmp_path: Path) -> None:
+    from llmops.prefect_api import rotate
+
+    log = tmp_path / "api.log"
+    log.write_text("small\n")
+    rotate(log, max_bytes=100)
+    assert log.read_text() == "small\n"  # under the limit: appended to
+    log.write_text("x" * 101)
+    (tmp_path / "api.log.1").write_text("older")
+    rotate(log, max_bytes=100)
+    assert not log.exists() and (tmp_path / "api.log.1").read_text() == "x" * 101
