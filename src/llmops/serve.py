@@ -276,6 +276,8 @@ def kill(pid: int, sockets: str | Path = "", grace_s: float = 20) -> None:
 
 
 def _stop_group(pid: int, grace_s: float) -> None:
+    """Until every process of the group is gone: vLLM's engine and worker processes outlive
+    its API process by a moment, and a server this process did not start is reaped by init."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -284,25 +286,13 @@ def _stop_group(pid: int, grace_s: float) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):  # reap it if it is our child
             os.waitpid(pid, os.WNOHANG)
-        if not _group_running(pid):
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def _group_running(pgid: int) -> bool:
-    """Whether a process of the group still runs: the server's engine and worker processes
-    outlive its API process by a moment. Zombies (exited, not yet reaped) do not count."""
-    import psutil
-
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return False
 
 
 def activate(dep: Deployment) -> Deployment | None:
