@@ -8,6 +8,9 @@
   (accelerate's `compile_regions`) copies the model's instance attributes, among them the
   `forward` that bf16 autocast wrapped around the original model: the copy then runs the
   original, uncompiled blocks, so nothing is compiled at all (seen with accelerate 1.13).
+- The training loss runs the LM head on the labelled positions only
+  (`llmops.labelled_logits`): the same loss and gradients, without the logits of the
+  prompts (support-bot: 76% of the positions).
 
 The pipeline adds this plugin to the resolved config when the machine has no CUDA GPU.
 """
@@ -20,7 +23,8 @@ from typing import Any
 
 from axolotl.integrations.base import BasePlugin
 
-LOG = logging.getLogger(__name__)
+# Under "axolotl": Axolotl's logging shows other loggers' records from WARNING up only.
+LOG = logging.getLogger("axolotl.integrations.llmops_cpu")
 
 
 def compile_blocks(model: Any) -> int:
@@ -39,7 +43,8 @@ def compile_blocks(model: Any) -> int:
 
 
 class CpuTraining(BasePlugin):  # type: ignore[misc]
-    """Sets `use_cpu` on the trainer's arguments; compiles the decoder blocks in place."""
+    """Sets `use_cpu` on the trainer's arguments; compiles the decoder blocks in place; runs
+    the LM head on the labelled positions only."""
 
     def pre_model_load(self, cfg: Any) -> None:
         if cfg.torch_compile:
@@ -47,6 +52,14 @@ class CpuTraining(BasePlugin):  # type: ignore[misc]
             os.environ.pop("ACCELERATE_DYNAMO_BACKEND", None)
 
     def post_model_load(self, cfg: Any, model: Any) -> None:
+        from llmops.labelled_logits import labelled_logits_only
+
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if labelled_logits_only(causal_lm):
+            LOG.info("training loss: the LM head runs on the labelled positions only")
+        else:
+            LOG.info("training loss: %s has no standard LM head; every position is computed",
+                     type(causal_lm).__name__)
         if cfg.torch_compile:
             LOG.info("torch_compile: compiled %d decoder blocks in place (regional)",
                      compile_blocks(model))
