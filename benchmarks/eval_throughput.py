@@ -13,8 +13,12 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from llmops.config import ModelSpec
 
 
 def latest_run(model: str) -> str:
@@ -48,17 +52,16 @@ def transformers_sequential(base: str, adapter: Path, questions: list[str],
     return time.perf_counter() - started, tokens
 
 
-def vllm_batched(model: str, base: str, adapter: Path | None, spec: object,
+def vllm_batched(model: str, base: str, adapter: Path | None, spec: ModelSpec,
                  max_new_tokens: int) -> tuple[float, float, int]:
     """Serve `base` with `adapter` as a LoRA module (or `base` alone when it is already the
     merged model) and answer the golden set through it."""
     from llmops import evalserve, serve
     from llmops.config import load_deploy
-    from llmops.evaluate import read_golden
+    from llmops.evaluate import golden_sets
 
     settings = load_deploy("local").serve_for(model)
-    golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,  # type: ignore[attr-defined]
-                                                   spec.golden_paths(), strict=True)]  # type: ignore[attr-defined]
+    golden = golden_sets(spec)
     t0 = time.perf_counter()
     loras = {"candidate": adapter} if adapter else {}
     name = "base" if adapter else "candidate"

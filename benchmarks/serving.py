@@ -43,15 +43,6 @@ def prompts_for(model: str, n: int) -> list[str]:
     return [golden[i % len(golden)] for i in range(n)]
 
 
-def golden_set(model: str) -> list[Any]:
-    from llmops.config import load_model
-    from llmops.evaluate import read_golden
-
-    spec = load_model(model)
-    return [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
-                                                 spec.golden_paths(), strict=True)]
-
-
 def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
                   extra: list[str], quantization: str | None = None,
                   golden: list[Any] | None = None) -> dict[str, Any]:
@@ -113,7 +104,10 @@ def model_flops(base: str, prompts: list[str], tokens: int) -> float:
 
 def compare_int8(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
                  extra: list[str], rounds: int) -> None:
-    golden = golden_set(model)
+    from llmops.config import load_model
+    from llmops.evaluate import golden_sets
+
+    golden = golden_sets(load_model(model))
     rates: dict[str, list[float]] = {"none": [], "w8a8-int8": []}
     for n in range(rounds):
         for quantization in (("none", "w8a8-int8") if n % 2 == 0 else ("w8a8-int8", "none")):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops.config import ModelSpec
+from llmops.config import GoldenSet, ModelSpec
 from llmops.errors import UsageError
 
 
@@ -114,6 +114,12 @@ def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> 
     return out
 
 
+def golden_sets(spec: ModelSpec) -> list[tuple[GoldenSet, list[GoldenItem]]]:
+    """Each golden set of the model's validation config with its items, read and checked."""
+    return [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
+                                                 spec.golden_paths(), strict=True)]
+
+
 def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> EvalReport:
     """Base, candidate and (if given) production on exactly the same inputs: eval loss
     with transformers, golden answers through a vLLM server loading the adapters as LoRA
@@ -123,8 +129,7 @@ def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> Eva
 
     started = time.perf_counter()
     losses = eval_losses(spec, base_model, adapters)
-    golden = [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
-                                                   spec.golden_paths(), strict=True)]
+    golden = golden_sets(spec)
     settings = load_deploy("local").serve_for(spec.name)
     generated, answers = evaluate_with_vllm(spec.name, base_model, adapters, golden,
                                             spec.validation.eval.max_new_tokens, settings)
