@@ -14,7 +14,9 @@ Reported: training tokens/s (real, non-padding tokens of the examples, over the 
 own `train_runtime`), the ratio, both adapters' eval loss measured by one function on the
 eval set, and model FLOPs utilisation against the peak of a bf16 (and fp32) matmul timed in
 this script. A LoRA step costs about 4·N FLOPs per token (forward, and the backward pass
-to the activations; the frozen weights get no gradient) plus 6·N_lora and the attention.
+to the activations; the frozen weights get no gradient) plus 6·N_lora and the attention;
+the LM head's share of N is counted on the labelled tokens only, as the pipeline computes
+it (`llmops.labelled_logits`), so that skipping the prompts' logits does not count as speed.
 
     .venv/bin/python benchmarks/training.py [--model support-bot] [--epochs N] [--seeds 1,2,3]
 
@@ -151,7 +153,9 @@ def pipeline(model: str, rows_path: Path, epochs: int, out: Path,
     return float(found[-1]), cfg
 
 
-def flops_per_token(base: str, cfg: dict[str, Any], mean_len: float) -> float:
+def flops_per_token(base: str, cfg: dict[str, Any], mean_len: float,
+                    labelled: float) -> float:
+    """Model FLOPs per training token; `labelled`: the share of tokens that carry a label."""
     from transformers import AutoConfig
 
     c = AutoConfig.from_pretrained(base)
@@ -159,7 +163,7 @@ def flops_per_token(base: str, cfg: dict[str, Any], mean_len: float) -> float:
         c.intermediate_size
     kv = d * c.num_key_value_heads // c.num_attention_heads
     per_layer = d * d * 2 + d * kv * 2 + 3 * d * inter  # q, o, k, v, gate/up/down
-    n = layers * per_layer + vocab * d  # matmul weights (the lm_head included)
+    n = layers * per_layer + labelled * vocab * d  # matmul weights (the lm_head: labelled)
     r = cfg["lora_r"]
     n_lora = layers * r * ((d + d) * 2 + (d + kv) * 2 + (d + inter) * 3)
     attention = 12 * layers * d * mean_len / 2  # QK and AV, forward + backward, causal
@@ -201,11 +205,13 @@ def main() -> None:
     eval_rows = read_rows(Path(cfg["test_datasets"][0]["path"]))
     rows_path = work / "train.jsonl"
     rows_path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
-    lengths = [len(tokenize(tok, m, cfg["sequence_len"])["input_ids"]) for m in rows]
+    examples = [tokenize(tok, m, cfg["sequence_len"]) for m in rows]
+    lengths = [len(e["input_ids"]) for e in examples]
+    labelled = sum(sum(x != -100 for x in e["labels"]) for e in examples) / sum(lengths)
     tokens = sum(lengths) * args.epochs
     print(f"{args.model}: {len(rows)} examples x {args.epochs} epoch(s) = {tokens} tokens "
-          f"(mean {sum(lengths) / len(lengths):.1f}); threads {torch.get_num_threads()}; "
-          f"bf16 hardware: {cpu_has_bf16()}", flush=True)
+          f"(mean {sum(lengths) / len(lengths):.1f}, {labelled:.0%} labelled); "
+          f"threads {torch.get_num_threads()}; bf16 hardware: {cpu_has_bf16()}", flush=True)
 
     # Timed before and after the runs, the higher kept: a shared machine's noise only lowers
     # a peak, and a lowered peak would inflate the utilisation.
@@ -234,7 +240,8 @@ def main() -> None:
             "fp32": max(peak["fp32"], matmul_peak(torch.float32))}
     print(f"matmul peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
           f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s")
-    per_token = flops_per_token(cfg["base_model"], cfg, sum(lengths) / len(lengths))
+    per_token = flops_per_token(cfg["base_model"], cfg, sum(lengths) / len(lengths),
+                                labelled)
     print(f"\n{'run':<62} {'seconds':>8} {'tokens/s':>9} {'eval loss':>9} "
           f"{'MFU bf16':>8} {'MFU fp32':>8}")
     for r in results:
