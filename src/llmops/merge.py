@@ -7,8 +7,6 @@ Shards stay below GitLab's per-file limit.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 MAX_SHARD = "4GB"
@@ -16,23 +14,19 @@ MAX_SHARD = "4GB"
 
 def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
                  max_shard: str = MAX_SHARD) -> Path:
-    """`adapter_dir/merged` (built once): base + adapter merged, saved in bf16 with the
-    base tokenizer. Written to a temporary folder and renamed, never half-written."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """`adapter_dir/merged` (built once, checked before reuse: `llmops.derived`): base +
+    adapter merged, saved in bf16 with the base tokenizer."""
+    from llmops.derived import built_once
 
-    out = out or adapter_dir / "merged"
-    if (out / "config.json").is_file():
-        return out
-    tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out.parent))
-    try:
+    def build(folder: Path) -> None:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         model.to(torch.bfloat16)  # type: ignore[call-arg]
-        model.save_pretrained(tmp, max_shard_size=max_shard)
-        AutoTokenizer.from_pretrained(base_model).save_pretrained(tmp)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        model.save_pretrained(folder, max_shard_size=max_shard)
+        AutoTokenizer.from_pretrained(base_model).save_pretrained(folder)
+
+    return built_once(out or adapter_dir / "merged", build)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from llmops.derived import DERIVED
 
 if TYPE_CHECKING:
     import torch
@@ -46,15 +47,13 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def int8_model(merged: Path, out: Path | None = None) -> Path:
-    """`merged`'s sibling `merged-w8a8` (built once): its decoder weights in int8. Written to
-    a temporary folder and renamed, never half-written."""
+    """`merged`'s sibling `merged-w8a8` (built once, checked before reuse:
+    `llmops.derived`): its decoder weights in int8."""
     from safetensors.torch import load_file, save_file
 
-    out = out or merged.parent / INT8_DIR
-    if (out / "config.json").is_file():
-        return out
-    tmp = Path(tempfile.mkdtemp(prefix=".w8a8-", dir=out.parent))
-    try:
+    from llmops.derived import built_once
+
+    def build(folder: Path) -> None:
         weight_map: dict[str, str] = {}
         for shard in sorted(merged.glob("*.safetensors")):
             tensors = {}
@@ -64,19 +63,17 @@ def int8_model(merged: Path, out: Path | None = None) -> Path:
                         quantize_weight(tensor)
                 else:
                     tensors[name] = tensor
-            save_file(tensors, tmp / shard.name, metadata={"format": "pt"})
+            save_file(tensors, folder / shard.name, metadata={"format": "pt"})
             weight_map |= dict.fromkeys(tensors, shard.name)
         for extra in merged.iterdir():  # tokenizer, chat template, generation config
-            if extra.is_file() and extra.suffix != ".safetensors" and \
-                    extra.name not in ("config.json", "model.safetensors.index.json"):
-                shutil.copy2(extra, tmp / extra.name)
+            if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in (
+                    "config.json", "model.safetensors.index.json", DERIVED):
+                shutil.copy2(extra, folder / extra.name)
         if (merged / "model.safetensors.index.json").is_file():
-            (tmp / "model.safetensors.index.json").write_text(
+            (folder / "model.safetensors.index.json").write_text(
                 json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
         config = json.loads((merged / "config.json").read_text())
         config["quantization_config"] = QUANTIZATION_CONFIG
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    return built_once(out or merged.parent / INT8_DIR, build)

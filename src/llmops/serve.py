@@ -249,7 +249,12 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
 
 
 def restart(record: Deployment, settings: ServeSettings) -> Deployment:
-    """Start a recorded deployment again with its own arguments (on a free port)."""
+    """Start a recorded deployment again with its own arguments (on a free port). Weights
+    derived at deploy time (merged, int8) are checked against their manifest first."""
+    from llmops import derived
+
+    if "--model" in record.args:
+        derived.verify(Path(record.args[record.args.index("--model") + 1]))
     return _start(record, lambda port: with_port(record.args, port), settings)
 
 

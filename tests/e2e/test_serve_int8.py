@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmops import serve
+from llmops import derived, serve
 from llmops.config import load_deploy
 
 
@@ -25,6 +25,8 @@ def test_an_int8_deployment_loads_in_vllm_and_answers(repo_copy: Path, tiny_base
     dep = serve.start("tiny", "test", "0.0.1", str(tiny_base), adapter, settings)
     try:
         assert dep.args[dep.args.index("--model") + 1] == str(adapter / "merged-w8a8")
+        derived.verify(adapter / "merged-w8a8")  # its manifest, written when it was built
+        assert (adapter / "merged-w8a8" / derived.DERIVED).is_file()
         api = OpenAI(base_url=dep.url, api_key="local", max_retries=0)
         reply = api.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],
