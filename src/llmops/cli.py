@@ -323,8 +323,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def print_verification(dep: Any, check: Any) -> None:
     smoke, load = check.smoke, check.load
-    print(f"deployed {dep.model} {dep.version} at {dep.url} (smoke: "
-          f"{len(smoke.answers)} answer(s), p50 {smoke.latency_s[0]:.2f} s)")
+    import statistics
+
+    right = sum(bool(a["correct"]) for a in smoke.answers)
+    print(f"deployed {dep.model} {dep.version} at {dep.url} (smoke: {len(smoke.answers)} "
+          f"golden answer(s), {right} right; latency p50 "
+          f"{statistics.median(smoke.latency_s):.2f} s)")
     if load:
         print(f"load test: {load['requests']} requests from {load['concurrency']} "
               f"clients, {load['errors']} errors, {load['tokens_per_s']} tokens/s, "

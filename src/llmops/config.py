@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -172,6 +172,11 @@ class VerifySettings(Strict):
     """The checks run against every new deployment before it replaces the previous one."""
 
     golden_prompts: int = Field(default=1, ge=1, description="Golden questions asked.")
+    min_golden_accuracy: Annotated[float, Field(ge=0, le=1)] | Literal["gate"] | None = Field(
+        default=None, description="Share of those questions the deployment must answer right: "
+        "a number, or 'gate' for the golden_accuracy minimum of the model's own gate "
+        "(validation/<model>.yml); null: not checked. The served model can differ from the "
+        "gated one (merged, int8).")
     request_timeout_s: float = Field(default=120.0, gt=0)
     load: LoadSettings | None = Field(default_factory=LoadSettings,
                                       description="null: no load test.")

@@ -21,12 +21,12 @@ from llmops import serve
 from llmops.basemodels import ensure_base_model
 from llmops.config import ModelSpec, load_deploy
 from llmops.errors import StageFailed, UsageError
-from llmops.evaluate import read_golden
+from llmops.evaluate import golden_sets
 from llmops.loadtest import load_problems, load_test
 from llmops.paths import state_subdir
 from llmops.promote import registry_backend
 from llmops.registry import MlflowRegistry, ModelVersion, verify_manifest
-from llmops.verify import SmokeResult, smoke_test
+from llmops.verify import SmokeResult, accuracy_problems, smoke_test
 
 
 @dataclass
@@ -63,10 +63,12 @@ def start_version(spec: ModelSpec, mv: ModelVersion, env: str) -> serve.Deployme
 def run_checks(spec: ModelSpec, dep: serve.Deployment) -> tuple[Verification, list[str]]:
     """The smoke test, then (if it passed) the bounded load test; what each broke."""
     verify = load_deploy(dep.env).verify
-    golden = read_golden(spec.golden_paths()[0])
+    golden_set, golden = golden_sets(spec)[0]
     smoke = smoke_test(dep.url, dep.served_name, golden[: verify.golden_prompts],
-                       spec.validation.eval.max_new_tokens, verify.request_timeout_s)
-    problems, load = list(smoke.problems), None
+                       spec.validation.eval.max_new_tokens, verify.request_timeout_s,
+                       golden_set.match)
+    problems, load = smoke.problems + accuracy_problems(
+        smoke, golden_floor(spec, verify.min_golden_accuracy)), None
     if not problems and verify.load is not None:
         cfg = verify.load
         print(f"load test: {cfg.concurrency} clients × {cfg.duration_s:.0f} s "
@@ -77,6 +79,16 @@ def run_checks(spec: ModelSpec, dep: serve.Deployment) -> tuple[Verification, li
         load = result.summary()
         problems += [f"load test: {p}" for p in load_problems(load, cfg)]
     return Verification(smoke, load), problems
+
+
+def golden_floor(spec: ModelSpec, minimum: float | str | None) -> float | None:
+    """`verify.min_golden_accuracy` as a number: 'gate' is the highest golden_accuracy
+    minimum of the model's gate rules (None when it has none)."""
+    if minimum != "gate":
+        return None if minimum is None else float(minimum)
+    floors = [r.min for r in spec.validation.gates
+              if r.metric == "golden_accuracy" and r.min is not None]
+    return max(floors) if floors else None
 
 
 def verify_and_switch(spec: ModelSpec, dep: serve.Deployment, action: str = "deploy",

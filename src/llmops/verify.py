@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from llmops.errors import StageFailed
-from llmops.evaluate import GoldenItem
+from llmops.evaluate import GoldenItem, answer_matches
 
 
 @dataclass
@@ -27,8 +27,9 @@ class SmokeResult:
 
 
 def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_tokens: int,
-               timeout_s: float) -> SmokeResult:
-    """GET /health and /v1/models, then one chat completion per golden question."""
+               timeout_s: float, match: str = "contains") -> SmokeResult:
+    """GET /health and /v1/models, then one chat completion per golden question, scored as
+    the golden set scores them (`match`)."""
     from openai import OpenAI
 
     root = base_url.removesuffix("/v1")
@@ -51,12 +52,24 @@ def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_to
             text = reply.choices[0].message.content or ""
             result.answers.append({"question": item.question, "answer": text,
                                    "expected": item.answer,
-                                   "correct": item.answer.lower() in text.lower()})
+                                   "correct": answer_matches(text, item.answer, match)})
             if not text.strip():
                 result.problems.append(f"empty answer to {item.question!r}")
     except Exception as exc:  # any transport or API error is a failed smoke test
         result.problems.append(f"{type(exc).__name__}: {exc}")
     return result
+
+
+def accuracy_problems(result: SmokeResult, minimum: float | None) -> list[str]:
+    """The served model's share of right golden answers against `minimum` (None: none)."""
+    if minimum is None or not result.answers:
+        return []
+    right = sum(bool(a["correct"]) for a in result.answers)
+    share = right / len(result.answers)
+    if share >= minimum:
+        return []
+    return [f"golden accuracy {share:.2f} ({right} of {len(result.answers)} answers right) is "
+            f"below the minimum {minimum:g} (verify.min_golden_accuracy)"]
 
 
 def require(result: SmokeResult) -> SmokeResult:
