@@ -11,6 +11,7 @@ import atexit
 import importlib
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -323,11 +324,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def print_verification(dep: Any, check: Any) -> None:
     smoke, load = check.smoke, check.load
-    import statistics
-
-    right = sum(bool(a["correct"]) for a in smoke.answers)
     print(f"deployed {dep.model} {dep.version} at {dep.url} (smoke: {len(smoke.answers)} "
-          f"golden answer(s), {right} right; latency p50 "
+          f"golden answer(s), {smoke.right} right; latency p50 "
           f"{statistics.median(smoke.latency_s):.2f} s)")
     if load:
         print(f"load test: {load['requests']} requests from {load['concurrency']} "

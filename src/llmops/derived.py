@@ -22,18 +22,16 @@ DERIVED = "derived.json"
 
 def mismatch(folder: Path) -> str | None:
     """What in `folder` differs from its `derived.json`, or None."""
-    from llmops.registry import sha256_file
+    from llmops.registry import first_mismatch
 
     manifest = folder / DERIVED
     if not manifest.is_file():
         return None
-    for rel, want in json.loads(manifest.read_text())["files"].items():
-        path = folder / rel
-        if not path.is_file():
-            return f"{path}: missing, listed in {manifest}"
-        if sha256_file(path) != want:
-            return f"{path}: sha256 differs from {manifest}"
-    return None
+    path = first_mismatch(folder, json.loads(manifest.read_text())["files"])
+    if path is None:
+        return None
+    return f"{path}: sha256 differs from {manifest}" if path.is_file() else \
+        f"{path}: missing, listed in {manifest}"
 
 
 def verify(folder: Path) -> None:
@@ -45,7 +43,7 @@ def verify(folder: Path) -> None:
 
 def built_once(out: Path, build: Callable[[Path], None]) -> Path:
     """`out`, built by `build(folder)` if it is missing or no longer matches its manifest."""
-    from llmops.registry import sha256_file
+    from llmops.registry import file_digests
 
     if (out / "config.json").is_file():
         problem = mismatch(out)
@@ -56,9 +54,7 @@ def built_once(out: Path, build: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         build(tmp)
-        files = {str(p.relative_to(tmp)): sha256_file(p)
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        (tmp / DERIVED).write_text(json.dumps({"files": files}, indent=2) + "\n")
+        (tmp / DERIVED).write_text(json.dumps({"files": file_digests(tmp)}, indent=2) + "\n")
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

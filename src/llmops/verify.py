@@ -25,6 +25,11 @@ class SmokeResult:
     def passed(self) -> bool:
         return not self.problems
 
+    @property
+    def right(self) -> int:
+        """How many golden answers were right."""
+        return sum(bool(a["correct"]) for a in self.answers)
+
 
 def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_tokens: int,
                timeout_s: float, match: str = "contains") -> SmokeResult:
@@ -64,12 +69,11 @@ def accuracy_problems(result: SmokeResult, minimum: float | None) -> list[str]:
     """The served model's share of right golden answers against `minimum` (None: none)."""
     if minimum is None or not result.answers:
         return []
-    right = sum(bool(a["correct"]) for a in result.answers)
-    share = right / len(result.answers)
+    share = result.right / len(result.answers)
     if share >= minimum:
         return []
-    return [f"golden accuracy {share:.2f} ({right} of {len(result.answers)} answers right) is "
-            f"below the minimum {minimum:g} (verify.min_golden_accuracy)"]
+    return [f"golden accuracy {share:.2f} ({result.right} of {len(result.answers)} answers "
+            f"right) is below the minimum {minimum:g} (verify.min_golden_accuracy)"]
 
 
 def require(result: SmokeResult) -> SmokeResult:
