@@ -48,9 +48,9 @@ def run_llmops(path: Path) -> dict[str, float]:
     """The gate as a release runs it: features + Great Expectations + reports."""
     from transformers import AutoTokenizer
 
-    from llmops.basemodels import ensure_base_model
     from llmops.config import DatasetRef, load_model
     from llmops.data import validate_model_data
+    from llmops.models.base import ensure_base_model
 
     spec = load_model("support-bot")
     tok = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))
@@ -73,8 +73,8 @@ def run_baseline(path: Path) -> dict[str, float]:
     """The straightforward way: one row at a time, tokenized one at a time."""
     from transformers import AutoTokenizer
 
-    from llmops.basemodels import ensure_base_model
     from llmops.config import load_model
+    from llmops.models.base import ensure_base_model
 
     spec = load_model("support-bot")
     tok = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def latest_run(model: str) -> str:
-    from llmops.paths import state_subdir
+    from llmops.config.paths import state_subdir
 
     runs = sorted((p for p in (state_subdir("runs") / model).glob("*")
                    if (p / "adapter_config.json").is_file()), key=lambda p: p.stat().st_mtime)
@@ -56,9 +56,10 @@ def vllm_batched(model: str, base: str, adapter: Path | None, spec: ModelSpec,
                  max_new_tokens: int) -> tuple[float, float, int]:
     """Serve `base` with `adapter` as a LoRA module (or `base` alone when it is already the
     merged model) and answer the golden set through it."""
-    from llmops import evalserve, serve
     from llmops.config import load_deploy
-    from llmops.evaluate import golden_sets
+    from llmops.config.golden import golden_sets
+    from llmops.evaluation import evalserve
+    from llmops.serve import process as serve
 
     settings = load_deploy("local").serve_for(model)
     golden = golden_sets(spec)
@@ -86,8 +87,8 @@ def vllm_batched(model: str, base: str, adapter: Path | None, spec: ModelSpec,
 
 def main() -> None:
     from llmops.config import load_model
-    from llmops.evaluate import read_golden
-    from llmops.paths import state_subdir
+    from llmops.config.golden import read_golden
+    from llmops.config.paths import state_subdir
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="support-bot")
@@ -99,7 +100,7 @@ def main() -> None:
     base = yaml.safe_load((folder / "axolotl.resolved.yml").read_text())["base_model"]
     questions = [g.question for p in spec.golden_paths() for g in read_golden(p)]
     max_new = spec.validation.eval.max_new_tokens
-    from llmops.merge import merged_model
+    from llmops.models.merge import merged_model
 
     v_s, v_start, v_tok = vllm_batched(args.model, base, folder, spec, max_new)
     m_s, m_start, m_tok = vllm_batched(args.model, str(merged_model(base, folder)), None, spec,

@@ -51,7 +51,7 @@ def config_check_alone(home: Path) -> float:
     """The config check in a process of its own, with nothing beside it (its time when the
     CLI runs it while Prefect's API starts is inflated by sharing 2 cores)."""
     code = ("import time; from llmops.config import load_model; "
-            "from llmops.stages import check_config; s = load_model('tiny'); "
+            "from llmops.stages.data import check_config; s = load_model('tiny'); "
             "t = time.perf_counter(); check_config(s); print(time.perf_counter() - t)")
     done = subprocess.run([sys.executable, "-c", code], env=scratch_env(home), cwd=ROOT,
                           check=True, capture_output=True, text=True)
@@ -91,7 +91,7 @@ def release(home: Path, api_url: str | None = None) -> dict[str, object]:
     before = set((home / "runs" / "tiny").glob("*/release_summary.json"))
     started = time.perf_counter()
     env = scratch_env(home) | ({"PREFECT_API_URL": api_url} if api_url else {})
-    done = subprocess.run([sys.executable, "-m", "llmops.cli", "release", "tiny"],
+    done = subprocess.run([sys.executable, "-m", "llmops.cli.main", "release", "tiny"],
                           env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -129,7 +129,7 @@ def main() -> None:
         warm = release(Path(b))  # the next one in the same home (data gate cached)
         with prefect_server(Path(b)) as url:  # a team's running server: no start-up
             served = release(Path(b), url)
-        subprocess.run([sys.executable, "-m", "llmops.cli", "stop", "tiny"],
+        subprocess.run([sys.executable, "-m", "llmops.cli.main", "stop", "tiny"],
                        env=scratch_env(Path(b)), cwd=ROOT, capture_output=True)
     report("first release, fresh home, ephemeral Prefect API", fresh, config_alone)
     report("second release, same home, ephemeral Prefect API", warm, config_alone)

@@ -26,7 +26,7 @@ from typing import Any
 
 
 def latest_adapter(model: str) -> Path:
-    from llmops.paths import state_subdir
+    from llmops.config.paths import state_subdir
 
     runs = sorted((p for p in (state_subdir("runs") / model).glob("*")
                    if (p / "adapter_config.json").is_file()), key=lambda p: p.stat().st_mtime)
@@ -37,7 +37,7 @@ def latest_adapter(model: str) -> Path:
 
 def prompts_for(model: str, n: int) -> list[str]:
     from llmops.config import load_model
-    from llmops.evaluate import read_golden
+    from llmops.config.golden import read_golden
 
     golden = [g.question for g in read_golden(load_model(model).golden_paths()[0])]
     return [golden[i % len(golden)] for i in range(n)]
@@ -48,9 +48,10 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
                   golden: list[Any] | None = None) -> dict[str, Any]:
     """Start the endpoint as `llmops deploy` does, load-test it, then (with `golden`) answer
     the golden questions through it."""
-    from llmops import evalserve, serve
     from llmops.config import load_deploy, load_model
-    from llmops.loadtest import load_test
+    from llmops.evaluation import evalserve
+    from llmops.serve import process as serve
+    from llmops.serve.loadtest import load_test
 
     settings = load_deploy("local").serve_for(model)
     update: dict[str, Any] = {"extra_args": [*settings.extra_args, *extra]}
@@ -105,7 +106,7 @@ def model_flops(base: str, prompts: list[str], tokens: int) -> float:
 def compare_int8(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
                  extra: list[str], rounds: int) -> None:
     from llmops.config import load_model
-    from llmops.evaluate import golden_sets
+    from llmops.config.golden import golden_sets
 
     golden = golden_sets(load_model(model))
     rates: dict[str, list[float]] = {"none": [], "w8a8-int8": []}
@@ -166,8 +167,8 @@ def main() -> None:
                         help="then serve bf16 and int8 weights alternately, N times each")
     args = parser.parse_args()
 
-    from llmops.basemodels import ensure_base_model
     from llmops.config import load_model
+    from llmops.models.base import ensure_base_model
 
     spec = load_model(args.model)
     base = str(ensure_base_model(spec.base_model))

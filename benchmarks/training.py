@@ -16,7 +16,7 @@ eval set, and model FLOPs utilisation against the peak of a bf16 (and fp32) matm
 this script. A LoRA step costs about 4·N FLOPs per token (forward, and the backward pass
 to the activations; the frozen weights get no gradient) plus 6·N_lora and the attention;
 the LM head's share of N is counted on the labelled tokens only, as the pipeline computes
-it (`llmops.labelled_logits`), so that skipping the prompts' logits does not count as speed.
+it (`llmops.train.labelled_logits`), so that skipping the prompts' logits does not count as speed.
 
     .venv/bin/python benchmarks/training.py [--model support-bot] [--epochs N] [--seeds 1,2,3]
 
@@ -130,7 +130,7 @@ def pipeline(model: str, rows_path: Path, epochs: int, out: Path,
     """Axolotl on the model's YAML as the pipeline resolves it here (plus `overrides`, for
     ablations); returns train_runtime and the config it ran."""
     from llmops.config import load_model
-    from llmops.train import resolved_axolotl_config, training_env
+    from llmops.train.run import resolved_axolotl_config, training_env
 
     cfg = resolved_axolotl_config(load_model(model), out, f"{model}-bench")
     for key in ("mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name",
@@ -193,7 +193,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from llmops.config import load_model
-    from llmops.train import cpu_has_bf16, resolved_axolotl_config
+    from llmops.train.run import cpu_has_bf16, resolved_axolotl_config
 
     spec = load_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))

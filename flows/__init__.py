@@ -1,1 +1,1 @@
-"""Prefect flows: thin wiring of `llmops.stages` (deployments in ../prefect.yaml)."""
+"""Prefect flows: thin wiring of `llmops.stages.release` (deployments in ../prefect.yaml)."""

@@ -6,16 +6,15 @@ from typing import Any
 
 from prefect import flow
 
-from flows import tasks
-from llmops import stages
+from flows.tasks import PrefectSteps
 from llmops.config import load_model
+from llmops.registry.promote import registry_backend
+from llmops.stages.evaluation import evaluate_candidate
 
 
 @flow(name="evaluate", flow_run_name="{model}-{candidate}", log_prints=True)
 def evaluate(model: str, candidate: str) -> dict[str, Any]:
     """Base vs candidate (vs production); raises when the gate refuses the candidate."""
-    spec = load_model(model)
-    run_id, base, adapter = stages.resolve_candidate(spec, candidate)
-    report = tasks.evaluate(spec, run_id, base, adapter)
-    decision = tasks.gate(spec, report, run_id)
-    return {"run_id": run_id, "metrics": report.metrics, "passed": decision.passed}
+    report, gate = evaluate_candidate(load_model(model), candidate, registry_backend(),
+                                      PrefectSteps())
+    return {"metrics": report.metrics, "gate_report": str(gate)}

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows import tasks
-from llmops import promote as lib
+from flows.tasks import PrefectSteps
+from llmops.registry.promote import apply_promotion as apply_pins
+from llmops.registry.promote import registry_backend
+from llmops.stages.registration import promote_version
 
 
 @flow(name="promote", flow_run_name="{model}-{version}-to-{to_env}", log_prints=True)
-def promote(model: str, version: str, to_env: str) -> str:
-    """Open a merge request pinning `model` `version` in registry/<to_env>.yml."""
-    registry = lib.registry_backend()
-    mv = lib.checked_version(registry, model, version)
-    mr = tasks.open_promotion(model, version, to_env, registry, lib.gitlab_project(),
-                              lib.gate_evidence(registry, mv))
-    print(f"merge request !{mr.iid}: {mr.web_url}")
-    return str(mr.web_url)
+def promote(model: str, version: str, to_env: str, local: bool = False) -> str:
+    """Pin `model` `version` in registry/<to_env>.yml: a merge request (or, `local`, the
+    file in this checkout)."""
+    done = PrefectSteps()("promote", promote_version, model, version, to_env,
+                          registry_backend(), local)
+    return str(done.merge_request.web_url if done.merge_request else done.pin_file)
 
 
 @flow(name="apply-promotion", flow_run_name="apply-{env}", log_prints=True)
 def apply_promotion(env: str) -> list[str]:
     """After the merge: check every pin of `env` against the registry, point its aliases."""
-    return [f"{mv.name} {mv.version}"
-            for mv in tasks.apply_promotion(env, lib.registry_backend())]
+    applied = PrefectSteps()("apply-promotion", apply_pins, env, registry_backend())
+    return [f"{mv.name} {mv.version}" for mv in applied]

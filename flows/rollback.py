@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows import tasks
+from flows.tasks import PrefectSteps
 from llmops.config import load_model
+from llmops.registry.promote import registry_backend
+from llmops.stages.deployment import rollback_env, target_for
 
 
 @flow(name="rollback", flow_run_name="{model}-{env}-rollback", log_prints=True)
 def rollback(model: str, env: str = "local") -> dict[str, str]:
-    dep, _ = tasks.rollback(load_model(model), env)
-    return {"version": dep.version, "url": dep.url}
+    registry = registry_backend()
+    done = PrefectSteps()("rollback", rollback_env, load_model(model),
+                          target_for(env, registry), registry)
+    return {"version": done.endpoint.version, "url": done.endpoint.url}

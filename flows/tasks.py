@@ -1,26 +1,26 @@
-"""The Prefect tasks every flow shares: `llmops.stages` functions with orchestration policy.
+"""The Prefect runner of the engine's steps: each step becomes a task with its policy.
 
 - Retries only where repeating is safe (registry uploads resume, HTTP calls to GitLab), and
   only on transient failures: a refused check or bad input is never retried.
-- The data gate is cached on the content of its inputs (`llmops.cachekeys`): an unchanged
-  dataset, suite, tokenizer and code is not validated twice.
-- Timeouts bound every stage; training's is the longest.
+- The data gate is cached on the content of its inputs (`llmops.stages.cachekeys`): an
+  unchanged dataset, suite, tokenizer and code is not validated twice.
+- Timeouts bound every step; training's is the longest.
 """
 
 from __future__ import annotations
 
-import functools
-import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
-from llmops import promote, rollout, stages
-from llmops.cachekeys import data_gate_key
 from llmops.errors import LlmopsError
+from llmops.stages.cachekeys import data_gate_key
+from llmops.stages.steps import Steps
 
+T = TypeVar("T")
 HOUR = 3600.0
 
 
@@ -41,53 +41,36 @@ def _data_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return data_gate_key(parameters["spec"])
 
 
-# Seconds spent inside each stage function in this process (not in Prefect around it): the
-# release summary reports them beside the task times, to show orchestration overhead.
-WORK_SECONDS: dict[str, float] = {}
-
-
-def _measured(fn: Any, name: str) -> Any:
-    @functools.wraps(fn)
-    def inner(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            WORK_SECONDS[name] = WORK_SECONDS.get(name, 0.0) + time.perf_counter() - started
-    return inner
-
-
-def _task(fn: Any, name: str, timeout_s: float, **policy: Any) -> Any:
-    if "cache_key_fn" not in policy:
-        policy["cache_policy"] = NO_CACHE
-    return task(_measured(fn, name), name=name, timeout_seconds=timeout_s, **policy)
-
-
-check_config = _task(stages.check_config, "check-config", 0.1 * HOUR)
+RETRIED = {"retries": 3, "retry_delay_seconds": [5, 20, 60], "retry_condition_fn": _transient}
 # Cached results live under PREFECT_RESULTS_LOCAL_STORAGE_PATH, which `llmops` and
 # scripts/orchestrator.sh point into LLMOPS_HOME (Prefect's default, ~/.prefect/storage,
 # would share them between checkouts and homes).
-check_data = _task(stages.check_data, "check-data", 2 * HOUR, cache_key_fn=_data_key,
-                   cache_expiration=timedelta(days=30), persist_result=True)
-record_data = _task(stages.record_data, "record-data", 0.25 * HOUR, retries=3,
-                    retry_delay_seconds=[5, 20, 60], retry_condition_fn=_transient)
-train = _task(stages.train_stage, "train", 24 * HOUR)
-evaluate = _task(stages.evaluate_stage, "evaluate", 3 * HOUR)
-gate = _task(stages.gate_stage, "gate", 0.1 * HOUR)
-register = _task(stages.register_stage, "register", 2 * HOUR, retries=3,
-                 retry_delay_seconds=[10, 60, 180], retry_condition_fn=_transient)
-deploy = _task(stages.deploy_stage, "deploy", 1 * HOUR)
-verify = _task(stages.verify_stage, "verify", 1 * HOUR)
-rollback = _task(rollout.rollback, "rollback", 1 * HOUR)
-# Not retried here: a half-done merge request (branch pushed) is for a human to look at.
-open_promotion = _task(promote.promote_mr, "open-promotion-mr", 0.25 * HOUR)
-apply_promotion = _task(promote.apply_promotion, "apply-promotion", 0.5 * HOUR, retries=3,
-                        retry_delay_seconds=[5, 20, 60], retry_condition_fn=_transient)
+POLICY: dict[str, dict[str, Any]] = {
+    "check-config": {"timeout_seconds": 0.1 * HOUR},
+    "check-data": {"timeout_seconds": 2 * HOUR, "cache_key_fn": _data_key,
+                   "cache_expiration": timedelta(days=30), "persist_result": True},
+    "record-data": {"timeout_seconds": 0.25 * HOUR, **RETRIED},
+    "validate": {"timeout_seconds": 2 * HOUR},
+    "train": {"timeout_seconds": 24 * HOUR},
+    "evaluate": {"timeout_seconds": 3 * HOUR},
+    "gate": {"timeout_seconds": 0.1 * HOUR},
+    "register": {"timeout_seconds": 2 * HOUR, "retries": 3,
+                 "retry_delay_seconds": [10, 60, 180], "retry_condition_fn": _transient},
+    "deploy": {"timeout_seconds": 1 * HOUR},
+    "verify": {"timeout_seconds": 1 * HOUR},
+    "rollback": {"timeout_seconds": 1 * HOUR},
+    # Not retried: a half-done merge request (branch pushed) is for a human to look at.
+    "promote": {"timeout_seconds": 0.25 * HOUR},
+    "apply-promotion": {"timeout_seconds": 0.5 * HOUR, **RETRIED},
+    "release-notes": {"timeout_seconds": 0.25 * HOUR, **RETRIED},
+}
 
 
-def validate_data(spec: Any, run_id: str | None = None, only: list[Any] | None = None) -> Any:
-    """The data gate as flows run it: cached check, evidence logged to the run, verdict."""
-    report = check_data(spec, only)
-    if run_id:
-        record_data(spec, run_id, report)
-    return stages.require_data(report)
+class PrefectSteps(Steps):
+    """Each named step runs as a Prefect task with the policy above."""
+
+    def call(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        policy = dict(POLICY.get(name, {"timeout_seconds": 1 * HOUR}))
+        if "cache_key_fn" not in policy:
+            policy["cache_policy"] = NO_CACHE
+        return task(fn, name=name, **policy)(*args, **kwargs)  # type: ignore[no-any-return]

@@ -6,12 +6,13 @@ from typing import Any
 
 from prefect import flow
 
-from flows import tasks
+from flows.tasks import PrefectSteps
 from llmops.config import load_model
+from llmops.stages.data import check_data, require_data
 
 
 @flow(name="validate", flow_run_name="{model}-data", log_prints=True)
 def validate(model: str) -> dict[str, Any]:
     """Validate every dataset of `model`; raises (exit 1 in the CLI) when a check fails."""
-    report = tasks.validate_data(load_model(model))
+    report = require_data(PrefectSteps()("check-data", check_data, load_model(model)))
     return {"passed": report.passed, "report": report.json_path, "data_docs": report.docs_path}

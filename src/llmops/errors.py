@@ -25,3 +25,19 @@ class StageFailed(LlmopsError):
     """A stage could not do its work (training crashed, a server never became healthy)."""
 
     exit_code = 1
+
+
+class DataRefused(CheckFailed):
+    """The data gate refused a model's data; `report` holds every check for the table."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class GateRefused(CheckFailed):
+    """The release gate refused the candidate; `report_path` is its gate report (Markdown)."""
+
+    def __init__(self, message: str, report_path: object) -> None:
+        super().__init__(message)
+        self.report_path = report_path

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+from llmops.config.paths import repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
-from llmops.paths import repo_root, state_dir, state_subdir
 
 CI_TAGS = {
     "CI_PIPELINE_ID": "gitlab.CI_PIPELINE_ID",

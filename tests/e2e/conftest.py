@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_base(shared_home: Path) -> Path:
     """Build the tiny base model once per session; tests copy it into their own home."""
-    from llmops.basemodels import build_tiny_llama
+    from llmops.models.base import build_tiny_llama
 
     out = shared_home / "models" / "tiny-llama"
     if not (out / "config.json").is_file():

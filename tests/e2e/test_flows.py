@@ -20,9 +20,9 @@ pytestmark = pytest.mark.e2e
 CACHE_PROBE = """
 import json, sys
 sys.path.insert(0, {root!r})
-from llmops.cli import _embedded_env
+from llmops.cli.main import _embedded_env
 _embedded_env()
-from llmops import stages
+from llmops.stages import data as stages
 calls = []
 real = stages.validate_model_data
 stages.validate_model_data = lambda *a, **k: calls.append(1) or real(*a, **k)
@@ -104,7 +104,7 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
 API_PROBE = """
 import json, os
 from pathlib import Path
-from llmops.prefect_api import start_local_api
+from llmops.cli.prefect_api import start_local_api
 api = start_local_api(Path(os.environ["PREFECT_HOME"]) / "api.log")
 api.wait_healthy()
 from prefect import flow
@@ -136,8 +136,8 @@ def test_llmops_started_prefect_api_serves_the_flows_and_stops_at_exit(
 
 def test_a_prefect_api_that_cannot_start_is_reported_with_its_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.cli.prefect_api import start_local_api
     from llmops.errors import StageFailed
-    from llmops.prefect_api import start_local_api
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
@@ -156,7 +156,7 @@ def test_a_prefect_api_that_cannot_start_is_reported_with_its_log(
 
 def test_no_prefect_api_is_started_when_one_is_configured(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from llmops.prefect_api import start_local_api
+    from llmops.cli.prefect_api import start_local_api
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert start_local_api(tmp_path / "api.log") is None

@@ -24,7 +24,7 @@ def llmops(
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "llmops.cli", *args], cwd=root, env=env,
+    return subprocess.run([sys.executable, "-m", "llmops.cli.main", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmops import derived, serve
 from llmops.config import load_deploy
+from llmops.models import derived
+from llmops.serve import process as serve
 
 
 def test_an_int8_deployment_loads_in_vllm_and_answers(repo_copy: Path, tiny_base: Path,

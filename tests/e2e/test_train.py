@@ -21,7 +21,7 @@ def test_resume_after_sigkill_continues_the_same_run(tmp_path: Path, tiny_base: 
     env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home),
            "LLMOPS_QUIET_TRAIN": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "llmops.cli", "train", "tiny"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "llmops.cli.main", "train", "tiny"], env=env,
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.monotonic() + 900
@@ -93,7 +93,7 @@ def test_tracking_outage_mid_training_loses_no_metric(tmp_path: Path, tiny_base:
     # training does not wait; what the retries cannot deliver, the backfill replays.
     env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home),
            "LLMOPS_QUIET_TRAIN": "1", "MLFLOW_TRACKING_URI": uri}
-    train = subprocess.Popen([sys.executable, "-m", "llmops.cli", "train", "tiny"], env=env,
+    train = subprocess.Popen([sys.executable, "-m", "llmops.cli.main", "train", "tiny"], env=env,
                              cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
     try:

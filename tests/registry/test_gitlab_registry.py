@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gitlab_emulator import GitlabEmulator  # noqa: E402
 
 from llmops.errors import StageFailed, UsageError  # noqa: E402
-from llmops.registry_gitlab import GitlabRegistry  # noqa: E402
+from llmops.registry.gitlab import GitlabRegistry  # noqa: E402
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.registry_gitlab import GitlabRegistry
+from llmops.registry.gitlab import GitlabRegistry
 
 NEEDED = ("GITLAB_URL", "GITLAB_TOKEN", "GITLAB_PROJECT")
 pytestmark = pytest.mark.skipif(not all(os.environ.get(k) for k in NEEDED),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.changes import changed_files, models_touched
+from llmops.data.changes import changed_files, models_touched
 from llmops.errors import UsageError
 
 
@@ -53,7 +53,7 @@ def test_an_unknown_base_says_how_to_fetch_it(committed: Path) -> None:
 ENDING = """
 import atexit, sys, threading, time
 from pathlib import Path
-from llmops.cli import end_process
+from llmops.cli.main import end_process
 out = Path(sys.argv[1])
 atexit.register(lambda: (out / "atexit").write_text("ran"))
 def late():

@@ -14,8 +14,8 @@ from llmops.config import (
     load_deploy,
     load_model,
 )
+from llmops.config.yamlfile import load_model_file
 from llmops.errors import UsageError
-from llmops.yamlfile import load_model_file
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {"validation": ValidationConfig, "deploy": DeployConfig, "registry": RegistryPins}

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from llmops import derived, serve
 from llmops.config import ServeSettings
 from llmops.errors import StageFailed
+from llmops.models import derived
+from llmops.serve import process as serve
 
 
 class Builder:

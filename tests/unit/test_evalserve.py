@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from llmops.config.golden import answer_matches, read_golden
 from llmops.errors import UsageError
-from llmops.evalserve import Answer, generation_metrics
-from llmops.evaluate import answer_matches, read_golden
+from llmops.evaluation.evalserve import Answer, generation_metrics
 
 
 def ans(text: str, expected: str, finish: str = "stop", latency: float = 1.0,
@@ -58,7 +58,7 @@ def test_a_malformed_golden_line_is_named(tmp_path: Path) -> None:
 
 def test_golden_sets_pair_each_configured_set_with_its_items() -> None:
     from llmops.config import load_model
-    from llmops.evaluate import golden_sets
+    from llmops.config.golden import golden_sets
 
     spec = load_model("support-bot")
     sets = golden_sets(spec)

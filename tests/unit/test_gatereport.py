@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 from llmops.config import GateRule
-from llmops.gatereport import threshold_text, write
-from llmops.gates import gate_decision
+from llmops.evaluation.gatereport import threshold_text, write
+from llmops.evaluation.gates import gate_decision
 
 
 def test_report_rows_columns_and_files(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.config import GateRule
-from llmops.gates import gate_decision
+from llmops.evaluation.gates import gate_decision
 
 
 def rule(**kw: object) -> GateRule:
@@ -91,7 +91,7 @@ def test_a_rule_without_a_condition_is_a_config_error() -> None:
     ("eval_perplexity", False), ("latency_p95_s", False), ("format_empty_rate", False),
     ("server_rss_mb", False)])
 def test_metric_direction(metric: str, higher: bool) -> None:
-    from llmops.gates import higher_is_better
+    from llmops.evaluation.gates import higher_is_better
 
     assert higher_is_better(metric) is higher
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from llmops.errors import StageFailed
-from llmops.health import wait_for_health
-from llmops.serve import free_port, kill
+from llmops.process.health import wait_for_health
+from llmops.serve.process import free_port, kill
 
 
 def test_returns_once_the_server_answers(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_kill_stops_the_process_group_and_removes_its_temp_folder(tmp_path: Path
     assert not sockets.exists()
 
 def test_prefect_api_log_keeps_one_earlier_file_once_it_grows(tmp_path: Path) -> None:
-    from llmops.prefect_api import rotate
+    from llmops.cli.prefect_api import rotate
 
     log = tmp_path / "api.log"
     log.write_text("small\n")

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llmops.labelled_logits import IGNORE, labelled_logits_only
+from llmops.train.labelled_logits import IGNORE, labelled_logits_only
 
 
 def lora_model(seed: int = 0) -> Any:

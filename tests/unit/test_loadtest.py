@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from llmops.config import LoadSettings
-from llmops.loadtest import LoadResult, load_problems, load_test, percentile
+from llmops.serve.loadtest import LoadResult, load_problems, load_test, percentile
 
 
 def test_percentile_is_nearest_rank() -> None:

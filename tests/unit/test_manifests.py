@@ -10,9 +10,9 @@ from kubernetes_validate import validate
 
 from llmops.config import GpuTarget
 from llmops.errors import UsageError
-from llmops.kubectl import deployment_target
-from llmops.manifests import FETCH_SCRIPT, Release, k8s_name, render
-from llmops.plan import ModelShape, Target, plan
+from llmops.kubernetes.kubectl import deployment_target
+from llmops.kubernetes.manifests import FETCH_SCRIPT, Release, k8s_name, render
+from llmops.kubernetes.plan import ModelShape, Target, plan
 
 RELEASE = Release("support-bot", "1.4.0", "sha256:abc", "HuggingFaceTB/SmolLM2-135M-Instruct",
                   "https://gitlab.example/api/v4/projects/7")

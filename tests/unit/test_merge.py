@@ -16,7 +16,7 @@ def _base_and_adapter(tmp_path: Path) -> tuple[Path, Path]:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmops.basemodels import build_tiny_tokenizer
+    from llmops.models.base import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def test_merged_model_matches_the_adapter_and_keeps_shards_under_the_limit(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from llmops.merge import merged_model
+    from llmops.models.merge import merged_model
 
     base_dir, adapter_dir = _base_and_adapter(tmp_path)
     merged = merged_model(str(base_dir), adapter_dir, max_shard="200KB")
@@ -64,7 +64,7 @@ def test_merged_model_matches_the_adapter_and_keeps_shards_under_the_limit(
 
 
 def test_merged_model_is_built_once(tmp_path: Path) -> None:
-    from llmops.merge import merged_model
+    from llmops.models.merge import merged_model
 
     base_dir, adapter_dir = _base_and_adapter(tmp_path)
     first = merged_model(str(base_dir), adapter_dir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.plan import ModelShape, Target, kv_cache_gib, plan, weights_gib
+from llmops.kubernetes.plan import ModelShape, Target, kv_cache_gib, plan, weights_gib
 
 LLAMA3_8B = {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
              "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256}

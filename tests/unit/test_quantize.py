@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmops.config import ServeSettings
-from llmops.quantize import int8_model, quantize_weight
+from llmops.models.quantize import int8_model, quantize_weight
 
 
 def merged_folder(tmp_path: Path) -> Path:

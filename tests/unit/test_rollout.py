@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from llmops.rollout import previous_good
+from llmops.serve.rollout import previous_good
 
 
 def event(version: str, result: str, action: str = "deploy", args: bool = True) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def test_entries_without_arguments_cannot_be_restarted() -> None:
 
 
 def test_the_served_model_must_keep_the_golden_accuracy_floor() -> None:
-    from llmops.verify import SmokeResult, accuracy_problems
+    from llmops.serve.verify import SmokeResult, accuracy_problems
 
     smoke = SmokeResult("http://x/v1", ["m"], answers=[
         {"correct": True}, {"correct": True}, {"correct": False}, {"correct": False}])
@@ -56,7 +56,7 @@ def test_the_served_model_must_keep_the_golden_accuracy_floor() -> None:
 
 def test_gate_means_the_model_gate_golden_accuracy_minimum() -> None:
     from llmops.config import load_model
-    from llmops.rollout import golden_floor
+    from llmops.serve.verify import golden_floor
 
     support_bot, tiny = load_model("support-bot"), load_model("tiny")
     assert golden_floor(support_bot, "gate") == 0.5  # validation/support-bot.yml

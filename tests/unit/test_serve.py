@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmops.config import ServeSettings, load_deploy
-from llmops.serve import server_env, vllm_args
+from llmops.serve.process import server_env, vllm_args
 
 
 def test_support_bot_compiles_with_small_blocks_and_chunked_streams(repo_copy: Path) -> None:

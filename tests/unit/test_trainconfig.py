@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from llmops.errors import UsageError
-from llmops.trainconfig import check_training_config, project_problems
+from llmops.train.trainconfig import check_training_config, project_problems
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "axolotl_configs").glob("*.yml"))
@@ -46,7 +46,7 @@ def test_axolotl_own_validation_names_the_key(tmp_path: Path) -> None:
 
 
 def test_config_params_are_flat_and_never_carry_secrets() -> None:
-    from llmops.train import SECRET_KEYS, flatten
+    from llmops.train.run import SECRET_KEYS, flatten
 
     flat = flatten({"datasets": [{"path": "a.jsonl", "type": "chat_template"}], "lr": 0.1,
                     "mlflow_tracking_uri": "https://u:p@host", "hub_token": "x"})

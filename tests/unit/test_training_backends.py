@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from llmops.errors import UsageError
-from llmops.native import preloaded
-from llmops.train import (
+from llmops.process.native import preloaded
+from llmops.train.run import (
     CPU_PLUGIN,
     axolotl_command,
     choose_backend,
@@ -18,7 +18,7 @@ from llmops.train import (
     for_this_machine,
     latest_checkpoint,
 )
-from llmops.unsloth_backend import LINEAR_TARGETS, unsloth_plan
+from llmops.train.unsloth import LINEAR_TARGETS, unsloth_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def test_backfill_restores_exactly_what_mlflow_missed(tmp_path: Path) -> None:
 
     import mlflow
 
-    from llmops.train import backfill_metrics
+    from llmops.train.run import backfill_metrics
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = client.create_run(client.create_experiment("t")).info.run_id
@@ -159,7 +159,7 @@ def test_cpu_training_env_keeps_what_the_caller_set(tmp_path: Path,
 def test_compile_blocks_compiles_the_repeated_blocks_in_place() -> None:
     import torch
 
-    from llmops.axolotl_cpu import compile_blocks
+    from llmops.train.axolotl_cpu import compile_blocks
 
     model = torch.nn.Sequential(
         torch.nn.Embedding(10, 4),
@@ -183,7 +183,7 @@ def test_the_cpu_plugin_compiles_the_blocks_that_training_runs() -> None:
     from torch._dynamo.utils import counters
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmops.axolotl_cpu import CpuTraining
+    from llmops.train.axolotl_cpu import CpuTraining
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,

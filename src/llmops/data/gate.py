@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import DatasetRef, ModelSpec
+from llmops.config.golden import read_golden
+from llmops.config.paths import state_subdir
 from llmops.data.features import (
     BOOL_CHECKS,
     FeatureTable,
@@ -27,9 +29,7 @@ from llmops.data.features import (
 )
 from llmops.data.formats import format_of, to_messages
 from llmops.data.scan import fingerprint, normalised
-from llmops.evaluate import read_golden
-from llmops.paths import state_subdir
-from llmops.registry import sha256_file
+from llmops.digests import sha256_file
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""Deploy a registered version (default: the pinned one) to an environment, and verify it;
+or verify what serves there now."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.tasks import PrefectSteps
+from llmops.config import load_model
+from llmops.registry.promote import registry_backend
+from llmops.stages.deployment import (
+    pinned_version,
+    start_version,
+    target_for,
+    verify_env,
+    verify_started,
+)
+
+
+@flow(name="deploy", flow_run_name="{model}-{env}-deploy", log_prints=True)
+def deploy(model: str, env: str = "local", version: str | None = None) -> dict[str, str]:
+    registry, spec, steps = registry_backend(), load_model(model), PrefectSteps()
+    target = target_for(env, registry)
+    mv = registry.get(model, pinned_version(model, env, version))
+    started = steps("deploy", start_version, spec, target, mv)
+    done = steps("verify", verify_started, spec, target, started, "deploy", registry)
+    return {"version": done.endpoint.version, "url": done.endpoint.url}
+
+
+@flow(name="verify", flow_run_name="{model}-{env}-verify", log_prints=True)
+def verify(model: str, env: str = "local") -> dict[str, str]:
+    done = PrefectSteps()("verify", verify_env, load_model(model),
+                          target_for(env, registry_backend()))
+    return {"version": done.endpoint.version, "url": done.endpoint.url}

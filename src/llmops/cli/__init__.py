@@ -1,0 +1,1 @@
+"""The `llmops` command line: parsing and printing over the engine (`llmops.stages`)."""

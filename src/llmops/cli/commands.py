@@ -1,0 +1,183 @@
+"""The CLI's commands: each parses nothing and composes nothing; it calls one engine
+function (`llmops.stages`) with what the arguments name, and prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from llmops.cli import output
+from llmops.config import load_model
+from llmops.errors import CheckFailed, DataRefused, GateRefused, UsageError
+from llmops.registry.promote import apply_promotion, registry_backend
+from llmops.stages import data, deployment, evaluation, registration, training
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from llmops.cli.prefect_api import release_via_prefect
+
+    summary, started = release_via_prefect(args.model, args.env, args.version)
+    total = time.time() - started
+    output.print_summary(summary, total)
+    output.write_summary(summary, total, started)
+    return 0
+
+
+def cmd_validate_data(args: argparse.Namespace) -> int:
+    if args.changed_since:
+        if args.model or args.dataset:
+            raise UsageError("--changed-since picks the models itself: give no model or "
+                             "--dataset with it")
+        return validate_changed(args.changed_since)
+    if not args.model:
+        raise UsageError("validate-data needs a model (or --changed-since REF)")
+    spec = load_model(args.model)
+    only = data.dataset_override(spec, args.dataset) if args.dataset else None
+    try:
+        output.print_data_report(data.validate_data(spec, only=only))
+    except DataRefused as exc:
+        output.print_data_report(exc.report)  # type: ignore[arg-type]
+        raise
+    return 0
+
+
+def validate_changed(since: str) -> int:
+    results = data.validate_changed(since)
+    if not results:
+        print(f"no model's datasets, golden sets, suite or training YAML changed since "
+              f"{since}: nothing to validate")
+    for r in results:
+        print(f"{r.name}: changed {', '.join(r.files)}")
+        if r.report is not None:
+            output.print_data_report(r.report)
+        if r.refusal:
+            output.error(r.name, r.refusal)
+    if refused := [r.name for r in results if r.refusal]:
+        raise CheckFailed(f"the data gate refused {', '.join(refused)}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Every YAML the release reads, each problem reported (exit 2 if any)."""
+    checks = data.check_all_configs(args.models)
+    for c in checks:
+        if c.problem:
+            output.error(c.label, c.problem)
+        else:
+            print(f"{c.label}: ok")
+    if bad := sum(1 for c in checks if c.problem):
+        raise UsageError(f"{bad} of {len(checks)} configurations are invalid (above)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        _, gate = evaluation.evaluate_candidate(load_model(args.model), args.candidate,
+                                                registry_backend())
+    except GateRefused as exc:
+        print(Path(str(exc.report_path)).read_text())
+        raise
+    print(gate.read_text())
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    mv = registration.register_stage(load_model(args.model), args.run, args.version,
+                                     registry_backend())
+    print(f"registered {mv.name} {mv.version} (registry id {mv.registry_id}) digest {mv.digest}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    done = registration.promote_version(args.model, args.version, args.to,
+                                        registry_backend(), args.local)
+    if done.merge_request is not None:
+        print(f"merge request !{done.merge_request.iid}: {done.merge_request.web_url}")
+    else:
+        print(f"pinned {args.model} {args.version} in {done.pin_file}")
+    return 0
+
+
+def cmd_apply_promotion(args: argparse.Namespace) -> int:
+    for mv in apply_promotion(args.env, registry_backend()):
+        print(f"{args.env}: {mv.name} {mv.version} ({mv.digest})")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    spec, registry = load_model(args.model), registry_backend()
+    target = deployment.target_for(args.env, registry)
+    version = deployment.pinned_version(spec.name, args.env, args.version)
+    if args.render:
+        path, count, plan = deployment.render_manifests(spec, target, version,
+                                                        Path(args.render))
+        print(f"rendered {count} manifests to {path} ({plan})")
+        return 0
+    mv = registry.get(spec.name, version)
+    output.print_verification(deployment.deploy_version(spec, target, mv, registry))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    target = deployment.target_for(args.env, registry_backend())
+    output.print_verification(deployment.verify_env(load_model(args.model), target))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    done = training.train_candidate(load_model(args.model), args.backend, args.resume)
+    print(f"trained {args.model}: adapter {done.result.adapter_dir}")
+    if args.dotenv:  # for the next CI jobs (artifacts:reports:dotenv)
+        Path(args.dotenv).write_text(f"LLMOPS_RUN_ID={done.run.run_id}\n")
+    return 0
+
+
+def cmd_release_notes(args: argparse.Namespace) -> int:
+    """Files for a GitLab Release: notes.md (summary, gate report), the model card."""
+    out = registration.release_notes(load_model(args.model), args.version, Path(args.out),
+                                     registry_backend())
+    print(f"release notes for {args.model} {args.version} in {out}/")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    registry = registry_backend()
+    target = deployment.target_for(args.env, registry)
+    output.print_verification(deployment.rollback_env(load_model(args.model), target,
+                                                      registry))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    target = deployment.target_for(args.env, registry_backend())
+    output.print_history(args.model, args.env,
+                         deployment.history(args.model, target, args.last))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    target = deployment.target_for(args.env, registry_backend())
+    if target.config.gpu is None:
+        raise UsageError(f"deploy/{args.env}.yml is a {target.kind} target with no gpu "
+                         "section: nothing to plan")
+    g = target.config.gpu
+    shape, plan = target.plan(load_model(args.model))  # type: ignore[attr-defined]
+    print(f"{args.model} on {args.env} ({g.nodes} × {g.gpus_per_node} × {g.gpu_type}, "
+          f"{shape.params:,} parameters): {plan.explanation}")
+    return 0 if plan.fits else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from llmops.serve.process import list_records
+
+    output.print_status(list_records())
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from llmops.serve.process import stop
+
+    dep = stop(args.model, args.env)
+    output.console.print(f"stopped {dep.model} {dep.version} ({dep.url}, pid {dep.pid})")
+    return 0

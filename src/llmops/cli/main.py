@@ -1,0 +1,207 @@
+"""`llmops`: one entry point, verb subcommands, exit codes CI can act on.
+
+0 done; 1 a check or gate refused the data or the candidate, or a stage failed;
+2 bad input (unknown model, missing file, malformed YAML, unreachable MLflow).
+
+Parsing and the process's life are here; each command (`commands`) calls one engine
+function and prints its result (`output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import signal
+import sys
+import threading
+from typing import Any, NoReturn
+
+from rich.markup import escape
+
+from llmops.cli.commands import (
+    cmd_apply_promotion,
+    cmd_check_config,
+    cmd_deploy,
+    cmd_evaluate,
+    cmd_history,
+    cmd_plan,
+    cmd_promote,
+    cmd_register,
+    cmd_release,
+    cmd_release_notes,
+    cmd_rollback,
+    cmd_status,
+    cmd_stop,
+    cmd_train,
+    cmd_validate_data,
+    cmd_verify,
+)
+from llmops.cli.output import console
+from llmops.config.paths import state_dir, state_subdir
+from llmops.errors import LlmopsError
+
+EPILOG = """examples:
+  llmops release support-bot          # the whole release on CPU, embedded defaults
+  llmops validate-data tiny           # the data gate alone
+  llmops validate-data --changed-since origin/main   # the models a change touches
+  llmops check-config                 # every YAML, in seconds, no model loaded
+  llmops register tiny --run <id> --version 1.2.0
+  llmops promote tiny 1.2.0 --to production          # opens a merge request
+  llmops promote tiny 1.2.0 --to production --local  # edits registry/production.yml
+  llmops status                       # local deployments
+  llmops rollback support-bot         # serve the previous verified version again
+  llmops history support-bot          # what was deployed, when, with which result
+  llmops stop support-bot --env local # end one
+"""
+
+
+def _embedded_env() -> None:
+    """Point Prefect and MLflow at `.llmops/` unless the environment says otherwise."""
+    os.environ.setdefault("PREFECT_HOME", str(state_subdir("prefect")))
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH",
+                          str(state_subdir("prefect-results")))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The first ephemeral start migrates a fresh database, slowly on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state_dir() / 'mlflow.db'}")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmops", description="Release fine-tuned LLMs: validate, train, gate, register, "
+        "deploy.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    p = sub.add_parser("release", help="run the whole release flow for a model")
+    p.add_argument("model")
+    p.add_argument("--env", default="local", help="target environment (deploy/<env>.yml)")
+    p.add_argument("--version", help="SemVer to register (default: next patch)")
+    p.set_defaults(func=cmd_release)
+    p = sub.add_parser("validate-data", help="run the data gate on a model's datasets")
+    p.add_argument("model", nargs="?", help="the model (or use --changed-since)")
+    p.add_argument("--dataset", help="check this file instead, against the model's rules")
+    p.add_argument("--changed-since", metavar="REF",
+                   help="every model whose datasets, golden sets, suite or training YAML "
+                        "differ from commit REF (a merge request's base)")
+    p.set_defaults(func=cmd_validate_data)
+    p = sub.add_parser("check-config", help="check the YAMLs: models (ours and Axolotl's "
+                       "config model), deploy targets, registry pins; no model is loaded")
+    p.add_argument("models", nargs="*", help="these models only (default: all)")
+    p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("evaluate", help="measure base, candidate and production; apply the gate")
+    p.add_argument("model")
+    p.add_argument("--candidate", required=True, help="a run id or a registered version")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("register", help="register a gated run's adapter as a new version")
+    p.add_argument("model")
+    p.add_argument("--run", required=True, help="MLflow run id of the release")
+    p.add_argument("--version", help="SemVer (default: the CI tag, else the next patch)")
+    p.set_defaults(func=cmd_register)
+    p = sub.add_parser("promote", help="pin a version to an environment by merge request")
+    p.add_argument("model")
+    p.add_argument("version")
+    p.add_argument("--to", required=True, metavar="ENV", help="environment (registry/<env>.yml)")
+    p.add_argument("--local", action="store_true", help="edit the pin file, no GitLab")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("apply-promotion", help="after merge: check pins, point env aliases")
+    p.add_argument("--env", required=True)
+    p.set_defaults(func=cmd_apply_promotion)
+    p = sub.add_parser("deploy", help="serve a registered version (default: the pinned one)")
+    p.add_argument("model")
+    p.add_argument("--env", default="local")
+    p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
+    p.add_argument("--render", metavar="DIR", help="write Kubernetes manifests, apply nothing")
+    p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("train", help="data gate, then fine-tune into a new MLflow run")
+    p.add_argument("model")
+    p.add_argument("--backend", choices=("auto", "axolotl", "unsloth"), default="auto",
+                   help="auto: unsloth on one CUDA GPU with unsloth installed, else axolotl")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the latest unfinished run from its last checkpoint")
+    p.add_argument("--dotenv", metavar="FILE", help="write LLMOPS_RUN_ID=<run id> here")
+    p.set_defaults(func=cmd_train)
+    model_env(sub, "verify", "smoke + load test a model's serving deployment", cmd_verify)
+    p = sub.add_parser("release-notes", help="notes, model card and gate report of a version")
+    p.add_argument("model")
+    p.add_argument("--version", required=True)
+    p.add_argument("--out", default="release", help="folder to write (default: release/)")
+    p.set_defaults(func=cmd_release_notes)
+    model_env(sub, "rollback", "serve the previous verified version again", cmd_rollback)
+    p = model_env(sub, "history", "what was deployed where, when, and how it went",
+                  cmd_history)
+    p.add_argument("--last", type=int, default=20, help="show the last N events")
+    p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
+    p.add_argument("model")
+    p.add_argument("--env", required=True)
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("status", help="list local deployments")
+    p.set_defaults(func=cmd_status)
+    model_env(sub, "stop", "stop a model's local server", cmd_stop)
+    return parser
+
+
+def model_env(sub: Any, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+    """A `<command> MODEL [--env ENV]` subcommand (env default: local)."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
+    p.add_argument("model")
+    p.add_argument("--env", default="local", help="target environment (deploy/<env>.yml)")
+    p.set_defaults(func=func)
+    return p
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (a CI job cancelled, `kill`) unwinds like Ctrl-C, so that every `finally`
+    # runs: child processes are stopped and the MLflow run is marked FAILED.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit code; from the command line (no `argv`), end the
+    process here instead (see `end_process`)."""
+    code = _run(argv)
+    if argv is None:
+        end_process(code)
+    return code
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown, which garbage-collects every module object
+    several times over: 4-6 s once Axolotl, torch, MLflow and Prefect are imported, after the
+    work is done. (Freezing the collector instead makes Triton's bindings report their types
+    as leaked.) What exit does for us is done here: the other threads are joined, the atexit
+    handlers run (Prefect's API server stops, logs and temporary folders are cleaned up),
+    and the standard streams are flushed."""
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        _embedded_env()
+        return int(args.func(args))
+    except LlmopsError as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as exc:  # a bug or an unexpected failure: say what, and how to see more
+        if os.environ.get("LLMOPS_DEBUG") == "1":
+            raise
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                      "(set LLMOPS_DEBUG=1 for the traceback)", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Golden sets: questions whose answers the base model cannot know, and how answers are scored.
+
+Read and checked when a model is loaded, so a bad line exits 2 before any training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmops.errors import UsageError
+
+if TYPE_CHECKING:
+    from llmops.config.schema import GoldenSet
+    from llmops.config.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class GoldenItem:
+    question: str
+    answer: str
+
+
+def read_golden(path: Path) -> list[GoldenItem]:
+    """A golden set: JSONL rows with non-empty 'question' and 'answer' strings."""
+    items = []
+    for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{n}: not a JSON object: {exc.msg}") from exc
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")
+        ):
+            raise UsageError(f"{path}:{n}: a golden row needs non-empty 'question' and 'answer'")
+        items.append(GoldenItem(row["question"], row["answer"]))
+    if not items:
+        raise UsageError(f"{path}: the golden set is empty")
+    return items
+
+
+def answer_matches(answer: str, expected: str, match: str) -> bool:
+    """Score one answer: 'contains' (case-insensitive) or 'exact' (after trimming)."""
+    if match == "exact":
+        return answer.strip().lower() == expected.strip().lower()
+    return expected.lower() in answer.lower()
+
+
+def golden_sets(spec: ModelSpec) -> list[tuple[GoldenSet, list[GoldenItem]]]:
+    """Each golden set of the model's validation config with its items, read and checked."""
+    return [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
+                                                 spec.golden_paths(), strict=True)]

@@ -1,0 +1,243 @@
+"""The operator's YAML files as typed models: validation/, deploy/, registry/.
+
+One model has one name, the key in every folder. The Axolotl YAML stays Axolotl's: we read
+the few keys the pipeline needs (base model, datasets, sequence length) and let Axolotl's
+own schema validate the rest when it trains.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- validation/<model>.yml -------------------------------------------------------------
+
+
+class DataChecks(Strict):
+    """Thresholds for the data gate that runs before any training."""
+
+    allowed_roles: list[str] = Field(
+        default=["system", "user", "assistant"], description="Roles a message may have."
+    )
+    max_over_length_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Largest share of examples longer than sequence_len (Axolotl drops them).",
+    )
+    min_examples: int = Field(default=1, ge=1, description="Fewest examples a dataset may have.")
+    allow_consecutive_same_role: bool = Field(
+        default=False, description="Allow two turns of one role in a row.")
+    max_duplicate_share: float = Field(
+        default=0.01, ge=0.0, le=1.0,
+        description="Largest share of exact duplicates (after folding case and space).")
+    pii_kinds: list[Literal["email", "phone", "card", "cloud_key", "private_key", "api_token"]] = \
+        Field(default=["email", "phone", "card", "cloud_key", "private_key", "api_token"],
+              description="PII and secret kinds that fail the gate; [] turns the check off.")
+    pii_allow: list[str] = Field(
+        default_factory=list, description="Regexes of matches that are fine (fullmatch).")
+
+
+class GoldenSet(Strict):
+    """Questions whose answers the base model cannot know; scored on generated answers."""
+
+    path: str = Field(description="JSONL of {'question', 'answer'} rows, relative to the repo.")
+    match: Literal["contains", "exact"] = Field(
+        default="contains", description="How an answer is scored against the expected one."
+    )
+
+
+class EvalSettings(Strict):
+    """What the evaluate stage measures."""
+
+    golden: list[GoldenSet] = Field(min_length=1)
+    max_new_tokens: int = Field(default=48, ge=1, le=4096)
+
+
+class GateRule(Strict):
+    """One release rule on one metric; every condition given must hold."""
+
+    metric: str
+    min: float | None = Field(default=None, description="Candidate value at least this.")
+    max: float | None = Field(default=None, description="Candidate value at most this.")
+    min_gain_over_base: float | None = Field(
+        default=None, description="Better than the base model by at least this margin."
+    )
+    max_regression_vs_production: float | None = Field(
+        default=None, ge=0.0, description="Worse than production by at most this."
+    )
+
+    @model_validator(mode="after")
+    def _has_a_condition(self) -> GateRule:
+        conditions = (self.min, self.max, self.min_gain_over_base,
+                      self.max_regression_vs_production)
+        if all(c is None for c in conditions):
+            raise ValueError(
+                "a gate rule needs min, max, min_gain_over_base or max_regression_vs_production"
+            )
+        if any(c is not None and not math.isfinite(c) for c in conditions):
+            raise ValueError("gate thresholds must be finite numbers")
+        return self
+
+
+class ValidationConfig(Strict):
+    """validation/<model>.yml: data expectations, evaluation sets and release gates."""
+
+    data: DataChecks = DataChecks()
+    eval: EvalSettings
+    gates: list[GateRule] = Field(min_length=1)
+
+
+# --- deploy/<env>.yml ---------------------------------------------------------------------
+
+# vLLM closes an idle keep-alive connection after 5 s by default, the same as httpx's pool
+# expiry: a client reusing it just then gets a reset (seen as ReadError in our load test,
+# 1 request in 3,600; 15 in 1,950 at 1 s). Servers keep connections longer than clients and
+# than load balancers' idle timeouts (60 s for AWS ALB and nginx upstreams).
+HTTP_KEEP_ALIVE_S = 75
+
+
+class ServeSettings(Strict):
+    """How vLLM serves one model on a local CPU target."""
+
+    serve: Literal["lora", "merged"] = Field(
+        default="merged", description="The adapter merged into the weights (much faster on "
+        "CPU), or as a LoRA module on the base.")
+    dtype: Literal["auto", "bfloat16", "float32"] = "bfloat16"
+    max_model_len: int = Field(default=1024, ge=16)
+    max_num_seqs: int = Field(default=64, ge=1)
+    kvcache_space_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE.")
+    enforce_eager: bool = Field(
+        default=False, description="Skip torch.compile. Compiling made support-bot's decode "
+        "1.3-1.5x faster here; the first start compiles (~90 s more), later starts read "
+        "the compile cache in .llmops/cache/vllm.")
+    block_size: int = Field(
+        default=32, ge=32, multiple_of=32, description="Tokens per KV-cache block (vLLM's "
+        "CPU attention takes multiples of 32; its default is 128). Short chats waste less "
+        "of a small block: 32 decoded 1.15x faster than 128 here.")
+    stream_interval: int = Field(
+        default=1, ge=1, description="--stream-interval: a stream sends its first token at "
+        "once, then every N tokens. Fewer chunks leave more of a small CPU to the model.")
+    cpu_threads_bind: str = Field(
+        default="all", description="VLLM_CPU_OMP_THREADS_BIND: 'all' binds every core this "
+        "process may use (vLLM's 'auto' leaves one for the API server: measured 1.4x slower "
+        "on 2 cores), 'auto', or a core list such as '0-3'.")
+    preload_iomp: bool = Field(default=True, description="LD_PRELOAD the serving env's Intel "
+                               "OpenMP (vLLM's advice for CPUs; measured 1.3x here).")
+    preload_tcmalloc: bool = Field(default=True, description="LD_PRELOAD TCMalloc (Debian's "
+                                   "libtcmalloc-minimal4), as vLLM's CPU guide advises.")
+    quantization: Literal["none", "w8a8-int8"] = Field(
+        default="none", description="w8a8-int8: serve the merged model with int8 decoder "
+        "weights (one scale per output channel) and activations quantized per token at run "
+        "time (llmops.models.quantize); needs serve: merged.")
+    startup_timeout_s: float = Field(default=600.0, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments.")
+
+    @model_validator(mode="after")
+    def _quantize_merged_only(self) -> ServeSettings:
+        if self.quantization != "none" and self.serve != "merged":
+            raise ValueError(f"quantization: {self.quantization} needs serve: merged (a LoRA "
+                             "adapter is served on its bf16 base)")
+        return self
+
+
+class LoadSettings(Strict):
+    """The bounded load test run after the smoke test, and what it must achieve."""
+
+    concurrency: int = Field(default=64, ge=1, description="Concurrent streaming clients.")
+    duration_s: float = Field(default=20.0, gt=0, description="Clients keep sending this long.")
+    min_requests: int = Field(default=64, ge=1, description="Sent at least, however long.")
+    max_tokens: int = Field(default=32, ge=1, description="Generated per request (ignore_eos).")
+    max_error_rate: float = Field(default=0.0, ge=0, le=1)
+    max_p99_latency_s: float | None = Field(default=None, gt=0)
+    min_tokens_per_s: float | None = Field(default=None, gt=0)
+
+
+class VerifySettings(Strict):
+    """The checks run against every new deployment before it replaces the previous one."""
+
+    golden_prompts: int = Field(default=1, ge=1, description="Golden questions asked.")
+    min_golden_accuracy: Annotated[float, Field(ge=0, le=1)] | Literal["gate"] | None = Field(
+        default=None, description="Share of those questions the deployment must answer right: "
+        "a number, or 'gate' for the golden_accuracy minimum of the model's own gate "
+        "(validation/<model>.yml); null: not checked. The served model can differ from the "
+        "gated one (merged, int8).")
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    load: LoadSettings | None = Field(default_factory=LoadSettings,
+                                      description="null: no load test.")
+
+
+class GpuTarget(Strict):
+    """A Kubernetes GPU target: what the parallelism planner and the manifests need."""
+
+    gpu_type: str = Field(description="e.g. nvidia-a100-80gb (a node selector value).")
+    gpu_memory_gib: float = Field(gt=0)
+    gpus_per_node: int = Field(ge=1)
+    nodes: int = Field(default=1, ge=1)
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    quantization: Literal["fp8", "awq", "gptq"] | None = None
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    max_model_len: int = Field(default=8192, ge=16)
+    max_num_seqs: int = Field(default=16, ge=1)
+    serve: Literal["lora", "merged"] = Field(
+        default="lora", description="Serve the adapter on its base, or the merged model.")
+
+
+class DeployConfig(Strict):
+    """deploy/<env>.yml: one target environment."""
+
+    target: Literal["local", "kubernetes"]
+    gpu: GpuTarget | None = None
+    registry_api: str | None = Field(
+        default=None, description="GitLab project API the pods fetch model files from, "
+        "e.g. https://gitlab.example.com/api/v4/projects/7 (default: $CI_API_V4_URL/projects/"
+        "$CI_PROJECT_ID).")
+    endpoint: str | None = Field(
+        default=None, description="Kubernetes: the OpenAI-compatible URL (…/v1) of the "
+        "Service or gateway in front of the pods, which `llmops verify` checks.")
+    base_models: dict[str, str] = Field(
+        default_factory=dict, description="Per model: the base model pods load (a hub id or "
+        "a mounted path), for LoRA serving.")
+    serve: ServeSettings = ServeSettings()
+    verify: VerifySettings = VerifySettings()
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-model overrides of `serve`."
+    )
+
+    @model_validator(mode="after")
+    def _gpu_for_kubernetes(self) -> DeployConfig:
+        if self.target == "kubernetes" and self.gpu is None:
+            raise ValueError("a kubernetes target needs a gpu section")
+        return self
+
+    def serve_for(self, model: str) -> ServeSettings:
+        """`serve` with the model's overrides applied (validated like `serve`)."""
+        merged = {**self.serve.model_dump(), **self.models.get(model, {})}
+        return ServeSettings.model_validate(merged)
+
+
+# --- registry/<env>.yml -------------------------------------------------------------------
+
+
+class Pin(Strict):
+    """Which version of a model runs in an environment, and the digest of its manifest."""
+
+    version: str
+    digest: str
+
+
+class RegistryPins(Strict):
+    """registry/<env>.yml: changed by merge request only."""
+
+    models: dict[str, Pin] = Field(default_factory=dict)
+
+

@@ -1,0 +1,119 @@
+"""One model across the folders (axolotl_configs/, validation/, datasets), and the loaders of
+every operator YAML. Loading checks the files and names the file, key and line of a problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llmops.config.golden import read_golden
+from llmops.config.paths import repo_root, resolve_in_repo
+from llmops.config.schema import DeployConfig, RegistryPins, ValidationConfig
+from llmops.config.yamlfile import line_of, load_model_file, read_yaml
+from llmops.errors import UsageError
+
+# --- one model across the folders ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset named in the Axolotl YAML, with where it was named (for error messages)."""
+
+    path: Path
+    type: str
+    split: Literal["train", "eval"]
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the pipeline knows about one model, read from the repository."""
+
+    name: str
+    axolotl_path: Path
+    axolotl: dict[str, Any]
+    validation: ValidationConfig
+    datasets: tuple[DatasetRef, ...]
+
+    @property
+    def base_model(self) -> str:
+        return str(self.axolotl["base_model"])
+
+    @property
+    def sequence_len(self) -> int:
+        return int(self.axolotl.get("sequence_len", 2048))
+
+    def golden_paths(self) -> list[Path]:
+        return [resolve_in_repo(g.path) for g in self.validation.eval.golden]
+
+    def source_files(self) -> list[Path]:
+        """The repository files this model is released from: its Axolotl YAML, its
+        validation suite, its datasets and its golden sets."""
+        return [self.axolotl_path, repo_root() / "validation" / f"{self.name}.yml",
+                *(ref.path for ref in self.datasets), *self.golden_paths()]
+
+
+def known_models() -> list[str]:
+    """Model names: one per Axolotl YAML in axolotl_configs/."""
+    return sorted(p.stem for p in (repo_root() / "axolotl_configs").glob("*.yml"))
+
+
+def load_model(name: str) -> ModelSpec:
+    """Read and check a model's YAML files; UsageError (exit 2) names what is wrong."""
+    known = known_models()
+    if name not in known:
+        raise UsageError(f"unknown model {name!r}; known models: {', '.join(known) or '(none)'}")
+    root = repo_root()
+    axolotl_path = root / "axolotl_configs" / f"{name}.yml"
+    axolotl, node = read_yaml(axolotl_path)
+    if not isinstance(axolotl, dict) or "base_model" not in axolotl:
+        raise UsageError(f"{axolotl_path}: base_model: required key is missing")
+    validation = load_model_file(root / "validation" / f"{name}.yml", ValidationConfig)
+    datasets = _dataset_refs(axolotl_path, axolotl, node)
+    for golden in validation.eval.golden:
+        if not resolve_in_repo(golden.path).is_file():
+            raise UsageError(
+                f"{root / 'validation' / f'{name}.yml'}: eval.golden.path: "
+                f"{golden.path} not found"
+            )
+        # parse now: a bad line exits 2 before training
+        read_golden(resolve_in_repo(golden.path))
+    return ModelSpec(name, axolotl_path, axolotl, validation, datasets)
+
+
+def _dataset_refs(path: Path, axolotl: dict[str, Any], node: Any) -> tuple[DatasetRef, ...]:
+    refs = []
+    for key, split in (("datasets", "train"), ("test_datasets", "eval")):
+        for i, entry in enumerate(axolotl.get(key) or []):
+            where = f"{path}:{line_of(node, (key, i, 'path')) or '?'}: {key}.{i}.path"
+            if not isinstance(entry, dict) or "path" not in entry:
+                raise UsageError(f"{where}: each dataset needs a path")
+            file = resolve_in_repo(entry["path"])
+            if not file.is_file():
+                raise UsageError(f"{where}: {entry['path']} not found (relative to {repo_root()})")
+            refs.append(DatasetRef(file, str(entry.get("type", "")), split, entry))  # type: ignore[arg-type]
+    if not any(r.split == "train" for r in refs):
+        raise UsageError(f"{path}: datasets: at least one training dataset is required")
+    return tuple(refs)
+
+
+def known_envs(folder: Literal["deploy", "registry"] = "deploy") -> list[str]:
+    """Environment names: one per YAML in deploy/ (targets) or registry/ (pins)."""
+    return sorted(p.stem for p in (repo_root() / folder).glob("*.yml"))
+
+
+def load_deploy(env: str) -> DeployConfig:
+    """deploy/<env>.yml; an unknown environment lists the known ones."""
+    path = repo_root() / "deploy" / f"{env}.yml"
+    if not path.is_file():
+        known = known_envs()
+        raise UsageError(f"unknown environment {env!r}; known: {', '.join(known) or '(none)'}")
+    return load_model_file(path, DeployConfig)
+
+
+def load_pins(env: str) -> RegistryPins:
+    """registry/<env>.yml, or no pins when the environment has never been promoted to."""
+    path = repo_root() / "registry" / f"{env}.yml"
+    return load_model_file(path, RegistryPins) if path.is_file() else RegistryPins()

@@ -1,0 +1,146 @@
+"""Kubernetes manifests for a vLLM GPU deployment of one registered version.
+
+A Deployment (one pod per replica, `--tensor-parallel-size` = the GPUs of the pod = its
+`nvidia.com/gpu` limit), a Service, and a ConfigMap holding the init container's fetch
+script. The init container downloads the version's files from the registry's package API
+with a token from a Secret and checks them against the sha256 manifest before vLLM starts.
+Nothing here needs a cluster or registry access: rendering is pure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from llmops.config import HTTP_KEEP_ALIVE_S, GpuTarget
+from llmops.errors import UsageError
+from llmops.kubernetes.plan import Plan
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+FETCH_IMAGE = "python:3.11-slim"
+PORT = 8000
+
+# Runs in the init container: fetch manifest.json, then every file it names, verify sha256.
+FETCH_SCRIPT = """\
+import hashlib, json, os, pathlib, urllib.parse, urllib.request
+api = os.environ["REGISTRY_API"].rstrip("/")  # https://gitlab.example/api/v4/projects/7
+token = os.environ["REGISTRY_TOKEN"]
+out = pathlib.Path("/models/adapter")
+def get(url):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return r.read()
+query = urllib.parse.urlencode({"name": os.environ["MODEL"], "alias": os.environ["VERSION"]})
+found = json.loads(get(f"{api}/ml/mlflow/api/2.0/mlflow/registered-models/alias?{query}"))
+files = f"{api}/packages/ml_models/{found['model_version']['version']}/files"
+manifest = get(f"{files}/manifest.json")
+digest = "sha256:" + hashlib.sha256(manifest.rstrip(b"\\n")).hexdigest()
+if digest != os.environ["EXPECTED_DIGEST"]:
+    raise SystemExit(f"manifest digest {digest} != {os.environ['EXPECTED_DIGEST']}")
+for rel, want in json.loads(manifest)["files"].items():
+    data = get(f"{files}/{urllib.parse.quote(rel)}")
+    if hashlib.sha256(data).hexdigest() != want:
+        raise SystemExit(f"{rel}: sha256 mismatch, refusing to serve")
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    (out / rel).write_bytes(data)
+print("verified", len(json.loads(manifest)["files"]), "files")
+"""
+
+
+@dataclass(frozen=True)
+class Release:
+    """What is deployed: the model, its version and digest, and the registry's project API."""
+
+    model: str
+    version: str
+    digest: str
+    base_model: str
+    registry_api: str
+    registry_secret: str = "llmops-registry-token"
+
+
+def k8s_name(text: str) -> str:
+    """A DNS-1123 name (lowercase alphanumerics and '-', at most 63 characters)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+    if not name:
+        raise UsageError(f"{text!r} cannot be made into a Kubernetes name")
+    return name
+
+
+def vllm_args(release: Release, gpu: GpuTarget, tp: int) -> list[str]:
+    args = ["--host", "0.0.0.0", "--port", str(PORT), "--dtype", gpu.dtype,
+            "--tensor-parallel-size", str(tp), "--max-model-len", str(gpu.max_model_len),
+            "--max-num-seqs", str(gpu.max_num_seqs),
+            "--gpu-memory-utilization", str(gpu.gpu_memory_utilization)]
+    if gpu.quantization:
+        args += ["--quantization", gpu.quantization]
+    if gpu.serve == "merged":
+        return ["--model", "/models/adapter/merged", "--served-model-name", release.model,
+                *args]
+    return ["--model", release.base_model, "--served-model-name", f"{release.model}-base",
+            "--enable-lora", "--lora-modules", f"{release.model}=/models/adapter", *args]
+
+
+def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[str, Any]]:
+    """The manifests, as dicts (yaml.safe_dump_all them to apply with kubectl)."""
+    if not plan.fits:
+        raise UsageError(f"{release.model} does not fit {env}: {plan.explanation}")
+    if plan.pipeline_parallel > 1:
+        raise UsageError(f"{release.model} needs {plan.pipeline_parallel} nodes (pipeline "
+                         "parallel over Ray); multi-node rendering is not built yet")
+    name = k8s_name(f"{release.model}-{env}")
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llmops",
+              "llmops/model": k8s_name(release.model), "llmops/version": release.version}
+    probe = {"httpGet": {"path": "/health", "port": PORT}}
+    container = {
+        "name": "vllm", "image": VLLM_IMAGE, "args": vllm_args(release, gpu, plan.tensor_parallel),
+        "env": [{"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": str(HTTP_KEEP_ALIVE_S)}],
+        "ports": [{"containerPort": PORT, "name": "http"}],
+        "resources": {"limits": {"nvidia.com/gpu": plan.tensor_parallel}},
+        "readinessProbe": {**probe, "periodSeconds": 10},
+        "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 90},
+        "volumeMounts": [{"name": "models", "mountPath": "/models"},
+                         {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    init = {
+        "name": "fetch-model", "image": FETCH_IMAGE,
+        "command": ["python", "/scripts/fetch.py"],
+        "env": [{"name": "REGISTRY_API", "value": release.registry_api},
+                {"name": "MODEL", "value": release.model},
+                {"name": "VERSION", "value": release.version},
+                {"name": "EXPECTED_DIGEST", "value": release.digest},
+                {"name": "REGISTRY_TOKEN", "valueFrom": {"secretKeyRef": {
+                    "name": release.registry_secret, "key": "token"}}}],
+        "volumeMounts": [{"name": "models", "mountPath": "/models"},
+                         {"name": "scripts", "mountPath": "/scripts"}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {
+                    "prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
+                    "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "nodeSelector": {"nvidia.com/gpu.product": gpu.gpu_type},
+                    "initContainers": [init], "containers": [container],
+                    "volumes": [{"name": "models", "emptyDir": {}},
+                                {"name": "dshm", "emptyDir": {"medium": "Memory",
+                                                              "sizeLimit": "16Gi"}},
+                                {"name": "scripts", "configMap": {"name": f"{name}-fetch"}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+        "spec": {"selector": {"app.kubernetes.io/name": name},
+                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]},
+    }
+    config = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": f"{name}-fetch", "labels": labels},
+              "data": {"fetch.py": FETCH_SCRIPT}}
+    return [config, deployment, service]

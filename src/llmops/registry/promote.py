@@ -1,0 +1,157 @@
+"""Promotion by merge request: `registry/<env>.yml` says which version runs where.
+
+`promote` refuses a version that failed its gates or whose digest does not match, then
+either edits the pin file (`--local`) or opens a merge request that changes it, carrying
+the gate report as evidence. Once merged, CI runs `apply-promotion`, which checks every pin
+against the registry and (for the MLflow backend) points the `<env>` alias at it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmops.config import Pin, RegistryPins, load_pins
+from llmops.config.paths import repo_root
+from llmops.errors import CheckFailed, UsageError
+from llmops.registry.base import MlflowRegistry, ModelVersion, Registry
+
+PIN_HEADER = "# Which version of each model runs in {env}: changed by merge request only " \
+             "(llmops promote).\n"
+
+
+def registry_backend() -> Registry:
+    """GitLab's registry when the registry URI points at GitLab's /ml/mlflow, else MLflow's.
+
+    The registry URI is `LLMOPS_REGISTRY_URI`, defaulting to `MLFLOW_TRACKING_URI`: runs can
+    be tracked on one MLflow server while versions live in GitLab's registry.
+    """
+    uri = os.environ.get("LLMOPS_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if "/api/v4/projects/" in uri and uri.rstrip("/").endswith("/ml/mlflow"):
+        from llmops.registry.gitlab import GitlabRegistry
+
+        token = os.environ.get("LLMOPS_REGISTRY_TOKEN") or os.environ.get(
+            "MLFLOW_TRACKING_TOKEN")
+        if not token:
+            raise UsageError("the registry is GitLab's: set MLFLOW_TRACKING_TOKEN (or "
+                             "LLMOPS_REGISTRY_TOKEN) to a project access token with api scope")
+        return GitlabRegistry.from_tracking_uri(uri, token)
+    return MlflowRegistry()
+
+
+def pins_yaml(env: str, pins: RegistryPins) -> str:
+    """The pin file's text: a header comment, then models sorted by name."""
+    body = {"models": {k: v.model_dump() for k, v in sorted(pins.models.items())}}
+    return PIN_HEADER.format(env=env) + yaml.safe_dump(body, sort_keys=False)
+
+
+def checked_version(registry: Registry, model: str, version: str) -> ModelVersion:
+    """The version, refused if its gate did not pass or its files were never sealed."""
+    mv = registry.get(model, version)
+    if mv.tags.get("gate.passed") != "true":
+        raise CheckFailed(f"{model} {version} did not pass its release gate "
+                          f"(gate.passed={mv.tags.get('gate.passed', 'missing')}); "
+                          "it cannot be promoted")
+    if not mv.digest.startswith("sha256:"):
+        raise CheckFailed(f"{model} {version} has no manifest digest; it cannot be promoted")
+    return mv
+
+
+def new_pins(env: str, model: str, mv: ModelVersion) -> RegistryPins:
+    pins = load_pins(env)
+    return RegistryPins(models={**pins.models, model: Pin(version=mv.version, digest=mv.digest)})
+
+
+def promote_local(model: str, version: str, env: str, registry: Registry) -> Path:
+    """Edit registry/<env>.yml in place (atomically), for laptop use."""
+    mv = checked_version(registry, model, version)
+    path = repo_root() / "registry" / f"{env}.yml"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{env}.", suffix=".yml")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(pins_yaml(env, new_pins(env, model, mv)))
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    iid: int
+    web_url: str
+    branch: str
+
+
+def gitlab_project() -> Any:
+    """The CI project through python-gitlab (CI_SERVER_URL / GITLAB_URL, GITLAB_TOKEN)."""
+    import gitlab
+
+    url = os.environ.get("GITLAB_URL") or os.environ.get("CI_SERVER_URL")
+    token = os.environ.get("GITLAB_TOKEN")
+    project = os.environ.get("GITLAB_PROJECT") or os.environ.get("CI_PROJECT_ID")
+    if not (url and token and project):
+        raise UsageError("promotion by merge request needs GITLAB_URL (or CI_SERVER_URL), "
+                         "GITLAB_TOKEN and GITLAB_PROJECT (or CI_PROJECT_ID); "
+                         "use --local to edit the pin file instead")
+    return gitlab.Gitlab(url, private_token=token).projects.get(project)
+
+
+def promote_mr(model: str, version: str, env: str, registry: Registry, project: Any,
+               evidence: str) -> MergeRequest:
+    """Branch, commit the pin change, open a merge request carrying the gate evidence."""
+    mv = checked_version(registry, model, version)
+    path = f"registry/{env}.yml"
+    target = project.default_branch
+    branch = f"promote/{model}-{version}-to-{env}"
+    project.branches.create({"branch": branch, "ref": target})
+    try:
+        project.files.raw(file_path=path, ref=target)
+        action = "update"
+    except Exception:  # python-gitlab raises GitlabGetError on 404: the file is new
+        action = "create"
+    project.commits.create({
+        "branch": branch,
+        "commit_message": f"Promote {model} {version} to {env}",
+        "actions": [{"action": action, "file_path": path,
+                     "content": pins_yaml(env, new_pins(env, model, mv))}],
+    })
+    mr = project.mergerequests.create({
+        "source_branch": branch, "target_branch": target,
+        "title": f"Promote {model} {version} to {env}",
+        "description": promotion_description(model, mv, env, evidence),
+        "remove_source_branch": True,
+    })
+    return MergeRequest(int(mr.iid), str(mr.web_url), branch)
+
+
+def promotion_description(model: str, mv: ModelVersion, env: str, evidence: str) -> str:
+    return (f"Promotes **{model} {mv.version}** to `{env}`.\n\n"
+            f"- registry version: {mv.version} (id {mv.registry_id}), digest `{mv.digest}`\n"
+            f"- MLflow run: `{mv.run_id}`\n"
+            f"- base model: `{mv.base_model}`\n\n{evidence}\n\n"
+            "Merging this deploys it (CI: `llmops apply-promotion`).\n")
+
+
+def gate_evidence(registry: Registry, mv: ModelVersion) -> str:
+    """The version's own gate_report.md (base / production / candidate per rule)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = registry.download(mv, Path(tmp) / "v")
+        report = folder / "gate_report.md"
+        return report.read_text() if report.is_file() else "(no gate report in this version)"
+
+
+def apply_promotion(env: str, registry: Registry) -> list[ModelVersion]:
+    """Check every pin of registry/<env>.yml against the registry; set `<env>` aliases."""
+    applied = []
+    for model, pin in load_pins(env).models.items():
+        mv = registry.get(model, pin.version)
+        if mv.digest != pin.digest:
+            raise CheckFailed(f"registry/{env}.yml pins {model} {pin.version} at {pin.digest}, "
+                              f"but the registry holds {mv.digest}; refusing to apply")
+        if isinstance(registry, MlflowRegistry):
+            registry.set_alias(model, env, mv)
+        applied.append(mv)
+    return applied

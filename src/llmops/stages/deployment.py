@@ -1,0 +1,145 @@
+"""One deployment path, two targets: deploy, verify, roll back and the history, the same
+logic for local vLLM processes and for a Kubernetes cluster.
+
+A target starts a version (beside the serving one, or as a rollout), says what serves now,
+and commits or aborts once the engine has verified the endpoint with the same smoke, golden
+minimum and load checks everywhere. Later capabilities (a stable router address, canaries)
+are further target methods, not a second path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
+from llmops.errors import StageFailed, UsageError
+from llmops.kubernetes.target import KubernetesTarget
+from llmops.registry.base import MlflowRegistry, ModelVersion, Registry
+from llmops.serve.rollout import LocalTarget
+from llmops.serve.verify import Verification, run_checks
+
+
+class Endpoint(Protocol):
+    """A started or serving version, wherever it runs."""
+
+    model: str
+    env: str
+    version: str
+    served_name: str
+
+    @property
+    def url(self) -> str: ...
+
+
+class Target(Protocol):
+    """Where a model is served (`deploy/<env>.yml`)."""
+
+    env: str
+    config: DeployConfig
+    kind: str
+
+    def start(self, spec: ModelSpec, mv: ModelVersion) -> Any:
+        """The version up beside (or rolled out over) the serving one, not yet verified;
+        StageFailed after undoing it when it cannot start."""
+        ...
+
+    def serving(self, spec: ModelSpec) -> Any:
+        """What serves now (UsageError when nothing does)."""
+        ...
+
+    def commit(self, started: Any, action: str, checked: Verification) -> None:
+        """Verified: the started version serves; record it."""
+        ...
+
+    def abort(self, started: Any, action: str, exc: Exception) -> StageFailed:
+        """Not verified: undo it; the error says what serves now."""
+        ...
+
+    def start_previous(self, spec: ModelSpec) -> Any:
+        """The previous verified version started again (not yet verified)."""
+        ...
+
+    def history(self, model: str) -> list[dict[str, Any]]: ...
+
+
+def target_for(env: str, registry: Registry) -> Target:
+    """The target of `deploy/<env>.yml` (read once here, then passed down)."""
+    config = load_deploy(env)
+    if config.target == "kubernetes":
+        return KubernetesTarget(env, config, registry)
+    return LocalTarget(env, config, registry)
+
+
+@dataclass(frozen=True)
+class Verified:
+    endpoint: Any  # the Endpoint that now serves
+    check: Verification
+
+
+def pinned_version(model: str, env: str, version: str | None) -> str:
+    """`version`, or the one registry/<env>.yml pins."""
+    if version:
+        return version
+    pin = load_pins(env).models.get(model)
+    if pin is None:
+        raise UsageError(f"no --version given and registry/{env}.yml pins no {model}")
+    return pin.version
+
+
+def verify_started(spec: ModelSpec, target: Target, started: Any, action: str,
+                   registry: Registry | None = None) -> Verified:
+    """Check a started version; commit it, or abort it (the previous one serves)."""
+    checked, problems = run_checks(spec, target.config.verify, started.url,
+                                   started.served_name)
+    if problems:
+        failure = StageFailed(f"verification of {started.model} {started.version} at "
+                              f"{started.url} failed: " + "; ".join(problems))
+        raise target.abort(started, action, failure)
+    target.commit(started, action, checked)
+    if isinstance(registry, MlflowRegistry):
+        registry.set_alias(spec.name, target.env, registry.get(spec.name, started.version))
+    return Verified(started, checked)
+
+
+def start_version(spec: ModelSpec, target: Target, mv: ModelVersion) -> Any:
+    """The deploy step: the version started, the previous one still serving."""
+    return target.start(spec, mv)
+
+
+def deploy_version(spec: ModelSpec, target: Target, mv: ModelVersion,
+                   registry: Registry) -> Verified:
+    """Start `mv` on the target and verify it; a failure anywhere leaves the previous
+    version serving (and raises StageFailed saying so)."""
+    return verify_started(spec, target, start_version(spec, target, mv), "deploy", registry)
+
+
+def verify_env(spec: ModelSpec, target: Target) -> Verified:
+    """Check what serves in the environment again (a CI verify job); switch nothing."""
+    serving = target.serving(spec)
+    checked, problems = run_checks(spec, target.config.verify, serving.url,
+                                   serving.served_name)
+    if problems:
+        raise StageFailed(f"{spec.name} {serving.version} at {serving.url}: "
+                          + "; ".join(problems))
+    return Verified(serving, checked)
+
+
+def rollback_env(spec: ModelSpec, target: Target, registry: Registry) -> Verified:
+    """Serve the previous verified version again, verified like a deploy."""
+    return verify_started(spec, target, target.start_previous(spec), "rollback", registry)
+
+
+def history(model: str, target: Target, last: int) -> list[dict[str, Any]]:
+    return target.history(model)[-last:]
+
+
+def render_manifests(spec: ModelSpec, target: Target, version: str,
+                     out: Path) -> tuple[Path, int, str]:
+    """`deploy --render DIR`: the manifests written, nothing applied; (file, objects, plan)."""
+    if not isinstance(target, KubernetesTarget):
+        raise UsageError(f"deploy/{target.env}.yml is a {target.kind} target: nothing to "
+                         "render")
+    path, count, plan = target.render(spec, version, out)
+    return path, count, plan.explanation

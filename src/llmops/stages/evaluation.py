@@ -1,0 +1,110 @@
+"""Evaluating a candidate against the base model and production, then its release gate."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from llmops.config import ModelSpec, load_deploy, load_pins
+from llmops.config.paths import state_subdir
+from llmops.errors import CheckFailed, GateRefused, UsageError
+from llmops.evaluation import gatereport
+from llmops.evaluation.evaluate import EvalReport, evaluate
+from llmops.evaluation.gates import GateDecision, gate_decision
+from llmops.models.base import ensure_base_model
+from llmops.registry.base import SEMVER, Registry
+from llmops.stages.runs import Run, mlflow_client, run_dir
+from llmops.stages.steps import Steps
+from llmops.tracking import tracking_uri
+
+# Evaluation serves on this machine's vLLM, with the local target's serving settings.
+EVAL_ENV = "local"
+
+
+@dataclass(frozen=True)
+class CandidateRef:
+    """What is evaluated: the run, its base model and its adapter folder."""
+
+    run: Run
+    base_model: str
+    adapter_dir: Path
+
+
+def production_adapter(spec: ModelSpec, registry: Registry) -> Path | None:
+    """The adapter of the version pinned in registry/production.yml, fetched and verified."""
+    pin = load_pins("production").models.get(spec.name)
+    if pin is None:
+        return None
+    mv = registry.get(spec.name, pin.version)
+    if mv.digest != pin.digest:
+        raise CheckFailed(f"registry/production.yml pins {spec.name} {pin.version} with digest "
+                          f"{pin.digest}, but the registry has {mv.digest}")
+    return registry.download(mv, state_subdir("eval") / spec.name / f"production-{mv.version}")
+
+
+def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry) -> EvalReport:
+    """Base, candidate (and production, when pinned) on the same inputs; logged to the run
+    as `base.<m>`, `candidate.<m>`, `production.<m>`."""
+    adapters = {"candidate": candidate.adapter_dir}
+    if (prod := production_adapter(spec, registry)) is not None:
+        adapters["production"] = prod
+    settings = load_deploy(EVAL_ENV).serve_for(spec.name)
+    report = evaluate(spec, candidate.base_model, adapters, settings)
+    run_id = candidate.run.run_id
+    client = mlflow_client()
+    now = int(time.time() * 1000)
+    for role, metrics in report.metrics.items():
+        for name, value in metrics.items():
+            client.log_metric(run_id, f"{role}.{name}", value, timestamp=now)
+    path = candidate.run.folder / "eval_report.json"
+    path.write_text(json.dumps(asdict(report), indent=2))
+    client.log_artifact(run_id, str(path), "eval")
+    return report
+
+
+def resolve_candidate(spec: ModelSpec, candidate: str, registry: Registry) -> CandidateRef:
+    """The run, base model and adapter of a run id or a registered SemVer version."""
+    if SEMVER.match(candidate.removeprefix("v")):
+        mv = registry.get(spec.name, candidate.removeprefix("v"))
+        folder = registry.download(mv, state_subdir("eval") / spec.name / mv.version)
+        return CandidateRef(Run(spec.name, mv.run_id, ""),
+                            ensure_base_model(mv.base_model or spec.base_model), folder)
+    folder = state_subdir("runs") / spec.name / candidate
+    if not (folder / "adapter_config.json").is_file():
+        raise UsageError(f"candidate {candidate!r}: no such run (no adapter in {folder}) and "
+                         "not a registered version")
+    resolved = yaml.safe_load((folder / "axolotl.resolved.yml").read_text())
+    return CandidateRef(Run(spec.name, candidate, ""), str(resolved["base_model"]), folder)
+
+
+def gate_stage(spec: ModelSpec, report: EvalReport, run: Run) -> GateDecision:
+    """Apply validation/<model>.yml's gates; CheckFailed (nothing registered) on failure."""
+    decision = gate_decision(spec.validation.gates, report.metrics["candidate"],
+                             base=report.metrics["base"],
+                             production=report.metrics.get("production"))
+    client = mlflow_client()
+    client.set_tag(run.run_id, "gate.passed", str(decision.passed).lower())
+    links = {"MLflow run": f"{tracking_uri()} run {run.run_id}"}
+    for path in gatereport.write(run_dir(spec.name, run.run_id), spec.name,
+                                 spec.validation.gates, decision, report.metrics, links):
+        client.log_artifact(run.run_id, str(path), "gate")
+    if not decision.passed:
+        reasons = "\n".join(f"  {r.reason}" for r in decision.failures())
+        raise GateRefused(f"the candidate failed its release gate:\n{reasons}",
+                          run.folder / "gate_report.md")
+    return decision
+
+
+def evaluate_candidate(spec: ModelSpec, candidate: str, registry: Registry,
+                       steps: Steps | None = None) -> tuple[EvalReport, Path]:
+    """Evaluate a run or a registered version and apply the gate; (report, gate report).
+    The gate report is written whatever the verdict; a refusal raises GateRefused."""
+    steps = steps or Steps()
+    ref = resolve_candidate(spec, candidate, registry)
+    report = steps("evaluate", evaluate_stage, spec, ref, registry)
+    steps("gate", gate_stage, spec, report, ref.run)
+    return report, ref.run.folder / "gate_report.md"

@@ -1,0 +1,107 @@
+"""Registering a gated run, promoting a version, and the files of a GitLab Release."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmops.config import ModelSpec
+from llmops.errors import CheckFailed, UsageError
+from llmops.registry import modelcard, promote
+from llmops.registry.base import ModelVersion, Registry
+from llmops.stages.runs import Run, run_dir
+from llmops.tracking import git_tags
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise UsageError(f"{path}: no {what}; run the earlier stages of this run first")
+    return json.loads(path.read_text())
+
+
+def build_package(spec: ModelSpec, run_id: str) -> tuple[Path, dict[str, str]]:
+    """The folder to register (adapter, config, reports, model card) and its lineage."""
+    folder_in = run_dir(spec.name, run_id)
+    gate = _read_json(folder_in / "gate_report.json", "gate report")
+    if not gate.get("passed"):
+        raise CheckFailed(f"run {run_id} did not pass its release gate: nothing to register")
+    evals = _read_json(folder_in / "eval_report.json", "evaluation report")
+    data = _read_json(folder_in / "data_report.json", "data report")
+    resolved = yaml.safe_load((folder_in / "axolotl.resolved.yml").read_text())
+    folder = folder_in / "package"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy2(folder_in / name, folder / name)
+    if (folder_in / "merged" / "config.json").is_file():  # merge_lora: true in the YAML
+        shutil.copytree(folder_in / "merged", folder / "merged")
+    shutil.copy2(folder_in / "axolotl.resolved.yml", folder / "axolotl.yml")
+    for name in ("gate_report.json", "gate_report.md", "data_report.json", "eval_report.json"):
+        shutil.copy2(folder_in / name, folder / name)
+    lineage = {
+        "run_id": run_id,
+        "base_model": str(resolved["base_model"]),
+        "data_sha256": ",".join(d["sha256"] for d in data["datasets"] if d["split"] == "train"),
+        "gate.passed": "true",
+        **git_tags(),
+    }
+    (folder / "README.md").write_text(
+        modelcard.render(spec, data, evals["metrics"], gate, lineage))
+    return folder, lineage
+
+
+def default_version() -> str | None:
+    """The CI tag's SemVer (v1.4.0 → 1.4.0) in a tag pipeline; None (next patch) otherwise."""
+    tag = os.environ.get("CI_COMMIT_TAG")
+    return tag.removeprefix("v") if tag else None
+
+
+def register_stage(spec: ModelSpec, run: Run | str, version: str | None,
+                   registry: Registry) -> ModelVersion:
+    """Register the run's adapter with its card, config, reports and sha256 manifest."""
+    run_id = run.run_id if isinstance(run, Run) else run
+    folder, lineage = build_package(spec, run_id)
+    return registry.register(spec.name, folder, run_id, version or default_version(), lineage)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Where a version was pinned: a pin file edited in place, or a merge request."""
+
+    pin_file: Path | None = None
+    merge_request: promote.MergeRequest | None = None
+
+
+def promote_version(model: str, version: str, env: str, registry: Registry,
+                    local: bool = False) -> Promotion:
+    """Pin a gated version to `env`: by merge request (GitLab), or with `local` in place."""
+    if local:
+        return Promotion(pin_file=promote.promote_local(model, version, env, registry))
+    mv = promote.checked_version(registry, model, version)
+    return Promotion(merge_request=promote.promote_mr(
+        model, version, env, registry, promote.gitlab_project(),
+        promote.gate_evidence(registry, mv)))
+
+
+def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) -> Path:
+    """notes.md (summary and gate report), README.md (the model card) and gate_report.md of
+    a registered version, in `out`."""
+    mv = registry.get(spec.name, version)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = registry.download(mv, Path(tmp) / "v")
+        for name in ("README.md", "gate_report.md"):
+            shutil.copy2(files / name, out / name)
+    gate = (out / "gate_report.md").read_text()
+    (out / "notes.md").write_text(
+        f"## {spec.name} {mv.version}\n\nBase model `{mv.base_model}`, files digest "
+        f"`{mv.digest}`, MLflow run `{mv.run_id}`.\n\n{gate}\n")
+    return out

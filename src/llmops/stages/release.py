@@ -1,0 +1,81 @@
+"""The whole release, composed once: check the config, validate the data, train, evaluate,
+gate, register, deploy, verify. `llmops release` and the Prefect `release` flow both call
+`release`; they differ only in the `Steps` runner (the flow runs each step as a task)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmops.config import ModelSpec
+from llmops.registry.base import Registry
+from llmops.stages.data import check_config, check_data, record_data, require_data
+from llmops.stages.deployment import Target, start_version, verify_started
+from llmops.stages.evaluation import CandidateRef, evaluate_stage, gate_stage
+from llmops.stages.registration import register_stage
+from llmops.stages.runs import release_run
+from llmops.stages.steps import Steps
+from llmops.stages.training import train_stage
+
+
+@dataclass
+class ReleaseSummary:
+    """What a release produced, for the terminal summary and for callers."""
+
+    model: str
+    env: str
+    run_id: str = ""
+    run_name: str = ""
+    version: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, as called
+    work_seconds: dict[str, float] = field(default_factory=dict)  # inside the stage code
+    data_report: str = ""
+    data_docs: str = ""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    gate: list[dict[str, Any]] = field(default_factory=list)
+    endpoint: str = ""
+    served_name: str = ""
+    smoke_answer: str = ""
+    flow_started_at: float = 0.0  # epoch seconds when the release began
+    load: dict[str, Any] = field(default_factory=dict)
+
+
+def release(spec: ModelSpec, target: Target, registry: Registry, version: str | None = None,
+            steps: Steps | None = None, config_checked: bool = False,
+            on_version: Callable[[str], None] | None = None) -> ReleaseSummary:
+    """Release `spec` to `target`; raises (and registers nothing) when a gate refuses it.
+    `config_checked`: the caller has just checked the Axolotl YAML. `on_version` hears the
+    registered version (a flow names its run after it)."""
+    steps = steps or Steps()
+    out = ReleaseSummary(model=spec.name, env=target.env, flow_started_at=time.time())
+    try:
+        if not config_checked:  # before any run, data or model: a bad YAML costs seconds
+            steps("check-config", check_config, spec)
+        with release_run(spec, version) as run:
+            out.run_id, out.run_name = run.run_id, run.name
+            report = steps("check-data", check_data, spec)
+            steps("record-data", record_data, run, report)
+            data = require_data(report)
+            out.data_report, out.data_docs = data.json_path, data.docs_path
+            trained = steps("train", train_stage, spec, run)
+            candidate = CandidateRef(run, trained.base_model, trained.adapter_dir)
+            evaluated = steps("evaluate", evaluate_stage, spec, candidate, registry)
+            out.metrics = evaluated.metrics
+            decision = steps("gate", gate_stage, spec, evaluated, run)
+            out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]
+            mv = steps("register", register_stage, spec, run, version, registry)
+            out.version = mv.version
+            if on_version is not None:
+                on_version(mv.version)
+            started = steps("deploy", start_version, spec, target, mv)
+            verified = steps("verify", verify_started, spec, target, started, "deploy",
+                             registry)
+        out.endpoint, out.served_name = verified.endpoint.url, verified.endpoint.served_name
+        smoke = verified.check.smoke
+        out.smoke_answer = str(smoke.answers[0]["answer"]) if smoke.answers else ""
+        out.load = verified.check.load or {}
+        return out
+    finally:
+        out.seconds, out.work_seconds = dict(steps.seconds), dict(steps.work_seconds)

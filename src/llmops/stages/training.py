@@ -1,0 +1,46 @@
+"""Training a candidate: the config check, the data gate, then the trainer into the run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmops.config import ModelSpec
+from llmops.stages.data import check_config, validate_data
+from llmops.stages.runs import Run, release_run
+from llmops.stages.steps import Steps
+from llmops.train.run import TrainResult, choose_backend, interrupted_run, train
+
+
+def train_stage(spec: ModelSpec, run: Run, backend: str = "auto",
+                resume: bool = False) -> TrainResult:
+    """Axolotl (or Unsloth on one CUDA GPU) into the run; `resume`: from its checkpoint."""
+    checkpoint = interrupted_run(spec)[2] if resume else None
+    return train(spec, run.run_id, run.name, choose_backend(backend), checkpoint)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    run: Run
+    backend: str
+    result: TrainResult
+
+
+def resumable_run(spec: ModelSpec) -> Run:
+    """The model's latest unfinished run that has a checkpoint (UsageError if none)."""
+    run_id, name, _ = interrupted_run(spec)
+    return Run(spec.name, run_id, name)
+
+
+def train_candidate(spec: ModelSpec, backend: str = "auto", resume: bool = False,
+                    steps: Steps | None = None) -> Candidate:
+    """A whole training job: check the config, open (or reopen) the run, validate the data
+    (a resumed run validated it already), train. The run ends FINISHED or FAILED."""
+    steps = steps or Steps()
+    chosen = choose_backend(backend)
+    steps("check-config", check_config, spec)
+    with release_run(spec, resume=resumable_run(spec) if resume else None) as run:
+        print(f"MLflow run {run.run_id} ({run.name}), backend {chosen}", flush=True)
+        if not resume:
+            steps("validate", validate_data, spec, run)
+        result = steps("train", train_stage, spec, run, chosen, resume)
+    return Candidate(run, chosen, result)

@@ -1,0 +1,68 @@
+"""An Axolotl plugin for training on a CPU.
+
+- transformers refuses bf16 autocast unless the trainer is told that it runs on the CPU
+  (`TrainingArguments.use_cpu`), and Axolotl's YAML has no key for that.
+- `torch_compile: true` compiles each decoder block in place (regional compilation: one
+  compilation serves every layer), instead of the Trainer's compilation. The Trainer's
+  path compiles the whole model (8 min on 2 cores here), and its regional variant
+  (accelerate's `compile_regions`) copies the model's instance attributes, among them the
+  `forward` that bf16 autocast wrapped around the original model: the copy then runs the
+  original, uncompiled blocks, so nothing is compiled at all (seen with accelerate 1.13).
+- The training loss runs the LM head on the labelled positions only
+  (`llmops.train.labelled_logits`): the same loss and gradients, without the logits of the
+  prompts (support-bot: 76% of the positions).
+
+The pipeline adds this plugin to the resolved config when the machine has no CUDA GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from axolotl.integrations.base import BasePlugin
+
+# Under "axolotl": Axolotl's logging shows other loggers' records from WARNING up only.
+LOG = logging.getLogger("axolotl.integrations.llmops_cpu")
+
+
+def compile_blocks(model: Any) -> int:
+    """Compile, in place, every module of each list of same-class modules (the decoder
+    blocks): returns how many. Parameters keep their names; adapters save as before."""
+    import torch
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 1 and \
+                len({type(m) for m in module}) == 1:
+            for block in module:
+                block.compile()
+                count += 1
+    return count
+
+
+class CpuTraining(BasePlugin):  # type: ignore[misc]
+    """Sets `use_cpu` on the trainer's arguments; compiles the decoder blocks in place; runs
+    the LM head on the labelled positions only."""
+
+    def pre_model_load(self, cfg: Any) -> None:
+        if cfg.torch_compile:
+            # Set by Axolotl from `torch_compile`: it would make the Trainer compile again.
+            os.environ.pop("ACCELERATE_DYNAMO_BACKEND", None)
+
+    def post_model_load(self, cfg: Any, model: Any) -> None:
+        from llmops.train.labelled_logits import labelled_logits_only
+
+        causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if labelled_logits_only(causal_lm):
+            LOG.info("training loss: the LM head runs on the labelled positions only")
+        else:
+            LOG.info("training loss: %s has no standard LM head; every position is computed",
+                     type(causal_lm).__name__)
+        if cfg.torch_compile:
+            LOG.info("torch_compile: compiled %d decoder blocks in place (regional)",
+                     compile_blocks(model))
+
+    def get_training_args(self, cfg: Any) -> dict[str, Any]:
+        return {"use_cpu": True, "torch_compile": False}

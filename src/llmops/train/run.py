@@ -1,0 +1,369 @@
+"""Fine-tuning with Axolotl, inside an MLflow run that the pipeline owns.
+
+The Axolotl YAML is the single source of truth. The pipeline resolves the few values that
+depend on where it runs (base model path, dataset paths, output folder, MLflow settings),
+writes the resolved YAML beside the outputs, and runs Axolotl in a subprocess with
+`MLFLOW_RUN_ID` set, so that transformers' MLflow callback logs into the pipeline's run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmops.config import ModelSpec
+from llmops.config.paths import resolve_in_repo, state_subdir
+from llmops.errors import StageFailed, UsageError
+from llmops.models.base import ensure_base_model
+from llmops.process.health import log_tail
+from llmops.process.native import preloaded, tcmalloc
+from llmops.tracking import tracking_uri
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training produced: the run, the adapter, and the last logged metrics."""
+
+    run_id: str
+    output_dir: Path
+    adapter_dir: Path
+    base_model: str
+    resolved_config: Path
+    metrics: dict[str, float]
+    seconds: float
+
+
+def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) -> dict[str, Any]:
+    """The model's Axolotl YAML with paths and tracking filled in for this machine."""
+    cfg = dict(spec.axolotl)
+    cfg["base_model"] = ensure_base_model(spec.base_model)
+    for key in ("datasets", "test_datasets"):
+        if cfg.get(key):
+            cfg[key] = [{**d, "path": str(resolve_in_repo(d["path"]))} for d in cfg[key]]
+    cfg["output_dir"] = str(output_dir)
+    cfg["dataset_prepared_path"] = str(output_dir / "prepared")
+    cfg["mlflow_tracking_uri"] = tracking_uri()
+    cfg["mlflow_experiment_name"] = spec.name
+    cfg["mlflow_run_name"] = run_name
+    gpus = _cuda_count()
+    return for_this_machine(cfg, gpus, cpu_bf16=not gpus and cpu_has_bf16())
+
+
+def for_this_machine(cfg: dict[str, Any], gpus: int, cpu_bf16: bool) -> dict[str, Any]:
+    """The settings that depend on the hardware, on a CPU-only machine (unchanged on GPUs).
+
+    - Axolotl auto-enables its Triton LoRA kernels when these are unset; they need CUDA.
+    - `bf16: auto` in Axolotl asks CUDA only, and then falls back to fp16, which CPUs train
+      slowly and unstably. On a CPU, bf16 autocast pays off when it multiplies bf16 in
+      hardware (AMX or AVX512-BF16); elsewhere fp32 is the fast choice.
+    - transformers autocasts bf16 on a CPU only when told it runs there: our plugin says so.
+    """
+    if gpus:
+        return cfg
+    cfg = dict(cfg)
+    for key in LORA_KERNELS:
+        cfg.setdefault(key, False)
+    if cfg.get("bf16") == "auto":
+        cfg["bf16"] = cpu_bf16
+        cfg.setdefault("fp16", False)
+    plugins = list(cfg.get("plugins") or [])
+    cfg["plugins"] = plugins if CPU_PLUGIN in plugins else [*plugins, CPU_PLUGIN]
+    return cfg
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
+    import torch
+
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent off x86 builds
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+CPU_PLUGIN = "llmops.train.axolotl_cpu.CpuTraining"
+LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
+def training_env(gpus: int) -> dict[str, str]:
+    """The Axolotl process's environment on a machine with `gpus` CUDA GPUs."""
+    env = dict(os.environ)
+    if not gpus:
+        env.update(cpu_training_env(env))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("WANDB_MODE", "disabled")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # CPU, memory (and GPU, when there is one) of the training process, into the same run.
+    env.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    env.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    return env
+
+
+def cpu_training_env(env: dict[str, str]) -> dict[str, str]:
+    """What PyTorch's CPU performance guides prescribe, for the Axolotl process on a CPU:
+
+    - TCMalloc preloaded (Debian's libtcmalloc-minimal4, installed by `make setup`): the
+      thousands of short-lived activation and cast buffers of a training step cost the
+      default allocator about a fifth of the step here;
+    - Inductor's cache under `.llmops/cache`, so that `torch_compile: true` (each decoder
+      block compiled in place by our plugin) compiles once per machine, not once per run.
+    """
+    out: dict[str, str] = {}
+    if preload := preloaded([tcmalloc()], env.get("LD_PRELOAD")):
+        out["LD_PRELOAD"] = preload
+    out["TORCHINDUCTOR_CACHE_DIR"] = env.get(
+        "TORCHINDUCTOR_CACHE_DIR", str(state_subdir("cache") / "inductor"))
+    return out
+
+
+def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[str]:
+    """`python -m axolotl.cli.train` on CPU or one GPU; `accelerate launch` over several GPUs
+    (and nodes, from NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT), where the YAML's deepspeed
+    or fsdp settings take effect."""
+    if gpus <= 1:
+        return [sys.executable, "-m", "axolotl.cli.train", str(config_path)]
+    nodes = int(env.get("NNODES", "1"))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
+           str(gpus * nodes)]
+    if nodes > 1:
+        cmd += ["--num_machines", str(nodes), "--machine_rank", env.get("NODE_RANK", "0"),
+                "--main_process_ip", env["MASTER_ADDR"],
+                "--main_process_port", env.get("MASTER_PORT", "29500")]
+    return [*cmd, "-m", "axolotl.cli.train", str(config_path)]
+
+
+def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
+    """Run `axolotl train`, echoing its progress and keeping a log; raise on failure."""
+    gpus = _cuda_count()
+    env = training_env(gpus)
+    env["MLFLOW_RUN_ID"] = run_id
+    cmd = axolotl_command(config_path, gpus, env)
+    print("training: " + " ".join(cmd), flush=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if os.environ.get("LLMOPS_QUIET_TRAIN") != "1":
+                    sys.stderr.write(line)
+            code = proc.wait()
+        except BaseException:  # interrupted: never leave a training process behind
+            proc.terminate()
+            proc.wait(timeout=60)
+            raise
+    if code != 0:
+        raise StageFailed(f"axolotl train exited with {code}; log: {log_path}\n"
+                          f"{log_tail(log_path, 25)}")
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step `checkpoint-N` folder that the trainer finished writing."""
+    done = [p for p in output_dir.glob("checkpoint-*")
+            if p.name.removeprefix("checkpoint-").isdigit()
+            and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.removeprefix("checkpoint-")), default=None)
+
+
+def interrupted_run(spec: ModelSpec) -> tuple[str, str, Path]:
+    """(run id, run name, checkpoint) of the model's latest training that did not finish."""
+    import mlflow
+
+    from llmops.tracking import experiment_id
+
+    client = mlflow.MlflowClient(tracking_uri())
+    runs = client.search_runs([experiment_id(spec.name)], order_by=["attributes.start_time DESC"],
+                              max_results=20)
+    for run in runs:
+        if run.info.status == "FINISHED":
+            continue
+        checkpoint = latest_checkpoint(state_subdir("runs") / spec.name / run.info.run_id)
+        if checkpoint is not None:
+            return run.info.run_id, str(run.info.run_name), checkpoint
+    raise UsageError(f"nothing to resume: no unfinished run of {spec.name} with a checkpoint "
+                     "(checkpoints are written every save_steps)")
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config → {"a.b.0.c": "value"}, the MLflow compare view's columns."""
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    if isinstance(node, list):
+        out = {}
+        for i, value in enumerate(node):
+            out.update(flatten(value, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): str(node)}
+
+
+# Never logged: a URI may carry credentials (https://user:pass@host), tokens are secrets.
+SECRET_KEYS = re.compile(r"token|secret|password|api_key|tracking_uri", re.IGNORECASE)
+
+
+def log_config_params(client: Any, run_id: str, cfg: dict[str, Any]) -> None:
+    """The resolved config as `axolotl.*` params (values cut to MLflow's 6000 characters);
+    a resumed run logs the same values again, which MLflow accepts."""
+    from mlflow.entities import Param
+
+    params = [Param(f"axolotl.{k}"[:250], v[:6000]) for k, v in sorted(flatten(cfg).items())
+              if not SECRET_KEYS.search(k)]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+
+
+def pip_freeze() -> str:
+    """The training environment's packages, as `pip freeze` would list them."""
+    from importlib.metadata import distributions
+
+    names = {f"{d.metadata['Name']}=={d.version}" for d in distributions()
+             if d.metadata["Name"]}
+    return "\n".join(sorted(names, key=str.lower)) + "\n"
+
+
+def metric_name(key: str) -> str:
+    """A trainer log key as transformers' MLflow callback names the metric."""
+    return re.sub(r"[^0-9A-Za-z_\-\.\ :/]", "_", key)
+
+
+def wait_for_tracking(client: Any, run_id: str, timeout_s: float = 600.0) -> None:
+    """After training: if the tracking server is down, wait for it (the adapter is safe on
+    disk) instead of failing the run; give up after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    warned = False
+    while True:
+        try:
+            client.get_run(run_id)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise StageFailed(f"MLflow is still unreachable {timeout_s:.0f}s after training "
+                                  f"ended ({type(exc).__name__}); the adapter and checkpoints "
+                                  "stay in the run folder") from exc
+            if not warned:
+                print("MLflow is unreachable; training is done, waiting for it to come back",
+                      flush=True)
+                warned = True
+            time.sleep(5)
+
+
+def backfill_metrics(client: Any, run_id: str, output_dir: Path) -> int:
+    """Log every per-step value of the trainer's log history that the MLflow run lacks.
+
+    Transformers logs metrics to MLflow asynchronously, so training goes on when the
+    tracking server is briefly unreachable, but values sent meanwhile can be dropped. The
+    trainer keeps its own history (trainer_state.json of the last checkpoint, which the
+    trainer writes at the final step): replaying what is missing makes the run complete.
+    """
+    from mlflow.entities import Metric
+
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is None:
+        return 0
+    history = json.loads((checkpoint / "trainer_state.json").read_text()).get("log_history", [])
+    logged: dict[str, set[int]] = {}
+    missing: list[Any] = []
+    now = int(time.time() * 1000)
+    for entry in history:
+        step = entry.get("step")
+        if not isinstance(step, int):
+            continue
+        for key, value in entry.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = metric_name(key)
+            if name not in logged:
+                logged[name] = {m.step for m in client.get_metric_history(run_id, name)}
+            if step not in logged[name]:
+                missing.append(Metric(name, float(value), now, step))
+                logged[name].add(step)
+    for i in range(0, len(missing), 500):
+        client.log_batch(run_id, metrics=missing[i:i + 500])
+    return len(missing)
+
+
+def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
+          resume_from: Path | None = None) -> TrainResult:
+    """Fine-tune `spec` into a LoRA adapter, logging into the MLflow run `run_id`; with
+    `resume_from`, continue that run from its checkpoint (same run, same total steps)."""
+    import mlflow
+
+    started = time.perf_counter()
+    output_dir = state_subdir("runs") / spec.name / run_id
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resolved_axolotl_config(spec, output_dir, run_name)
+    client = mlflow.MlflowClient(tracking_uri())
+    if resume_from is not None:
+        cfg["resume_from_checkpoint"] = str(resume_from)
+        client.update_run(run_id, status="RUNNING")
+        print(f"resuming run {run_id} from {resume_from.name}", flush=True)
+    resolved = output_dir / "axolotl.resolved.yml"
+    resolved.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    client.log_artifact(run_id, str(resolved), "config")
+    log_config_params(client, run_id, {k: v for k, v in cfg.items()
+                                       if k != "resume_from_checkpoint"})
+    client.log_text(run_id, pip_freeze(), "environment/requirements.txt")
+    client.set_tag(run_id, "llmops.train_backend", backend)
+    if backend == "unsloth":
+        from llmops.train.unsloth import run_unsloth
+
+        run_unsloth(cfg, run_id, resume=resume_from is not None)
+    else:
+        run_axolotl(resolved, output_dir / "train.log", run_id)
+    wait_for_tracking(client, run_id)
+    restored = backfill_metrics(client, run_id, output_dir)
+    if restored:
+        print(f"MLflow missed {restored} metric values during training (unreachable?): "
+              "restored them from the trainer's own log history", flush=True)
+    if not (output_dir / "adapter_model.safetensors").is_file():
+        raise StageFailed(f"{backend} finished but wrote no adapter in {output_dir}")
+    if cfg.get("merge_lora"):
+        from llmops.models.merge import merged_model
+
+        print("merging the adapter into its base (merge_lora: true)", flush=True)
+        client.log_artifacts(run_id, str(merged_model(cfg["base_model"], output_dir)),
+                             "merged")
+    if (output_dir / "train.log").is_file():
+        client.log_artifact(run_id, str(output_dir / "train.log"), "logs")
+    metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items()}
+    return TrainResult(run_id, output_dir, output_dir, cfg["base_model"], resolved, metrics,
+                       time.perf_counter() - started)
+
+
+def choose_backend(requested: str) -> str:
+    """`auto`: unsloth on exactly one CUDA GPU with unsloth installed, axolotl otherwise."""
+    import importlib.util
+
+    gpus = _cuda_count()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if requested == "auto":
+        requested = "unsloth" if gpus == 1 and has_unsloth else "axolotl"
+    if requested == "unsloth" and (gpus != 1 or not has_unsloth):
+        raise UsageError(f"--backend unsloth needs one NVIDIA GPU and unsloth installed "
+                         f"(found {gpus} GPU(s), unsloth "
+                         f"{'installed' if has_unsloth else 'not installed'}); "
+                         "use --backend axolotl")
+    return requested
+
+
+def _cuda_count() -> int:
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
