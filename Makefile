@@ -11,6 +11,7 @@ release: setup
 lint: setup
 	.venv/bin/ruff check src flows tests benchmarks datasets
 	.venv/bin/mypy src/llmops
+	.venv/bin/lint-imports
 
 test: lint
 	.venv/bin/python -m pytest -m "not slow and not gpu"
