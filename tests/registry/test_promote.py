@@ -13,8 +13,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gitlab_emulator import GitlabEmulator  # noqa: E402
 
-from llmops.registry import promote  # noqa: E402
 from llmops.errors import CheckFailed  # noqa: E402
+from llmops.registry import promote  # noqa: E402
 from llmops.registry.gitlab import GitlabRegistry  # noqa: E402
 
 
