@@ -29,3 +29,29 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = Path(os.environ.get("LLMOPS_TEST_HOME") or tmp_path_factory.mktemp("llmops-home"))
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+def _asked_for(config: pytest.Config, marker: str) -> bool:
+    """True when the -m expression names the marker (`-m slow`, `-m "slow and not gpu"`)."""
+    return marker in (config.getoption("markexpr") or "").replace("not " + marker, "")
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A bare `pytest` is safe anywhere: `slow` tests run only when -m asks for them, and
+    `gpu` tests skip themselves without a CUDA device."""
+    run_slow = _asked_for(config, "slow")
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    cuda = _has_cuda() if gpu_items else False
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: run with -m slow (make test-slow)"))
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device"))
