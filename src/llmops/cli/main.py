@@ -169,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def end_process(code: int) -> NoReturn:
     """Exit without the interpreter's teardown, which garbage-collects every module object
-    several times over: 4-6 s once Axolotl, torch, MLflow and Prefect are imported, after the
-    work is done. (Freezing the collector instead makes Triton's bindings report their types
-    as leaked.) What exit does for us is done here: the other threads are joined, the atexit
-    handlers run (Prefect's API server stops, logs and temporary folders are cleaned up),
-    and the standard streams are flushed."""
+    several times over, for seconds once Axolotl, torch, MLflow and Prefect are imported,
+    after the work is done. (Freezing the collector instead makes Triton's bindings report
+    their types as leaked.) What exit does for us is done here: the other threads are
+    joined, the atexit handlers run (Prefect's API server stops, logs and temporary folders
+    are cleaned up), and the standard streams are flushed."""
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()

@@ -2,12 +2,12 @@
 
 With no PREFECT_API_URL, Prefect starts a temporary API server (a uvicorn subprocess over the
 database in PREFECT_HOME) when a flow first needs it. Started that way, the CLI process first
-imports Prefect's server package (3 s, holding the GIL while the CLI checks the Axolotl
+imports Prefect's server package (holding the GIL while the CLI checks the Axolotl
 config), and only then does the subprocess import it again, migrate its database and
-register the block types (alone, 24 s for a fresh home, 10 s otherwise). Here the CLI
-starts the same server, the same way Prefect does, before it imports anything heavy, and
-points PREFECT_API_URL at it: the server comes up on the other core while the CLI works, and the CLI
-waits for its /health only when the flow is about to run.
+register the block types, slowest for a fresh home. Here the CLI starts the same server,
+the same way Prefect does, before it imports anything heavy, and points PREFECT_API_URL at
+it: the server comes up on another core while the CLI works, and the CLI waits for its
+/health only when the flow is about to run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from llmops.errors import StageFailed
 # without its UI, with the services of an ephemeral server.
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
               "PREFECT__SERVER_FINAL": "1"}
-DEFAULT_STARTUP_TIMEOUT_S = 180.0  # a fresh database migrates first: 20-40 s on 2 cores
+DEFAULT_STARTUP_TIMEOUT_S = 180.0  # a fresh database migrates first, slowly on few cores
 LOG_MAX_BYTES = 10 * 2**20
 
 

@@ -100,9 +100,8 @@ class ValidationConfig(Strict):
 # --- deploy/<env>.yml ---------------------------------------------------------------------
 
 # vLLM closes an idle keep-alive connection after 5 s by default, the same as httpx's pool
-# expiry: a client reusing it just then gets a reset (seen as ReadError in our load test,
-# 1 request in 3,600; 15 in 1,950 at 1 s). Servers keep connections longer than clients and
-# than load balancers' idle timeouts (60 s for AWS ALB and nginx upstreams).
+# expiry: a client reusing it just then gets a reset. Servers keep connections longer than
+# clients and than load balancers' idle timeouts (60 s for AWS ALB and nginx upstreams).
 HTTP_KEEP_ALIVE_S = 75
 
 
@@ -117,22 +116,21 @@ class ServeSettings(Strict):
     max_num_seqs: int = Field(default=64, ge=1)
     kvcache_space_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE.")
     enforce_eager: bool = Field(
-        default=False, description="Skip torch.compile. Compiling made support-bot's decode "
-        "1.3-1.5x faster here; the first start compiles (~90 s more), later starts read "
-        "the compile cache in .llmops/cache/vllm.")
+        default=False, description="Skip torch.compile: a faster first start, a slower decode "
+        "(later starts read the compile cache in .llmops/cache/vllm).")
     block_size: int = Field(
         default=32, ge=32, multiple_of=32, description="Tokens per KV-cache block (vLLM's "
         "CPU attention takes multiples of 32; its default is 128). Short chats waste less "
-        "of a small block: 32 decoded 1.15x faster than 128 here.")
+        "of a small block.")
     stream_interval: int = Field(
         default=1, ge=1, description="--stream-interval: a stream sends its first token at "
         "once, then every N tokens. Fewer chunks leave more of a small CPU to the model.")
     cpu_threads_bind: str = Field(
         default="all", description="VLLM_CPU_OMP_THREADS_BIND: 'all' binds every core this "
-        "process may use (vLLM's 'auto' leaves one for the API server: measured 1.4x slower "
-        "on 2 cores), 'auto', or a core list such as '0-3'.")
+        "process may use (vLLM's 'auto' leaves one for the API server, a large share of a "
+        "small machine), 'auto', or a core list such as '0-3'.")
     preload_iomp: bool = Field(default=True, description="LD_PRELOAD the serving env's Intel "
-                               "OpenMP (vLLM's advice for CPUs; measured 1.3x here).")
+                               "OpenMP, as vLLM's CPU guide advises.")
     preload_tcmalloc: bool = Field(default=True, description="LD_PRELOAD TCMalloc (Debian's "
                                    "libtcmalloc-minimal4), as vLLM's CPU guide advises.")
     quantization: Literal["none", "w8a8-int8"] = Field(

@@ -2,8 +2,8 @@
 
 Counting tokens is most of the data gate's time at scale. Many LLM tokenizers (GPT-2 style:
 SmolLM2, StarCoder, Llama 3 and others) are byte-level BPE with a regex pre-tokenizer and
-no normaliser; tiktoken runs that same algorithm about 3x faster per core than the Hugging
-Face tokenizers library. `counter_for` builds an equivalent tiktoken encoding from the
+no normaliser; tiktoken runs that same algorithm faster per core than the Hugging Face
+tokenizers library. `counter_for` builds an equivalent tiktoken encoding from the
 tokenizer's own merges (ranks in merge order; token ids do not matter for a count) and uses
 it only after it counted a probe of real examples exactly as the tokenizer does. Anything
 else (SentencePiece, normalisers, a probe that disagrees) counts with the tokenizer itself.

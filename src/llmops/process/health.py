@@ -26,8 +26,8 @@ def wait_for_health(name: str, url: str, proc: subprocess.Popen[bytes], log_path
     import httpx  # here: the CLI imports this module on paths that never poll
 
     deadline = time.monotonic() + timeout_s
-    # One client for the whole wait: httpx builds a TLS context per client (34 ms of CPU),
-    # which every poll would take from a server that is still loading.
+    # One client for the whole wait: httpx builds a TLS context per client, whose CPU
+    # every poll would take from a server that is still loading.
     with httpx.Client(timeout=2) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:

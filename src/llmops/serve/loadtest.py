@@ -5,12 +5,11 @@ time to first token is measured as a user sees it, and the server's own usage co
 the generated tokens. Errors (transport, HTTP status, an empty stream) are counted and a
 few are kept as samples; nothing is retried.
 
-Every client is one user with its own keep-alive connection, as load tools model users.
-One httpx pool shared by 64 streaming clients was measured to be the bottleneck itself:
-requests waited up to 13 s for a pooled connection before being sent (tiny model, 10 s
-runs: 380-770 tokens/s and p99 6.9-15 s; with a client per user 970-1,620 and 2.9-4.6 s).
-The users share one TLS context: httpx builds one per client otherwise (34 ms of CPU each,
-2.2 s for 64 users), which on a small machine is taken from the server under test.
+Every client is one user with its own keep-alive connection, as load tools model users:
+one httpx pool shared by many streaming clients becomes the bottleneck itself, holding
+requests back while they wait for a pooled connection.
+The users share one TLS context: httpx builds one per client otherwise, and that CPU is
+taken from the server under test when both run on one machine.
 """
 
 from __future__ import annotations

@@ -170,8 +170,8 @@ def server_env(settings: ServeSettings, sockets: Path) -> dict[str, str]:
         "VLLM_CACHE_ROOT": str(state_subdir("cache") / "vllm"),
         # vLLM 0.32's AOT compile cache fails to load its own artifacts with torch 2.13
         # ("'function' object has no attribute 'finalize_loading'") and compiles again on
-        # every start; the Inductor cache it falls back to without AOT loads (51 s warm
-        # start against 141 s cold, measured for support-bot).
+        # every start; the Inductor cache it falls back to without AOT loads, so a warm
+        # start reuses the compiled graphs.
         "VLLM_USE_AOT_COMPILE": "0",
         "VLLM_RPC_BASE_PATH": str(sockets),
         "TMPDIR": str(sockets),
@@ -274,7 +274,7 @@ def _start(template: Deployment, args_for: Callable[[int], list[str]],
 
 def kill(pid: int, sockets: str | Path = "", grace_s: float = 20) -> None:
     """SIGTERM the server's process group, SIGKILL what is left after `grace_s`, then remove
-    its temp folder `sockets` (a server that compiles leaves ~150 MB of headers there)."""
+    its temp folder `sockets` (a server that compiles leaves its generated headers there)."""
     _stop_group(pid, grace_s)
     if sockets:
         shutil.rmtree(sockets, ignore_errors=True)

@@ -4,13 +4,13 @@
   (`TrainingArguments.use_cpu`), and Axolotl's YAML has no key for that.
 - `torch_compile: true` compiles each decoder block in place (regional compilation: one
   compilation serves every layer), instead of the Trainer's compilation. The Trainer's
-  path compiles the whole model (8 min on 2 cores here), and its regional variant
+  path compiles the whole model (slow on a CPU), and its regional variant
   (accelerate's `compile_regions`) copies the model's instance attributes, among them the
   `forward` that bf16 autocast wrapped around the original model: the copy then runs the
   original, uncompiled blocks, so nothing is compiled at all (seen with accelerate 1.13).
 - The training loss runs the LM head on the labelled positions only
   (`llmops.train.labelled_logits`): the same loss and gradients, without the logits of the
-  prompts (support-bot: 76% of the positions).
+  prompts.
 
 The pipeline adds this plugin to the resolved config when the machine has no CUDA GPU.
 """

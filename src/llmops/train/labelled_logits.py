@@ -3,11 +3,11 @@
 A causal LM's training forward multiplies every position's hidden state by the vocabulary
 (49,152 × 576 for SmolLM2: a fifth of its matmul FLOPs) and takes a log-softmax over it, then
 the loss ignores the positions labelled -100: prompts, system turns, padding. For a chat
-fine-tune trained on the assistant's turns (support-bot: 24% of the tokens), three quarters
-of that work is thrown away. Here the head and the cross-entropy run on the labelled
-positions only; the loss and the gradients are transformers' own (`ForCausalLMLoss`: summed
-over the labelled tokens, divided by `num_items_in_batch` when the Trainer gives it, else
-their mean). Evaluation, generation and calls without labels run the model's own forward.
+fine-tune trained on the assistant's turns only, most of that work is thrown away. Here
+the head and the cross-entropy run on the labelled positions only; the loss and the
+gradients are transformers' own (`ForCausalLMLoss`: summed over the labelled tokens, divided
+by `num_items_in_batch` when the Trainer gives it, else their mean). Evaluation, generation
+and calls without labels run the model's own forward.
 """
 
 from __future__ import annotations

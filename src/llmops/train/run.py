@@ -114,8 +114,8 @@ def cpu_training_env(env: dict[str, str]) -> dict[str, str]:
     """What PyTorch's CPU performance guides prescribe, for the Axolotl process on a CPU:
 
     - TCMalloc preloaded (Debian's libtcmalloc-minimal4, installed by `make setup`): the
-      thousands of short-lived activation and cast buffers of a training step cost the
-      default allocator about a fifth of the step here;
+      thousands of short-lived activation and cast buffers of a training step are slow
+      for the default allocator;
     - Inductor's cache under `.llmops/cache`, so that `torch_compile: true` (each decoder
       block compiled in place by our plugin) compiles once per machine, not once per run.
     """

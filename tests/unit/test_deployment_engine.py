@@ -1,0 +1,152 @@
+"""The one deployment path: deploy, verify, roll back and history drive any target the same
+way (a fake target and a fake registry here; the real targets in the e2e tier), and the
+Kubernetes target undoes a rollout that never becomes ready (kubectl faked on PATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmops.config import load_deploy, load_model
+from llmops.errors import StageFailed, UsageError
+from llmops.kubernetes.target import KubernetesTarget
+from llmops.registry.base import ModelVersion
+from llmops.serve.rollout import LocalTarget
+from llmops.serve.verify import SmokeResult, Verification
+from llmops.stages import deployment
+
+MV = ModelVersion("tiny", "0.2.0", "2", "src", "run-2", "sha256:new", "base")
+
+
+@dataclass
+class Started:
+    model: str = "tiny"
+    env: str = "fake"
+    version: str = "0.2.0"
+    served_name: str = "tiny"
+    url: str = "http://127.0.0.1:1/v1"
+
+
+@dataclass
+class FakeTarget:
+    env: str = "fake"
+    config: Any = field(default_factory=lambda: load_deploy("local"))
+    kind: str = "fake"
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def start(self, spec: Any, mv: ModelVersion) -> Started:
+        self.calls.append(("start", mv.version))
+        return Started(version=mv.version)
+
+    def serving(self, spec: Any) -> Started:
+        return Started(version="0.1.0")
+
+    def commit(self, started: Started, action: str, checked: Verification) -> None:
+        self.calls.append(("commit:" + action, started.version))
+
+    def abort(self, started: Started, action: str, exc: Exception) -> StageFailed:
+        self.calls.append(("abort:" + action, started.version))
+        return StageFailed(f"{exc}\nrolled back: tiny 0.1.0 still serves")
+
+    def start_previous(self, spec: Any) -> Started:
+        self.calls.append(("start_previous", "0.1.0"))
+        return Started(version="0.1.0")
+
+    def history(self, model: str) -> list[dict[str, Any]]:
+        return [{"version": str(n)} for n in range(5)]
+
+
+class FakeRegistry:
+    def get(self, name: str, version: str) -> ModelVersion:
+        return MV
+
+    def register(self, *a: Any) -> ModelVersion:
+        raise AssertionError("not used")
+
+    def download(self, mv: ModelVersion, dest: Path) -> Path:
+        raise AssertionError("not used")
+
+
+def checks(problems: list[str]) -> Any:
+    return lambda *a: (Verification(SmokeResult("u", ["tiny"]), None), list(problems))
+
+
+def test_a_verified_deploy_is_committed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployment, "run_checks", checks([]))
+    target = FakeTarget()
+    done = deployment.deploy_version(load_model("tiny"), target, MV, FakeRegistry())
+    assert target.calls == [("start", "0.2.0"), ("commit:deploy", "0.2.0")]
+    assert done.endpoint.version == "0.2.0"
+
+
+def test_a_failed_verification_is_aborted_and_says_what_serves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployment, "run_checks", checks(["golden accuracy 0.1 < 0.5"]))
+    target = FakeTarget()
+    with pytest.raises(StageFailed, match=r"(?s)verification of tiny 0\.2\.0 .*golden "
+                       r"accuracy.*still serves"):
+        deployment.deploy_version(load_model("tiny"), target, MV, FakeRegistry())
+    assert target.calls == [("start", "0.2.0"), ("abort:deploy", "0.2.0")]
+
+
+def test_verify_checks_what_serves_and_switches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployment, "run_checks", checks(["load test: 3 errors"]))
+    target = FakeTarget()
+    with pytest.raises(StageFailed, match="tiny 0.1.0 at .*load test: 3 errors"):
+        deployment.verify_env(load_model("tiny"), target)
+    assert target.calls == []
+
+
+def test_rollback_starts_the_previous_version_and_verifies_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployment, "run_checks", checks([]))
+    target = FakeTarget()
+    deployment.rollback_env(load_model("tiny"), target, FakeRegistry())
+    assert target.calls == [("start_previous", "0.1.0"), ("commit:rollback", "0.1.0")]
+    assert [e["version"] for e in deployment.history("tiny", target, 2)] == ["3", "4"]
+
+
+def test_the_target_comes_from_the_deploy_file() -> None:
+    assert isinstance(deployment.target_for("local", FakeRegistry()), LocalTarget)
+    staging = deployment.target_for("staging", FakeRegistry())
+    assert isinstance(staging, KubernetesTarget) and staging.config.gpu is not None
+
+
+def test_a_kubernetes_target_without_an_endpoint_cannot_be_verified() -> None:
+    staging = deployment.target_for("staging", FakeRegistry())
+    with pytest.raises(UsageError, match=r"deploy/staging\.yml: endpoint: not set"):
+        deployment.verify_env(load_model("tiny"), staging)
+
+
+FAKE_KUBECTL = """#!/bin/sh
+echo "$@" >> "{log}"
+case "$*" in
+  "config current-context") echo fake-context ;;
+  *"rollout status"*) exit 1 ;;
+esac
+exit 0
+"""
+
+
+def test_a_rollout_that_never_becomes_ready_is_undone(
+        tmp_path: Path, repo_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log, bin_dir = tmp_path / "kubectl.log", tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL.format(log=log))
+    (bin_dir / "kubectl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    target = deployment.target_for("staging", FakeRegistry())
+    with pytest.raises(StageFailed, match=r"(?s)did not become ready.*rollout undo"):
+        deployment.deploy_version(load_model("tiny"), target, MV, FakeRegistry())
+    calls = log.read_text().splitlines()
+    assert calls[1].startswith("apply --server-side --field-manager=llmops")
+    assert calls[2].startswith("rollout status deployment/tiny-staging")
+    assert calls[-1] == "rollout undo deployment/tiny-staging"
+    (event,) = [json.loads(x) for x in (Path(os.environ["LLMOPS_HOME"]) / "deployments" /
+                                        "tiny-staging.history.jsonl").read_text().splitlines()]
+    assert (event["action"], event["version"], event["result"]) == ("deploy", "0.2.0", "failed")
