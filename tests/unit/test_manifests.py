@@ -11,7 +11,7 @@ from kubernetes_validate import validate
 from llmops.config import GpuTarget
 from llmops.errors import UsageError
 from llmops.kubernetes.kubectl import deployment_target
-from llmops.kubernetes.manifests import FETCH_SCRIPT, Release, k8s_name, render
+from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Target, plan
 
 RELEASE = Release("support-bot", "1.4.0", "sha256:abc", "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -59,8 +59,15 @@ def test_tensor_parallel_equals_the_gpu_limit_and_probes_shm_metrics() -> None:
     assert service["spec"]["ports"][0]["port"] == 8000
 
 
-def test_fetch_script_is_valid_python() -> None:
-    compile(FETCH_SCRIPT, "fetch.py", "exec")
+def test_the_init_container_ships_the_fetch_module_and_what_it_imports() -> None:
+    config, deployment, _ = rendered(gpu())
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "scripts")
+    paths = {item["key"]: item["path"] for item in volume["configMap"]["items"]}
+    assert set(paths) == set(config["data"])
+    assert paths["fetch.py"] == "llmops/kubernetes/fetch.py"
+    for key, source in config["data"].items():
+        compile(source, paths[key], "exec")
 
 
 def test_a_model_that_does_not_fit_is_refused() -> None:

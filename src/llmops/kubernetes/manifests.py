@@ -1,9 +1,10 @@
 """Kubernetes manifests for a vLLM GPU deployment of one registered version.
 
 A Deployment (one pod per replica, `--tensor-parallel-size` = the GPUs of the pod = its
-`nvidia.com/gpu` limit), a Service, and a ConfigMap holding the init container's fetch
-script. The init container downloads the version's files from the registry's package API
-with a token from a Secret and checks them against the sha256 manifest before vLLM starts.
+`nvidia.com/gpu` limit), a Service, and a ConfigMap shipping the init container's fetch
+module (`llmops.kubernetes.fetch`). The init container downloads the version's files from
+the registry's package API with a token from a Secret and checks them with the same
+manifest verification as a local deploy before vLLM starts.
 Nothing here needs a cluster or registry access: rendering is pure.
 """
 
@@ -15,38 +16,12 @@ from typing import Any
 
 from llmops.config import HTTP_KEEP_ALIVE_S, GpuTarget
 from llmops.errors import UsageError
+from llmops.kubernetes.fetch import SHIPPED, shipped_sources
 from llmops.kubernetes.plan import Plan
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 FETCH_IMAGE = "python:3.11-slim"
 PORT = 8000
-
-# Runs in the init container: fetch manifest.json, then every file it names, verify sha256.
-FETCH_SCRIPT = """\
-import hashlib, json, os, pathlib, urllib.parse, urllib.request
-api = os.environ["REGISTRY_API"].rstrip("/")  # https://gitlab.example/api/v4/projects/7
-token = os.environ["REGISTRY_TOKEN"]
-out = pathlib.Path("/models/adapter")
-def get(url):
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return r.read()
-query = urllib.parse.urlencode({"name": os.environ["MODEL"], "alias": os.environ["VERSION"]})
-found = json.loads(get(f"{api}/ml/mlflow/api/2.0/mlflow/registered-models/alias?{query}"))
-files = f"{api}/packages/ml_models/{found['model_version']['version']}/files"
-manifest = get(f"{files}/manifest.json")
-digest = "sha256:" + hashlib.sha256(manifest.rstrip(b"\\n")).hexdigest()
-if digest != os.environ["EXPECTED_DIGEST"]:
-    raise SystemExit(f"manifest digest {digest} != {os.environ['EXPECTED_DIGEST']}")
-for rel, want in json.loads(manifest)["files"].items():
-    data = get(f"{files}/{urllib.parse.quote(rel)}")
-    if hashlib.sha256(data).hexdigest() != want:
-        raise SystemExit(f"{rel}: sha256 mismatch, refusing to serve")
-    (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    (out / rel).write_bytes(data)
-print("verified", len(json.loads(manifest)["files"]), "files")
-"""
-
 
 @dataclass(frozen=True)
 class Release:
@@ -105,8 +80,9 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[
     }
     init = {
         "name": "fetch-model", "image": FETCH_IMAGE,
-        "command": ["python", "/scripts/fetch.py"],
-        "env": [{"name": "REGISTRY_API", "value": release.registry_api},
+        "command": ["python", "-m", "llmops.kubernetes.fetch"],
+        "env": [{"name": "PYTHONPATH", "value": "/scripts"},
+                {"name": "REGISTRY_API", "value": release.registry_api},
                 {"name": "MODEL", "value": release.model},
                 {"name": "VERSION", "value": release.version},
                 {"name": "EXPECTED_DIGEST", "value": release.digest},
@@ -130,7 +106,10 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[
                     "volumes": [{"name": "models", "emptyDir": {}},
                                 {"name": "dshm", "emptyDir": {"medium": "Memory",
                                                               "sizeLimit": "16Gi"}},
-                                {"name": "scripts", "configMap": {"name": f"{name}-fetch"}}],
+                                {"name": "scripts", "configMap": {
+                                    "name": f"{name}-fetch", "items": [
+                                        {"key": key, "path": path}
+                                        for key, path in SHIPPED.items()]}}],
                 },
             },
         },
@@ -142,5 +121,5 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[
     }
     config = {"apiVersion": "v1", "kind": "ConfigMap",
               "metadata": {"name": f"{name}-fetch", "labels": labels},
-              "data": {"fetch.py": FETCH_SCRIPT}}
+              "data": shipped_sources()}
     return [config, deployment, service]

@@ -1,0 +1,99 @@
+"""The init container's fetch: a registered version's files from GitLab's package API,
+checked with `llmops.digests.verify_manifest`, the check every local deploy runs.
+
+It runs in a bare Python image: the manifests ship this module and the two it imports
+(`llmops.digests`, `llmops.errors`) in a ConfigMap, so it uses the standard library only.
+Files land in a fresh folder beside the destination and are renamed into place only once
+the whole version verifies; a path in the manifest that would leave the folder is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path, PurePosixPath
+
+from llmops.digests import MANIFEST, verify_manifest
+from llmops.errors import StageFailed
+
+# What the ConfigMap carries, and where each file goes under the scripts volume.
+SHIPPED = {"errors.py": "llmops/errors.py", "digests.py": "llmops/digests.py",
+           "fetch.py": "llmops/kubernetes/fetch.py", "init.py": "llmops/__init__.py",
+           "kubernetes_init.py": "llmops/kubernetes/__init__.py"}
+
+
+def shipped_sources() -> dict[str, str]:
+    """ConfigMap data: this module and what it imports, by key."""
+    package = Path(__file__).resolve().parents[1]
+    return {"errors.py": (package / "errors.py").read_text(),
+            "digests.py": (package / "digests.py").read_text(),
+            "fetch.py": Path(__file__).read_text(), "init.py": "", "kubernetes_init.py": ""}
+
+
+def safe_relative(rel: str) -> PurePosixPath:
+    """A manifest path that stays inside the destination (no absolute path, `..`, `\\`)."""
+    path = PurePosixPath(rel)
+    if not rel or "\\" in rel or path.is_absolute() or ".." in path.parts:
+        raise StageFailed(f"{MANIFEST} lists {rel!r}, a path outside the model folder; "
+                          "refusing to fetch")
+    return path
+
+
+def _get(url: str, token: str) -> bytes:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        raise StageFailed(f"GET {url.split('?')[0]}: HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise StageFailed(f"GET {url.split('?')[0]}: {exc.reason}") from exc
+
+
+def fetch(api: str, token: str, model: str, version: str, expected_digest: str,
+          dest: Path) -> int:
+    """Download `model` `version` (its SemVer alias) into `dest`; the number of files."""
+    api = api.rstrip("/")
+    query = urllib.parse.urlencode({"name": model, "alias": version})
+    found = json.loads(_get(f"{api}/ml/mlflow/api/2.0/mlflow/registered-models/alias?{query}",
+                            token))
+    files_url = f"{api}/packages/ml_models/{found['model_version']['version']}/files"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        manifest = _get(f"{files_url}/{MANIFEST}", token)
+        (staging / MANIFEST).write_bytes(manifest)
+        listed = json.loads(manifest)["files"]
+        for rel in listed:
+            target = staging / safe_relative(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_get(f"{files_url}/{urllib.parse.quote(rel)}", token))
+        verify_manifest(staging, expected_digest)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return len(listed)
+
+
+def main() -> int:
+    env = os.environ
+    try:
+        count = fetch(env["REGISTRY_API"], env["REGISTRY_TOKEN"], env["MODEL"], env["VERSION"],
+                      env["EXPECTED_DIGEST"], Path(env.get("MODEL_DIR", "/models/adapter")))
+    except StageFailed as exc:
+        print(f"refusing to serve: {exc}", file=sys.stderr)
+        return 1
+    print(f"verified {count} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

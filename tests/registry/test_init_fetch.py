@@ -1,0 +1,88 @@
+"""The init container's fetch, run as the pod runs it: the ConfigMap's files laid out under
+a scripts folder, `python -m llmops.kubernetes.fetch` with only that folder on the path
+(`-S`: not the installed package),
+against the GitLab emulator (a test double)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gitlab_emulator import GitlabEmulator
+
+from llmops.errors import StageFailed
+from llmops.kubernetes.fetch import SHIPPED, safe_relative, shipped_sources
+from llmops.registry.base import ModelVersion
+from llmops.registry.gitlab import GitlabRegistry
+
+LINEAGE = {"base_model": "smollm2", "gate.passed": "true"}
+
+
+@pytest.fixture()
+def emulator() -> Iterator[GitlabEmulator]:
+    with GitlabEmulator() as gl:
+        yield gl
+
+
+def scripts(tmp_path: Path) -> Path:
+    root = tmp_path / "scripts"
+    for key, source in shipped_sources().items():
+        (root / SHIPPED[key]).parent.mkdir(parents=True, exist_ok=True)
+        (root / SHIPPED[key]).write_text(source)
+    return root
+
+
+def registered(gl: GitlabEmulator, tmp_path: Path) -> tuple[GitlabRegistry, ModelVersion]:
+    folder = tmp_path / "package"
+    (folder / "tokenizer").mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    (folder / "tokenizer" / "tokenizer.json").write_text("{}")
+    reg = GitlabRegistry(gl.url, "1", gl.state.api_token, retry_wait_s=0.01)
+    return reg, reg.register("bot", folder, "run1", "1.4.0", LINEAGE)
+
+
+def run_fetch(gl: GitlabEmulator, tmp_path: Path, digest: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(scripts(tmp_path)),
+           "REGISTRY_API": f"{gl.url}/api/v4/projects/1", "REGISTRY_TOKEN": gl.state.api_token,
+           "MODEL": "bot", "VERSION": "1.4.0", "EXPECTED_DIGEST": digest,
+           "MODEL_DIR": str(tmp_path / "models" / "adapter")}
+    return subprocess.run([sys.executable, "-S", "-m", "llmops.kubernetes.fetch"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_the_shipped_module_fetches_and_verifies_a_version(emulator: GitlabEmulator,
+                                                           tmp_path: Path) -> None:
+    _, mv = registered(emulator, tmp_path)
+    done = run_fetch(emulator, tmp_path, mv.digest)
+    assert done.returncode == 0, done.stderr
+    assert "verified 2 files" in done.stdout
+    out = tmp_path / "models" / "adapter"
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert json.loads((out / "manifest.json").read_text())["files"]
+
+
+def test_a_wrong_digest_leaves_nothing_to_serve(emulator: GitlabEmulator,
+                                               tmp_path: Path) -> None:
+    registered(emulator, tmp_path)
+    done = run_fetch(emulator, tmp_path, "sha256:" + "0" * 64)
+    assert done.returncode == 1 and "refusing to serve" in done.stderr
+    assert not (tmp_path / "models" / "adapter").exists()
+    assert list((tmp_path / "models").iterdir()) == []  # no staging folder left behind
+
+
+def test_an_unknown_version_is_reported_not_raised(emulator: GitlabEmulator,
+                                                   tmp_path: Path) -> None:
+    done = run_fetch(emulator, tmp_path, "sha256:" + "0" * 64)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "registered-models/alias" in done.stderr and "404" in done.stderr
+
+
+@pytest.mark.parametrize("rel", ["../outside.txt", "/etc/passwd", "a\\\\..\\\\b", "x/../../y"])
+def test_paths_that_leave_the_folder_are_refused(rel: str) -> None:
+    with pytest.raises(StageFailed, match="outside the model folder"):
+        safe_relative(rel)
