@@ -10,7 +10,7 @@ release: setup
 
 lint: setup
 	.venv/bin/ruff check src flows tests benchmarks datasets
-	.venv/bin/mypy src/llmops
+	.venv/bin/mypy src/llmops flows
 	.venv/bin/lint-imports
 
 test: lint

@@ -7,7 +7,7 @@ from prefect import flow
 
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
-from llmops.registry.promote import registry_backend
+from llmops.stages.context import Context
 from llmops.stages.deployment import (
     pinned_version,
     start_version,
@@ -19,8 +19,9 @@ from llmops.stages.deployment import (
 
 @flow(name="deploy", flow_run_name="{model}-{env}-deploy", log_prints=True)
 def deploy(model: str, env: str = "local", version: str | None = None) -> dict[str, str]:
-    registry, spec, steps = registry_backend(), load_model(model), PrefectSteps()
-    target = target_for(env, registry)
+    ctx, spec, steps = Context(), load_model(model), PrefectSteps()
+    target = target_for(env, ctx)
+    registry = ctx.registry
     mv = registry.get(model, pinned_version(model, env, version))
     started = steps("deploy", start_version, spec, target, mv)
     done = steps("verify", verify_started, spec, target, started, "deploy", registry)
@@ -30,5 +31,5 @@ def deploy(model: str, env: str = "local", version: str | None = None) -> dict[s
 @flow(name="verify", flow_run_name="{model}-{env}-verify", log_prints=True)
 def verify(model: str, env: str = "local") -> dict[str, str]:
     done = PrefectSteps()("verify", verify_env, load_model(model),
-                          target_for(env, registry_backend()))
+                          target_for(env, Context()))
     return {"version": done.endpoint.version, "url": done.endpoint.url}

@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.tasks import PrefectSteps
 from llmops.registry.promote import apply_promotion as apply_pins
-from llmops.registry.promote import registry_backend
+from llmops.stages.context import Context
 from llmops.stages.registration import promote_version
 
 
@@ -15,12 +15,12 @@ def promote(model: str, version: str, to_env: str, local: bool = False) -> str:
     """Pin `model` `version` in registry/<to_env>.yml: a merge request (or, `local`, the
     file in this checkout)."""
     done = PrefectSteps()("promote", promote_version, model, version, to_env,
-                          registry_backend(), local)
+                          Context(), local)
     return str(done.merge_request.web_url if done.merge_request else done.pin_file)
 
 
 @flow(name="apply-promotion", flow_run_name="apply-{env}", log_prints=True)
 def apply_promotion(env: str) -> list[str]:
     """After the merge: check every pin of `env` against the registry, point its aliases."""
-    applied = PrefectSteps()("apply-promotion", apply_pins, env, registry_backend())
+    applied = PrefectSteps()("apply-promotion", apply_pins, env, Context().registry)
     return [f"{mv.name} {mv.version}" for mv in applied]

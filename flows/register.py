@@ -8,18 +8,18 @@ from prefect import flow
 
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
-from llmops.registry.promote import registry_backend
+from llmops.stages.context import Context
 from llmops.stages.registration import register_stage, release_notes
 
 
 @flow(name="register", flow_run_name="{model}-{run_id}", log_prints=True)
 def register(model: str, run_id: str, version: str | None = None) -> dict[str, str]:
     mv = PrefectSteps()("register", register_stage, load_model(model), run_id, version,
-                        registry_backend())
+                        Context())
     return {"version": mv.version, "digest": mv.digest}
 
 
 @flow(name="release-notes", flow_run_name="{model}-{version}-notes", log_prints=True)
 def notes(model: str, version: str, out: str = "release") -> str:
     return str(PrefectSteps()("release-notes", release_notes, load_model(model), version,
-                              Path(out), registry_backend()))
+                              Path(out), Context().registry))

@@ -12,8 +12,8 @@ from prefect.runtime import flow_run
 
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
-from llmops.registry.promote import registry_backend
 from llmops.stages import release as engine
+from llmops.stages.context import Context
 from llmops.stages.deployment import target_for
 
 
@@ -36,6 +36,6 @@ def release(model: str, env: str = "local", version: str | None = None,
             config_checked: bool = False) -> engine.ReleaseSummary:
     """Release `model` to `env` (local or Kubernetes); raises (and registers nothing) when a
     gate refuses it. `config_checked`: the caller has just checked the Axolotl YAML."""
-    registry = registry_backend()
-    return engine.release(load_model(model), target_for(env, registry), registry, version,
+    ctx = Context()
+    return engine.release(load_model(model), target_for(env, ctx), ctx, version,
                           PrefectSteps(), config_checked, on_version=_name_run)

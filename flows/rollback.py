@@ -6,13 +6,13 @@ from prefect import flow
 
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
-from llmops.registry.promote import registry_backend
+from llmops.stages.context import Context
 from llmops.stages.deployment import rollback_env, target_for
 
 
 @flow(name="rollback", flow_run_name="{model}-{env}-rollback", log_prints=True)
 def rollback(model: str, env: str = "local") -> dict[str, str]:
-    registry = registry_backend()
+    ctx = Context()
     done = PrefectSteps()("rollback", rollback_env, load_model(model),
-                          target_for(env, registry), registry)
+                          target_for(env, ctx), ctx.registry)
     return {"version": done.endpoint.version, "url": done.endpoint.url}

@@ -73,4 +73,5 @@ class PrefectSteps(Steps):
         policy = dict(POLICY.get(name, {"timeout_seconds": 1 * HOUR}))
         if "cache_key_fn" not in policy:
             policy["cache_policy"] = NO_CACHE
-        return task(fn, name=name, **policy)(*args, **kwargs)  # type: ignore[no-any-return]
+        made = task(fn, name=name, **policy)  # type: ignore[call-overload]
+        return made(*args, **kwargs)  # type: ignore[no-any-return]

@@ -6,11 +6,12 @@ from prefect import flow
 
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
+from llmops.stages.context import Context
 from llmops.stages.training import train_candidate
 
 
 @flow(name="train", flow_run_name="{model}-train", log_prints=True)
 def train(model: str, backend: str = "auto", resume: bool = False) -> dict[str, str]:
     """Train `model` on validated data; returns the MLflow run and the adapter folder."""
-    done = train_candidate(load_model(model), backend, resume, PrefectSteps())
+    done = train_candidate(load_model(model), Context(), backend, resume, PrefectSteps())
     return {"run_id": done.run.run_id, "adapter_dir": str(done.result.adapter_dir)}

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 
 from llmops.config.paths import repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
-
-CI_TAGS = {
-    "CI_PIPELINE_ID": "gitlab.CI_PIPELINE_ID",
-    "CI_PIPELINE_URL": "gitlab.CI_PIPELINE_URL",
-    "CI_JOB_ID": "gitlab.CI_JOB_ID",
-    "CI_JOB_URL": "gitlab.CI_JOB_URL",
-    "CI_COMMIT_TAG": "gitlab.CI_COMMIT_TAG",
-}
 
 
 def tracking_uri() -> str:
@@ -64,8 +57,8 @@ def _redacted(uri: str) -> str:
     return uri
 
 
-def git_tags() -> dict[str, str]:
-    """Commit, dirty flag and CI identifiers, as MLflow run tags."""
+def git_tags(ci_tags: Mapping[str, str]) -> dict[str, str]:
+    """Commit, dirty flag and the CI identifiers (`Settings.ci_tags`), as MLflow run tags."""
     tags: dict[str, str] = {}
     root = repo_root()
 
@@ -76,10 +69,7 @@ def git_tags() -> dict[str, str]:
     if commit := git("rev-parse", "HEAD"):
         tags["mlflow.source.git.commit"] = commit
         tags["git.dirty"] = str(bool(git("status", "--porcelain"))).lower()
-    for env, tag in CI_TAGS.items():
-        if os.environ.get(env):
-            tags[tag] = os.environ[env]
-    return tags
+    return {**tags, **ci_tags}
 
 
 def ui_hint() -> str:

@@ -13,6 +13,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gitlab_emulator import GitlabEmulator  # noqa: E402
 
+from llmops.config.settings import Settings  # noqa: E402
 from llmops.errors import CheckFailed  # noqa: E402
 from llmops.registry import promote  # noqa: E402
 from llmops.registry.gitlab import GitlabRegistry  # noqa: E402
@@ -85,14 +86,14 @@ def test_promote_local_edits_the_pin_file(emulator: GitlabEmulator, tmp_path: Pa
 def test_backend_is_chosen_by_the_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://gitlab.example/api/v4/projects/7/ml/mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t")
-    backend = promote.registry_backend()
+    backend = promote.registry_backend(Settings.from_env())
     assert isinstance(backend, GitlabRegistry) and backend.project_id == "7"
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
     with pytest.raises(Exception, match="set MLFLOW_TRACKING_TOKEN"):
-        promote.registry_backend()
+        promote.registry_backend(Settings.from_env())
     # Tracking on an MLflow server, registry in GitLab.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     monkeypatch.setenv("LLMOPS_REGISTRY_URI", "https://gl.example/api/v4/projects/9/ml/mlflow")
     monkeypatch.setenv("LLMOPS_REGISTRY_TOKEN", "t")
-    backend = promote.registry_backend()
+    backend = promote.registry_backend(Settings.from_env())
     assert isinstance(backend, GitlabRegistry) and backend.project_id == "9"

@@ -10,8 +10,9 @@ from pathlib import Path
 from llmops.cli import output
 from llmops.config import load_model
 from llmops.errors import CheckFailed, DataRefused, GateRefused, UsageError
-from llmops.registry.promote import apply_promotion, registry_backend
+from llmops.registry.promote import apply_promotion
 from llmops.stages import data, deployment, evaluation, registration, training
+from llmops.stages.context import Context
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -74,7 +75,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         _, gate = evaluation.evaluate_candidate(load_model(args.model), args.candidate,
-                                                registry_backend())
+                                                Context().registry)
     except GateRefused as exc:
         print(Path(str(exc.report_path)).read_text())
         raise
@@ -84,14 +85,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     mv = registration.register_stage(load_model(args.model), args.run, args.version,
-                                     registry_backend())
+                                     Context())
     print(f"registered {mv.name} {mv.version} (registry id {mv.registry_id}) digest {mv.digest}")
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    done = registration.promote_version(args.model, args.version, args.to,
-                                        registry_backend(), args.local)
+    done = registration.promote_version(args.model, args.version, args.to, Context(),
+                                        args.local)
     if done.merge_request is not None:
         print(f"merge request !{done.merge_request.iid}: {done.merge_request.web_url}")
     else:
@@ -100,33 +101,34 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_apply_promotion(args: argparse.Namespace) -> int:
-    for mv in apply_promotion(args.env, registry_backend()):
+    for mv in apply_promotion(args.env, Context().registry):
         print(f"{args.env}: {mv.name} {mv.version} ({mv.digest})")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    spec, registry = load_model(args.model), registry_backend()
-    target = deployment.target_for(args.env, registry)
+    spec, ctx = load_model(args.model), Context()
+    target = deployment.target_for(args.env, ctx)
     version = deployment.pinned_version(spec.name, args.env, args.version)
     if args.render:
         path, count, plan = deployment.render_manifests(spec, target, version,
                                                         Path(args.render))
         print(f"rendered {count} manifests to {path} ({plan})")
         return 0
-    mv = registry.get(spec.name, version)
-    output.print_verification(deployment.deploy_version(spec, target, mv, registry))
+    mv = ctx.registry.get(spec.name, version)
+    output.print_verification(deployment.deploy_version(spec, target, mv, ctx.registry))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    target = deployment.target_for(args.env, registry_backend())
+    target = deployment.target_for(args.env, Context())
     output.print_verification(deployment.verify_env(load_model(args.model), target))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    done = training.train_candidate(load_model(args.model), args.backend, args.resume)
+    done = training.train_candidate(load_model(args.model), Context(), args.backend,
+                                    args.resume)
     print(f"trained {args.model}: adapter {done.result.adapter_dir}")
     if args.dotenv:  # for the next CI jobs (artifacts:reports:dotenv)
         Path(args.dotenv).write_text(f"LLMOPS_RUN_ID={done.run.run_id}\n")
@@ -136,28 +138,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_release_notes(args: argparse.Namespace) -> int:
     """Files for a GitLab Release: notes.md (summary, gate report), the model card."""
     out = registration.release_notes(load_model(args.model), args.version, Path(args.out),
-                                     registry_backend())
+                                     Context().registry)
     print(f"release notes for {args.model} {args.version} in {out}/")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    registry = registry_backend()
-    target = deployment.target_for(args.env, registry)
+    ctx = Context()
+    target = deployment.target_for(args.env, ctx)
     output.print_verification(deployment.rollback_env(load_model(args.model), target,
-                                                      registry))
+                                                      ctx.registry))
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    target = deployment.target_for(args.env, registry_backend())
+    target = deployment.target_for(args.env, Context())
     output.print_history(args.model, args.env,
                          deployment.history(args.model, target, args.last))
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    target = deployment.target_for(args.env, registry_backend())
+    target = deployment.target_for(args.env, Context())
     if target.config.gpu is None:
         raise UsageError(f"deploy/{args.env}.yml is a {target.kind} target with no gpu "
                          "section: nothing to plan")

@@ -9,7 +9,6 @@ ReplicaSet serves. Every outcome is appended to the environment's history.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ class KubernetesTarget:
     env: str
     config: DeployConfig
     registry: Registry
+    project_api: str | None = None  # the CI project's API (the pods' default registry_api)
     kind = "kubernetes"
 
     def plan(self, spec: ModelSpec) -> tuple[ModelShape, Plan]:
@@ -63,9 +63,7 @@ class KubernetesTarget:
     def render(self, spec: ModelSpec, version: str, out: Path) -> tuple[Path, int, Plan]:
         """Write the version's manifests to `out`: (file, number of objects, plan)."""
         digest = self._digest(spec.name, version)
-        api = self.config.registry_api or (
-            f"{os.environ['CI_API_V4_URL']}/projects/{os.environ['CI_PROJECT_ID']}"
-            if os.environ.get("CI_API_V4_URL") else None)
+        api = self.config.registry_api or self.project_api
         if api is None:
             raise UsageError(f"deploy/{self.env}.yml: registry_api: not set (nor CI_API_V4_URL)")
         assert self.config.gpu is not None

@@ -18,6 +18,7 @@ import yaml
 
 from llmops.config import Pin, RegistryPins, load_pins
 from llmops.config.paths import repo_root
+from llmops.config.settings import Settings
 from llmops.errors import CheckFailed, UsageError
 from llmops.registry.base import MlflowRegistry, ModelVersion, Registry
 
@@ -25,18 +26,16 @@ PIN_HEADER = "# Which version of each model runs in {env}: changed by merge requ
              "(llmops promote).\n"
 
 
-def registry_backend() -> Registry:
+def registry_backend(settings: Settings) -> Registry:
     """GitLab's registry when the registry URI points at GitLab's /ml/mlflow, else MLflow's.
 
     The registry URI is `LLMOPS_REGISTRY_URI`, defaulting to `MLFLOW_TRACKING_URI`: runs can
     be tracked on one MLflow server while versions live in GitLab's registry.
     """
-    uri = os.environ.get("LLMOPS_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri, token = settings.registry_uri, settings.registry_token
     if "/api/v4/projects/" in uri and uri.rstrip("/").endswith("/ml/mlflow"):
         from llmops.registry.gitlab import GitlabRegistry
 
-        token = os.environ.get("LLMOPS_REGISTRY_TOKEN") or os.environ.get(
-            "MLFLOW_TRACKING_TOKEN")
         if not token:
             raise UsageError("the registry is GitLab's: set MLFLOW_TRACKING_TOKEN (or "
                              "LLMOPS_REGISTRY_TOKEN) to a project access token with api scope")
@@ -85,13 +84,11 @@ class MergeRequest:
     branch: str
 
 
-def gitlab_project() -> Any:
+def gitlab_project(settings: Settings) -> Any:
     """The CI project through python-gitlab (CI_SERVER_URL / GITLAB_URL, GITLAB_TOKEN)."""
     import gitlab
 
-    url = os.environ.get("GITLAB_URL") or os.environ.get("CI_SERVER_URL")
-    token = os.environ.get("GITLAB_TOKEN")
-    project = os.environ.get("GITLAB_PROJECT") or os.environ.get("CI_PROJECT_ID")
+    url, token, project = settings.gitlab_url, settings.gitlab_token, settings.gitlab_project
     if not (url and token and project):
         raise UsageError("promotion by merge request needs GITLAB_URL (or CI_SERVER_URL), "
                          "GITLAB_TOKEN and GITLAB_PROJECT (or CI_PROJECT_ID); "

@@ -19,6 +19,7 @@ from llmops.kubernetes.target import KubernetesTarget
 from llmops.registry.base import MlflowRegistry, ModelVersion, Registry
 from llmops.serve.rollout import LocalTarget
 from llmops.serve.verify import Verification, run_checks
+from llmops.stages.context import Context
 
 
 class Endpoint(Protocol):
@@ -64,12 +65,12 @@ class Target(Protocol):
     def history(self, model: str) -> list[dict[str, Any]]: ...
 
 
-def target_for(env: str, registry: Registry) -> Target:
+def target_for(env: str, ctx: Context) -> Target:
     """The target of `deploy/<env>.yml` (read once here, then passed down)."""
     config = load_deploy(env)
     if config.target == "kubernetes":
-        return KubernetesTarget(env, config, registry)
-    return LocalTarget(env, config, registry)
+        return KubernetesTarget(env, config, ctx.registry, ctx.settings.project_api)
+    return LocalTarget(env, config, ctx.registry)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from llmops.config import ModelSpec
 from llmops.errors import CheckFailed, UsageError
 from llmops.registry import modelcard, promote
 from llmops.registry.base import ModelVersion, Registry
+from llmops.stages.context import Context
 from llmops.stages.runs import Run, run_dir
-from llmops.tracking import git_tags
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -26,8 +25,10 @@ def _read_json(path: Path, what: str) -> Any:
     return json.loads(path.read_text())
 
 
-def build_package(spec: ModelSpec, run_id: str) -> tuple[Path, dict[str, str]]:
-    """The folder to register (adapter, config, reports, model card) and its lineage."""
+def build_package(spec: ModelSpec, run_id: str,
+                  tags: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """The folder to register (adapter, config, reports, model card) and its lineage
+    (with the commit and CI `tags`)."""
     folder_in = run_dir(spec.name, run_id)
     gate = _read_json(folder_in / "gate_report.json", "gate report")
     if not gate.get("passed"):
@@ -51,25 +52,21 @@ def build_package(spec: ModelSpec, run_id: str) -> tuple[Path, dict[str, str]]:
         "base_model": str(resolved["base_model"]),
         "data_sha256": ",".join(d["sha256"] for d in data["datasets"] if d["split"] == "train"),
         "gate.passed": "true",
-        **git_tags(),
+        **tags,
     }
     (folder / "README.md").write_text(
         modelcard.render(spec, data, evals["metrics"], gate, lineage))
     return folder, lineage
 
 
-def default_version() -> str | None:
-    """The CI tag's SemVer (v1.4.0 → 1.4.0) in a tag pipeline; None (next patch) otherwise."""
-    tag = os.environ.get("CI_COMMIT_TAG")
-    return tag.removeprefix("v") if tag else None
-
-
 def register_stage(spec: ModelSpec, run: Run | str, version: str | None,
-                   registry: Registry) -> ModelVersion:
-    """Register the run's adapter with its card, config, reports and sha256 manifest."""
+                   ctx: Context) -> ModelVersion:
+    """Register the run's adapter with its card, config, reports and sha256 manifest, as
+    `version`, else the CI tag's, else the next patch."""
     run_id = run.run_id if isinstance(run, Run) else run
-    folder, lineage = build_package(spec, run_id)
-    return registry.register(spec.name, folder, run_id, version or default_version(), lineage)
+    folder, lineage = build_package(spec, run_id, ctx.run_tags)
+    return ctx.registry.register(spec.name, folder, run_id,
+                                 version or ctx.settings.tag_version, lineage)
 
 
 @dataclass(frozen=True)
@@ -80,14 +77,15 @@ class Promotion:
     merge_request: promote.MergeRequest | None = None
 
 
-def promote_version(model: str, version: str, env: str, registry: Registry,
+def promote_version(model: str, version: str, env: str, ctx: Context,
                     local: bool = False) -> Promotion:
     """Pin a gated version to `env`: by merge request (GitLab), or with `local` in place."""
+    registry = ctx.registry
     if local:
         return Promotion(pin_file=promote.promote_local(model, version, env, registry))
     mv = promote.checked_version(registry, model, version)
     return Promotion(merge_request=promote.promote_mr(
-        model, version, env, registry, promote.gitlab_project(),
+        model, version, env, registry, promote.gitlab_project(ctx.settings),
         promote.gate_evidence(registry, mv)))
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops.config import ModelSpec
-from llmops.registry.base import Registry
+from llmops.stages.context import Context
 from llmops.stages.data import check_config, check_data, record_data, require_data
 from llmops.stages.deployment import Target, start_version, verify_started
 from llmops.stages.evaluation import CandidateRef, evaluate_stage, gate_stage
@@ -42,7 +42,7 @@ class ReleaseSummary:
     load: dict[str, Any] = field(default_factory=dict)
 
 
-def release(spec: ModelSpec, target: Target, registry: Registry, version: str | None = None,
+def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None = None,
             steps: Steps | None = None, config_checked: bool = False,
             on_version: Callable[[str], None] | None = None) -> ReleaseSummary:
     """Release `spec` to `target`; raises (and registers nothing) when a gate refuses it.
@@ -53,7 +53,8 @@ def release(spec: ModelSpec, target: Target, registry: Registry, version: str | 
     try:
         if not config_checked:  # before any run, data or model: a bad YAML costs seconds
             steps("check-config", check_config, spec)
-        with release_run(spec, version) as run:
+        registry = ctx.registry
+        with release_run(spec, ctx.run_tags, version) as run:
             out.run_id, out.run_name = run.run_id, run.name
             report = steps("check-data", check_data, spec)
             steps("record-data", record_data, run, report)
@@ -65,7 +66,7 @@ def release(spec: ModelSpec, target: Target, registry: Registry, version: str | 
             out.metrics = evaluated.metrics
             decision = steps("gate", gate_stage, spec, evaluated, run)
             out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]
-            mv = steps("register", register_stage, spec, run, version, registry)
+            mv = steps("register", register_stage, spec, run, version, ctx)
             out.version = mv.version
             if on_version is not None:
                 on_version(mv.version)

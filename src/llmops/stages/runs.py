@@ -11,7 +11,7 @@ from typing import Any
 
 from llmops.config import ModelSpec
 from llmops.config.paths import state_subdir
-from llmops.tracking import experiment_id, git_tags, tracking_uri
+from llmops.tracking import experiment_id, tracking_uri
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ def run_dir(model: str, run_id: str) -> Path:
     return folder
 
 
-def start_run(spec: ModelSpec, name: str) -> Run:
+def start_run(spec: ModelSpec, name: str, tags: dict[str, str]) -> Run:
     """Create the release's MLflow run (exit 2 now if MLflow is unreachable)."""
     run = mlflow_client().create_run(experiment_id(spec.name), run_name=name,
-                                     tags={**git_tags(), "llmops.model": spec.name})
+                                     tags={**tags, "llmops.model": spec.name})
     return Run(spec.name, str(run.info.run_id), name)
 
 
@@ -57,11 +57,11 @@ def finish_run(run: Run, ok: bool) -> None:
 
 
 @contextmanager
-def release_run(spec: ModelSpec, version: str | None = None,
+def release_run(spec: ModelSpec, tags: dict[str, str], version: str | None = None,
                 resume: Run | None = None) -> Iterator[Run]:
-    """A new run (or `resume`, an unfinished one), marked FINISHED when the block completes
-    and FAILED when it raises, interrupts included."""
-    run = resume or start_run(spec, run_name(spec.name, version))
+    """A new run tagged with `tags` (or `resume`, an unfinished one), marked FINISHED when
+    the block completes and FAILED when it raises, interrupts included."""
+    run = resume or start_run(spec, run_name(spec.name, version), tags)
     ok = False
     try:
         yield run

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmops.config import ModelSpec
+from llmops.stages.context import Context
 from llmops.stages.data import check_config, validate_data
 from llmops.stages.runs import Run, release_run
 from llmops.stages.steps import Steps
@@ -31,14 +32,15 @@ def resumable_run(spec: ModelSpec) -> Run:
     return Run(spec.name, run_id, name)
 
 
-def train_candidate(spec: ModelSpec, backend: str = "auto", resume: bool = False,
-                    steps: Steps | None = None) -> Candidate:
+def train_candidate(spec: ModelSpec, ctx: Context, backend: str = "auto",
+                    resume: bool = False, steps: Steps | None = None) -> Candidate:
     """A whole training job: check the config, open (or reopen) the run, validate the data
     (a resumed run validated it already), train. The run ends FINISHED or FAILED."""
     steps = steps or Steps()
     chosen = choose_backend(backend)
     steps("check-config", check_config, spec)
-    with release_run(spec, resume=resumable_run(spec) if resume else None) as run:
+    with release_run(spec, ctx.run_tags,
+                     resume=resumable_run(spec) if resume else None) as run:
         print(f"MLflow run {run.run_id} ({run.name}), backend {chosen}", flush=True)
         if not resume:
             steps("validate", validate_data, spec, run)

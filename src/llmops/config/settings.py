@@ -1,0 +1,50 @@
+"""What the engine takes from the environment, read in one place (`Settings.from_env`, once
+per command) and passed down; no module reads the environment for itself."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# CI identifiers recorded on every run and version, as MLflow tags.
+CI_TAGS = {
+    "CI_PIPELINE_ID": "gitlab.CI_PIPELINE_ID",
+    "CI_PIPELINE_URL": "gitlab.CI_PIPELINE_URL",
+    "CI_JOB_ID": "gitlab.CI_JOB_ID",
+    "CI_JOB_URL": "gitlab.CI_JOB_URL",
+    "CI_COMMIT_TAG": "gitlab.CI_COMMIT_TAG",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The environment of one command."""
+
+    registry_uri: str = ""  # LLMOPS_REGISTRY_URI, else MLFLOW_TRACKING_URI
+    registry_token: str | None = None  # LLMOPS_REGISTRY_TOKEN, else MLFLOW_TRACKING_TOKEN
+    gitlab_url: str | None = None  # GITLAB_URL, else CI_SERVER_URL
+    gitlab_token: str | None = None  # GITLAB_TOKEN
+    gitlab_project: str | None = None  # GITLAB_PROJECT, else CI_PROJECT_ID
+    commit_tag: str | None = None  # CI_COMMIT_TAG (a tag pipeline)
+    project_api: str | None = None  # $CI_API_V4_URL/projects/$CI_PROJECT_ID
+    ci_tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        api, project = env.get("CI_API_V4_URL"), env.get("CI_PROJECT_ID")
+        return cls(
+            registry_uri=env.get("LLMOPS_REGISTRY_URI") or env.get("MLFLOW_TRACKING_URI", ""),
+            registry_token=env.get("LLMOPS_REGISTRY_TOKEN") or env.get("MLFLOW_TRACKING_TOKEN"),
+            gitlab_url=env.get("GITLAB_URL") or env.get("CI_SERVER_URL"),
+            gitlab_token=env.get("GITLAB_TOKEN"),
+            gitlab_project=env.get("GITLAB_PROJECT") or project,
+            commit_tag=env.get("CI_COMMIT_TAG"),
+            project_api=f"{api}/projects/{project}" if api and project else None,
+            ci_tags={tag: env[var] for var, tag in CI_TAGS.items() if env.get(var)},
+        )
+
+    @property
+    def tag_version(self) -> str | None:
+        """The CI tag's SemVer (v1.4.0 → 1.4.0) in a tag pipeline; None otherwise."""
+        return self.commit_tag.removeprefix("v") if self.commit_tag else None
