@@ -54,8 +54,23 @@ class Result:
         return self.tokens / self.seconds
 
 
-def read_rows(path: Path, limit: int | None = None) -> list[list[dict[str, str]]]:
-    rows = [json.loads(line)["messages"] for line in path.read_text().splitlines() if line]
+# The keys that say where a row's fields are: the rows the pipeline side trains on are
+# rewritten as plain `messages`, so both sides read the same conversations.
+FIELD_KEYS = ("field_messages", "message_property_mappings", "message_field_role",
+              "message_field_content", "roles", "field")
+
+
+def read_rows(entry: dict[str, Any], limit: int | None = None) -> list[list[dict[str, str]]]:
+    """Conversations of a dataset entry of the resolved YAML (ShareGPT, alpaca, ...), read
+    by the pipeline's own reader."""
+    from llmops.config import DatasetRef
+    from llmops.data.reader import read_conversations
+
+    if entry.get("type") == "completion":
+        raise SystemExit("benchmarks/training.py measures chat fine-tuning: "
+                         "completion datasets are not supported")
+    rows = read_conversations(DatasetRef(Path(entry["path"]), str(entry.get("type")),
+                                         "train", entry))
     return rows[:limit] if limit else rows
 
 
@@ -137,7 +152,9 @@ def pipeline(model: str, rows_path: Path, epochs: int, out: Path,
                 "max_steps"):
         cfg.pop(key, None)
     cfg["num_epochs"] = epochs
-    cfg["datasets"] = [{**cfg["datasets"][0], "path": str(rows_path)}]
+    plain = {k: v for k, v in cfg["datasets"][0].items() if k not in FIELD_KEYS}
+    cfg["datasets"] = [{"roles_to_train": ["assistant"], **plain, "path": str(rows_path),
+                        "type": "chat_template"}]
     cfg["save_steps"] = None
     cfg.update(overrides)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,8 +218,8 @@ def main() -> None:
     args.seeds = args.seeds or [cfg["seed"]]
     args.epochs = args.epochs or int(cfg.get("num_epochs", 1))
     tok = AutoTokenizer.from_pretrained(cfg["base_model"])
-    rows = read_rows(Path(cfg["datasets"][0]["path"]), args.examples)
-    eval_rows = read_rows(Path(cfg["test_datasets"][0]["path"]))
+    rows = read_rows(cfg["datasets"][0], args.examples)
+    eval_rows = read_rows(cfg["test_datasets"][0])
     rows_path = work / "train.jsonl"
     rows_path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
     examples = [tokenize(tok, m, cfg["sequence_len"]) for m in rows]

@@ -306,7 +306,7 @@ def test_check_config_reports_every_bad_file_and_exits_2(tmp_path: Path) -> None
     assert "tiny.yml: lora_r: Input should be a valid integer" in done.stderr
     assert "staging.yml" in done.stderr and "gpu_count_typo" in done.stderr
     assert "model support-bot: ok" in done.stdout  # the good ones are still checked
-    assert "2 of 7 configurations are invalid" in done.stderr
+    assert "2 of 9 configurations are invalid" in done.stderr
     assert not (tmp_path / "home" / "runs").exists()
 
 

@@ -4,10 +4,12 @@ every operator YAML. Loading checks the files and names the file, key and line o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from llmops.config.datasets import format_of
 from llmops.config.golden import read_golden
 from llmops.config.paths import repo_root, resolve_in_repo
 from llmops.config.schema import DeployConfig, RegistryPins, ValidationConfig
@@ -93,10 +95,24 @@ def _dataset_refs(path: Path, axolotl: dict[str, Any], node: Any) -> tuple[Datas
             file = resolve_in_repo(entry["path"])
             if not file.is_file():
                 raise UsageError(f"{where}: {entry['path']} not found (relative to {repo_root()})")
+            at = _key_at(path, node, key, i)
+            fmt = format_of(entry, at)  # a block no stage could read exits 2 here
+            if split == "eval" and fmt.type == "completion":
+                raise UsageError(f"{at('type')}: 'completion' cannot be an eval set: eval "
+                                 "loss is measured on the assistant turn through the chat "
+                                 "template; use a chat_template or alpaca eval set")
             refs.append(DatasetRef(file, str(entry.get("type", "")), split, entry))  # type: ignore[arg-type]
     if not any(r.split == "train" for r in refs):
         raise UsageError(f"{path}: datasets: at least one training dataset is required")
     return tuple(refs)
+
+
+def _key_at(path: Path, node: Any, key: str, i: int) -> Callable[[str], str]:
+    """key -> "file:line: datasets.i.key", the line of that key (else of the entry)."""
+    def at(name: str) -> str:
+        line = line_of(node, (key, i, name)) or line_of(node, (key, i)) or "?"
+        return f"{path}:{line}: {key}.{i}.{name}"
+    return at
 
 
 def known_envs(folder: Literal["deploy", "registry"] = "deploy") -> list[str]:

@@ -1,53 +1,17 @@
-"""Dataset formats as Axolotl reads them, normalised to one shape for checking.
+"""Rows of a dataset, normalised to one shape for checking: [{'role', 'content'}].
 
-- `chat_template`: a list of messages under `field_messages` (default `messages`), with
-  the role and content keys of `message_property_mappings` (ShareGPT: `from`/`value`) and
-  role names mapped through `roles` (ShareGPT: human → user, gpt → assistant);
-- `alpaca`: instruction / input / output, as one user turn and one assistant turn;
-- `completion`: raw text under `field` (default `text`), no roles.
+Which keys hold the fields (`Format`, `format_of`) is read from the dataset's Axolotl entry
+in the config layer (`llmops.config.datasets`), so that loading a model refuses an entry
+before any compute; this module applies it to a row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from llmops.errors import UsageError
+from llmops.config.datasets import SHAREGPT_ROLES, SUPPORTED, Format, format_of
 
-SUPPORTED = ("chat_template", "alpaca", "completion")
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
-                  "assistant": "assistant", "tool": "tool"}
-
-
-@dataclass(frozen=True)
-class Format:
-    """How to read one dataset's rows (from its entry in the Axolotl YAML)."""
-
-    type: str
-    field_messages: str = "messages"
-    role_key: str = "role"
-    content_key: str = "content"
-    role_map: dict[str, str] = field(default_factory=dict)
-    text_field: str = "text"
-
-
-def format_of(entry: dict[str, Any], where: str) -> Format:
-    """The Format of an Axolotl dataset entry; UsageError for a type we cannot check."""
-    kind = str(entry.get("type", ""))
-    if kind not in SUPPORTED:
-        raise UsageError(f"{where}: type: {kind!r} is not checked by the data gate; "
-                         f"supported: {', '.join(SUPPORTED)}")
-    mapping = entry.get("message_property_mappings") or {}
-    role_key = mapping.get("role") or entry.get("message_field_role") or "role"
-    content_key = mapping.get("content") or entry.get("message_field_content") or "content"
-    role_map: dict[str, str] = {}
-    if role_key == "from":  # ShareGPT-style: Axolotl's default mapping of its role names
-        role_map.update(SHAREGPT_ROLES)
-    for ours, theirs in (entry.get("roles") or {}).items():
-        for name in theirs if isinstance(theirs, list) else [theirs]:
-            role_map[str(name)] = str(ours)
-    return Format(kind, str(entry.get("field_messages") or "messages"), role_key, content_key,
-                  role_map, str(entry.get("field") or "text"))
+__all__ = ["SHAREGPT_ROLES", "SUPPORTED", "Format", "format_of", "to_messages"]
 
 
 def to_messages(obj: dict[str, Any], fmt: Format) -> list[dict[str, Any]] | None:

@@ -7,7 +7,6 @@ same inputs, tokenizer and generation settings.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from llmops.config import ModelSpec, ServeSettings
 from llmops.config.golden import golden_sets
+from llmops.data.reader import read_conversations
 
 
 @dataclass
@@ -28,10 +28,12 @@ class EvalReport:
     seconds: float = 0.0
 
 
-def read_messages(path: Path) -> list[list[dict[str, str]]]:
-    """Conversations of a chat JSONL file (validated earlier by the data gate)."""
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    return [json.loads(raw)["messages"] for raw in lines if raw.strip()]
+def eval_conversations(spec: ModelSpec) -> list[list[dict[str, str]]]:
+    """The eval sets' conversations, read as Axolotl reads them (ShareGPT, alpaca, ...).
+
+    No completion set gets here: `load_model` refuses one as an eval set, since the loss
+    below is that of the assistant turn through the chat template."""
+    return [c for ref in spec.datasets if ref.split == "eval" for c in read_conversations(ref)]
 
 
 def eval_loss(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]]) -> float:
@@ -62,7 +64,7 @@ def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    evals = [c for d in spec.datasets if d.split == "eval" for c in read_messages(d.path)]
+    evals = eval_conversations(spec)
     if not evals:
         return {}
     torch.set_num_threads(os.cpu_count() or 1)

@@ -14,14 +14,16 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmops.config.paths import repo_root, state_subdir
+from llmops.config import DatasetRef, known_models, load_model
+from llmops.config.golden import read_golden
+from llmops.config.paths import state_subdir
+from llmops.data.reader import read_conversations
 from llmops.errors import UsageError
 
 # ChatML, as SmolLM2 uses it: the tiny model shares the template so both behave alike.
@@ -34,27 +36,36 @@ CHATML_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def _corpus_questions() -> list[str]:
-    """Every user turn and golden question in the repo's datasets."""
-    found: list[str] = []
-    for path in sorted((repo_root() / "datasets").rglob("*.jsonl")):
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(raw)
-            found.extend(m["content"] for m in row.get("messages", []) if m["role"] == "user")
-            if "question" in row:
-                found.append(str(row["question"]))
-    return found
-
-
-def _corpus_lines() -> list[str]:
-    """Text the tiny tokenizer is trained on: every message in the repo's datasets."""
+def _corpus() -> tuple[list[str], list[str]]:
+    """(every message and golden question and answer, the user turns and golden questions)
+    of the models' datasets, read as each model's YAML says (ShareGPT, alpaca, ...); a
+    conversation stored in several shapes (the tiny-* test models reuse support-bot's) counts
+    once, so that adding a shape leaves the tiny tokenizer as it was."""
+    refs: dict[Path, DatasetRef] = {}
+    golden: set[Path] = set()
+    for name in known_models():
+        try:
+            spec = load_model(name)
+        except UsageError:  # a broken model of the team's is reported by its own commands
+            continue
+        refs.update((ref.path, ref) for ref in spec.datasets)
+        golden.update(spec.golden_paths())
     lines: list[str] = []
-    for path in sorted((repo_root() / "datasets").rglob("*.jsonl")):
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(raw)
-            lines.extend(m["content"] for m in row.get("messages", []))
-            lines.extend(str(row[k]) for k in ("question", "answer") if k in row)
-    return lines or ["hello world"]
+    questions: list[str] = []
+    seen: set[tuple[tuple[str, str], ...]] = set()
+    for path in sorted(refs.keys() | golden):
+        if path in golden:
+            for item in read_golden(path):
+                lines.extend((item.question, item.answer))
+                questions.append(item.question)
+            continue
+        for messages in read_conversations(refs[path]):
+            key = tuple((m["role"], m["content"]) for m in messages)
+            if key not in seen:
+                seen.add(key)
+                lines.extend(m["content"] for m in messages)
+                questions.extend(m["content"] for m in messages if m["role"] == "user")
+    return lines or ["hello world"], questions
 
 
 def build_tiny_tokenizer() -> Any:
@@ -70,7 +81,7 @@ def build_tiny_tokenizer() -> Any:
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    bpe.train_from_iterator(_corpus_lines(), trainer=trainer)
+    bpe.train_from_iterator(_corpus()[0], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         bos_token="<|im_start|>",
@@ -119,7 +130,7 @@ def _pretrain_chat_format(model: Any, tokenizer: Any, steps: int = 150) -> None:
     of the product, so that fine-tuning has something real to teach it."""
     import torch
 
-    questions = sorted({q for q in _corpus_questions()})
+    questions = sorted(set(_corpus()[1]))
     texts = [
         tokenizer.apply_chat_template(
             [{"role": "user", "content": q}, {"role": "assistant", "content": TINY_BASE_ANSWER}],

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from llmops.config import DatasetRef
+from llmops.config.datasets import SUPPORTED
+from llmops.data.reader import read_conversations
 from llmops.errors import StageFailed, UsageError
 
 # Axolotl's `lora_target_linear: true` means every linear projection of the blocks.
@@ -22,17 +25,14 @@ OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fu
               "paged_adamw_8bit": "paged_adamw_8bit", "sgd": "sgd", "adafactor": "adafactor"}
 SCHEDULERS = {"cosine", "linear", "constant", "constant_with_warmup", "polynomial"}
 UNSUPPORTED = ("deepspeed", "fsdp", "fsdp_config", "rl", "reward_model", "process_reward_model")
-DATASET_TYPES = {"chat_template", "alpaca", "completion"}
-SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "user": "user", "assistant": "assistant",
-                  "system": "system"}
 
 
 def unsloth_plan(cfg: dict[str, Any]) -> dict[str, Any]:
     """{"model": …, "peft": …, "sft": …, "data": …} for a resolved Axolotl config."""
     refused = [k for k in UNSUPPORTED if cfg.get(k)]
     types = {str(d.get("type")) for d in cfg.get("datasets") or []}
-    if types - DATASET_TYPES:
-        refused.append(f"datasets.type {sorted(types - DATASET_TYPES)}")
+    if types - set(SUPPORTED):
+        refused.append(f"datasets.type {sorted(types - set(SUPPORTED))}")
     optimizer = str(cfg.get("optimizer", "adamw_torch"))
     if optimizer not in OPTIMIZERS:
         refused.append(f"optimizer {optimizer}")
@@ -80,36 +80,22 @@ def unsloth_plan(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _data_entry(d: dict[str, Any]) -> dict[str, Any]:
-    return {"path": str(d["path"]), "type": str(d.get("type")),
-            "field_messages": d.get("field_messages", "messages"),
-            "message_property_mappings": d.get("message_property_mappings")
-            or {"role": "role", "content": "content"}}
+    return {**d, "path": str(d["path"]), "type": str(d.get("type"))}
 
 
-def _texts(entries: list[dict[str, Any]], tokenizer: Any) -> Any:
-    """The datasets as one `text` column rendered through the model's chat template."""
-    from datasets import concatenate_datasets, load_dataset  # type: ignore[attr-defined]
+def _texts(entries: list[dict[str, Any]], tokenizer: Any,
+           split: Literal["train", "eval"]) -> Any:
+    """The datasets as one `text` column: each conversation rendered through the model's
+    chat template (read by llmops' one reader), a completion row as its text."""
+    from datasets import Dataset  # type: ignore[attr-defined]
 
-    parts = []
-    for e in entries:
-        ds = load_dataset("json", data_files=e["path"], split="train")
-        keys = e["message_property_mappings"]
-
-        def render(row: dict[str, Any], e: dict[str, Any] = e, keys: dict[str, str] = keys,
-                   ) -> dict[str, str]:
-            if e["type"] == "completion":
-                return {"text": str(row["text"])}
-            if e["type"] == "alpaca":
-                user = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
-                msgs = [{"role": "user", "content": user},
-                        {"role": "assistant", "content": row["output"]}]
-            else:
-                msgs = [{"role": SHAREGPT_ROLES.get(m[keys["role"]], m[keys["role"]]),
-                         "content": m[keys["content"]]} for m in row[e["field_messages"]]]
-            return {"text": tokenizer.apply_chat_template(msgs, tokenize=False)}
-
-        parts.append(ds.map(render, remove_columns=ds.column_names))
-    return concatenate_datasets(parts) if parts else None
+    texts = [
+        msgs[0]["content"] if e["type"] == "completion"
+        else tokenizer.apply_chat_template(msgs, tokenize=False)
+        for e in entries
+        for msgs in read_conversations(DatasetRef(Path(e["path"]), e["type"], split, e))
+    ]
+    return Dataset.from_dict({"text": texts}) if entries else None
 
 
 def run_unsloth(cfg: dict[str, Any], run_id: str, resume: bool = False) -> Path:
@@ -123,8 +109,8 @@ def run_unsloth(cfg: dict[str, Any], run_id: str, resume: bool = False) -> Path:
     model, tokenizer = FastLanguageModel.from_pretrained(**plan["model"])
     model = FastLanguageModel.get_peft_model(model, **plan["peft"])
     trainer = SFTTrainer(model=model, processing_class=tokenizer,
-                         train_dataset=_texts(plan["data"]["train"], tokenizer),
-                         eval_dataset=_texts(plan["data"]["eval"], tokenizer),
+                         train_dataset=_texts(plan["data"]["train"], tokenizer, "train"),
+                         eval_dataset=_texts(plan["data"]["eval"], tokenizer, "eval"),
                          args=SFTConfig(**plan["sft"]))
     trainer.train(resume_from_checkpoint=True if resume else None)
     out = Path(plan["sft"]["output_dir"])
