@@ -92,3 +92,24 @@ def test_rollout_checks_look_where_apply_put_the_deployment(tmp_path: Path) -> N
     path.write_text(yaml.safe_dump_all([docs[0]]))
     with pytest.raises(UsageError, match="no Deployment"):
         deployment_target(path)
+
+
+def test_local_and_kubernetes_servers_share_one_definition_of_the_vllm_arguments(
+        tmp_path: Path) -> None:
+    """The same flags for the same settings on both targets, each with its own extras."""
+    from llmops.config import ServeSettings
+    from llmops.serve.process import vllm_args as local_args
+
+    (tmp_path / "adapter_config.json").write_text('{"r": 32}')
+    local = local_args("/base", "bot-base", {"bot": tmp_path}, 8001, ServeSettings())
+    release = Release("bot", "1.0.0", "sha256:x", "/base", "https://gl/api/v4/projects/1",
+                      lora_rank=32)
+    pod = render(release, "staging", gpu(serve="lora", gpus_per_node=1, gpu_memory_gib=80),
+                 plan(SHAPE, Target(80, 1, 1, max_model_len=8192, max_num_seqs=16)))[1]
+    cluster = pod["spec"]["template"]["spec"]["containers"][0]["args"]
+    for flag in ("--model", "--served-model-name", "--enable-lora", "--max-loras",
+                 "--max-lora-rank"):
+        assert local[local.index(flag) + 1:local.index(flag) + 2] == \
+            cluster[cluster.index(flag) + 1:cluster.index(flag) + 2], flag
+    assert "--tensor-parallel-size" in cluster and "--tensor-parallel-size" not in local
+    assert "--block-size" in local and "--block-size" not in cluster

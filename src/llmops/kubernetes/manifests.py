@@ -18,6 +18,8 @@ from llmops.config import HTTP_KEEP_ALIVE_S, GpuTarget
 from llmops.errors import UsageError
 from llmops.kubernetes.fetch import SHIPPED, shipped_sources
 from llmops.kubernetes.plan import Plan
+from llmops.serve.vllm import VllmServer
+from llmops.serve.vllm import vllm_args as common_vllm_args
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 FETCH_IMAGE = "python:3.11-slim"
@@ -33,6 +35,7 @@ class Release:
     base_model: str
     registry_api: str
     registry_secret: str = "llmops-registry-token"
+    lora_rank: int | None = None  # the adapter's rank, when known (vLLM's --max-lora-rank)
 
 
 def k8s_name(text: str) -> str:
@@ -44,17 +47,19 @@ def k8s_name(text: str) -> str:
 
 
 def vllm_args(release: Release, gpu: GpuTarget, tp: int) -> list[str]:
-    args = ["--host", "0.0.0.0", "--port", str(PORT), "--dtype", gpu.dtype,
-            "--tensor-parallel-size", str(tp), "--max-model-len", str(gpu.max_model_len),
-            "--max-num-seqs", str(gpu.max_num_seqs),
-            "--gpu-memory-utilization", str(gpu.gpu_memory_utilization)]
+    """The pod's vLLM arguments: the merged weights, or the base with the adapter as a LoRA
+    module, both served under the model's name; tensor-parallel over the pod's GPUs."""
+    merged = gpu.serve == "merged"
+    server = VllmServer(
+        "/models/adapter/merged" if merged else release.base_model,
+        release.model if merged else f"{release.model}-base", "0.0.0.0", PORT, gpu.dtype,
+        gpu.max_model_len, gpu.max_num_seqs,
+        {} if merged else {release.model: "/models/adapter"}, release.lora_rank)
+    extras = ["--tensor-parallel-size", str(tp),
+              "--gpu-memory-utilization", str(gpu.gpu_memory_utilization)]
     if gpu.quantization:
-        args += ["--quantization", gpu.quantization]
-    if gpu.serve == "merged":
-        return ["--model", "/models/adapter/merged", "--served-model-name", release.model,
-                *args]
-    return ["--model", release.base_model, "--served-model-name", f"{release.model}-base",
-            "--enable-lora", "--lora-modules", f"{release.model}=/models/adapter", *args]
+        extras += ["--quantization", gpu.quantization]
+    return common_vllm_args(server, extras)
 
 
 def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[str, Any]]:

@@ -69,8 +69,10 @@ class KubernetesTarget:
         assert self.config.gpu is not None
         _, plan = self.plan(spec)
         base = self.config.base_models.get(spec.name, spec.base_model)
-        docs = render(Release(spec.name, version, digest, base, api), self.env,
-                      self.config.gpu, plan)
+        rank = spec.axolotl.get("lora_r")
+        release = Release(spec.name, version, digest, base, api,
+                          lora_rank=int(rank) if isinstance(rank, int) else None)
+        docs = render(release, self.env, self.config.gpu, plan)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.name}-{self.env}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))

@@ -28,6 +28,8 @@ from llmops.config.paths import repo_root, state_subdir
 from llmops.errors import UsageError
 from llmops.process.health import wait_for_health
 from llmops.process.native import preloaded, tcmalloc
+from llmops.serve.vllm import VllmServer
+from llmops.serve.vllm import vllm_args as common_vllm_args
 
 
 @dataclass
@@ -112,32 +114,18 @@ def lora_rank(adapter_dir: Path) -> int:
 
 def vllm_args(base_model: str, base_name: str, loras: dict[str, Path], port: int,
               settings: ServeSettings) -> list[str]:
-    """The vLLM OpenAI server's arguments: the base model with each adapter as a LoRA module
-    (served under its key). Never --trust-remote-code."""
-    rank = max(lora_rank(p) for p in loras.values()) if loras else 0
-    args = ["--model", base_model, "--served-model-name", base_name,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--dtype", settings.dtype,
-            "--max-model-len", str(settings.max_model_len),
-            "--max-num-seqs", str(settings.max_num_seqs),
-            "--block-size", str(settings.block_size),
-            "--stream-interval", str(settings.stream_interval),
-            "--uvicorn-log-level", "warning"]
-    if loras:
-        args += ["--enable-lora", "--max-loras", str(len(loras)),
-                 "--max-lora-rank", str(_supported_rank(rank)), "--lora-modules",
-                 *(f"{name}={path}" for name, path in loras.items())]
+    """A local CPU server's arguments: the base model on 127.0.0.1 with each adapter as a
+    LoRA module (served under its key), and the CPU engine's own settings."""
+    server = VllmServer(base_model, base_name, "127.0.0.1", port, settings.dtype,
+                        settings.max_model_len, settings.max_num_seqs,
+                        {name: str(path) for name, path in loras.items()},
+                        max(lora_rank(p) for p in loras.values()) if loras else None)
+    extras = ["--block-size", str(settings.block_size),
+              "--stream-interval", str(settings.stream_interval),
+              "--uvicorn-log-level", "warning"]
     if settings.enforce_eager:
-        args.append("--enforce-eager")
-    return args + list(settings.extra_args)
-
-
-def _supported_rank(rank: int) -> int:
-    """vLLM accepts only some --max-lora-rank values: the smallest one that fits."""
-    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
-        if rank <= allowed:
-            return allowed
-    raise UsageError(f"LoRA rank {rank} is larger than vLLM supports (512)")
+        extras.append("--enforce-eager")
+    return common_vllm_args(server, extras + list(settings.extra_args))
 
 
 def cpu_env(settings: ServeSettings) -> dict[str, str]:

@@ -1,0 +1,55 @@
+"""How vLLM's OpenAI server is started, on every target: one definition of its arguments.
+
+The arguments every target shares come from `VllmServer`; a target adds its own extras
+(the CPU engine's block size and stream interval locally, tensor parallelism and GPU
+memory on Kubernetes). Adapters are served as LoRA modules under their own names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmops.errors import UsageError
+
+# vLLM accepts only these --max-lora-rank values.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_DEFAULT_LORA_RANK = 16
+
+
+@dataclass(frozen=True)
+class VllmServer:
+    """One vLLM OpenAI server: its weights, names, address and batch limits."""
+
+    model: str  # a folder or a hub id
+    served_name: str
+    host: str
+    port: int
+    dtype: str
+    max_model_len: int
+    max_num_seqs: int
+    loras: dict[str, str] = field(default_factory=dict)  # served name -> adapter folder
+    max_lora_rank: int | None = None  # the adapters' largest rank (None: vLLM's default)
+
+
+def supported_rank(rank: int) -> int:
+    """The smallest --max-lora-rank vLLM accepts that holds `rank`."""
+    for allowed in LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise UsageError(f"LoRA rank {rank} is larger than vLLM supports ({LORA_RANKS[-1]})")
+
+
+def vllm_args(server: VllmServer, extras: list[str]) -> list[str]:
+    """The server's command-line arguments; never --trust-remote-code."""
+    args = ["--model", server.model, "--served-model-name", server.served_name,
+            "--host", server.host, "--port", str(server.port),
+            "--dtype", server.dtype,
+            "--max-model-len", str(server.max_model_len),
+            "--max-num-seqs", str(server.max_num_seqs),
+            *extras]
+    if server.loras:
+        rank = supported_rank(server.max_lora_rank or VLLM_DEFAULT_LORA_RANK)
+        args += ["--enable-lora", "--max-loras", str(len(server.loras)),
+                 "--max-lora-rank", str(rank), "--lora-modules",
+                 *(f"{name}={path}" for name, path in server.loras.items())]
+    return args
