@@ -21,10 +21,8 @@ from llmops.stages.deployment import (
 def deploy(model: str, env: str = "local", version: str | None = None) -> dict[str, str]:
     ctx, spec, steps = Context(), load_model(model), PrefectSteps()
     target = target_for(env, ctx)
-    registry = ctx.registry
-    mv = registry.get(model, pinned_version(model, env, version))
-    started = steps("deploy", start_version, spec, target, mv)
-    done = steps("verify", verify_started, spec, target, started, "deploy", registry)
+    started = steps("deploy", start_version, spec, target, pinned_version(model, env, version))
+    done = steps("verify", verify_started, spec, target, started, "deploy", ctx.registry)
     return {"version": done.endpoint.version, "url": done.endpoint.url}
 
 

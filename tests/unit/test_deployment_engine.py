@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from llmops.config import load_deploy, load_model
+from llmops.config.settings import Settings
 from llmops.errors import StageFailed, UsageError
 from llmops.kubernetes.target import KubernetesTarget
 from llmops.registry.base import ModelVersion
 from llmops.serve.rollout import LocalTarget
 from llmops.serve.verify import SmokeResult, Verification
 from llmops.stages import deployment
+from llmops.stages.context import Context
 
 MV = ModelVersion("tiny", "0.2.0", "2", "src", "run-2", "sha256:new", "base")
 
@@ -39,9 +41,9 @@ class FakeTarget:
     kind: str = "fake"
     calls: list[tuple[str, str]] = field(default_factory=list)
 
-    def start(self, spec: Any, mv: ModelVersion) -> Started:
-        self.calls.append(("start", mv.version))
-        return Started(version=mv.version)
+    def start(self, spec: Any, version: str) -> Started:
+        self.calls.append(("start", version))
+        return Started(version=version)
 
     def serving(self, spec: Any) -> Started:
         return Started(version="0.1.0")
@@ -72,6 +74,12 @@ class FakeRegistry:
         raise AssertionError("not used")
 
 
+def fake_context() -> Context:
+    ctx = Context(Settings())
+    ctx.registry = FakeRegistry()  # type: ignore[assignment]
+    return ctx
+
+
 def checks(problems: list[str]) -> Any:
     return lambda *a: (Verification(SmokeResult("u", ["tiny"]), None), list(problems))
 
@@ -79,7 +87,7 @@ def checks(problems: list[str]) -> Any:
 def test_a_verified_deploy_is_committed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deployment, "run_checks", checks([]))
     target = FakeTarget()
-    done = deployment.deploy_version(load_model("tiny"), target, MV, FakeRegistry())
+    done = deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
     assert target.calls == [("start", "0.2.0"), ("commit:deploy", "0.2.0")]
     assert done.endpoint.version == "0.2.0"
 
@@ -90,7 +98,7 @@ def test_a_failed_verification_is_aborted_and_says_what_serves(
     target = FakeTarget()
     with pytest.raises(StageFailed, match=r"(?s)verification of tiny 0\.2\.0 .*golden "
                        r"accuracy.*still serves"):
-        deployment.deploy_version(load_model("tiny"), target, MV, FakeRegistry())
+        deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
     assert target.calls == [("start", "0.2.0"), ("abort:deploy", "0.2.0")]
 
 
@@ -112,13 +120,13 @@ def test_rollback_starts_the_previous_version_and_verifies_it(
 
 
 def test_the_target_comes_from_the_deploy_file() -> None:
-    assert isinstance(deployment.target_for("local", FakeRegistry()), LocalTarget)
-    staging = deployment.target_for("staging", FakeRegistry())
+    assert isinstance(deployment.target_for("local", fake_context()), LocalTarget)
+    staging = deployment.target_for("staging", fake_context())
     assert isinstance(staging, KubernetesTarget) and staging.config.gpu is not None
 
 
 def test_a_kubernetes_target_without_an_endpoint_cannot_be_verified() -> None:
-    staging = deployment.target_for("staging", FakeRegistry())
+    staging = deployment.target_for("staging", fake_context())
     with pytest.raises(UsageError, match=r"deploy/staging\.yml: endpoint: not set"):
         deployment.verify_env(load_model("tiny"), staging)
 
@@ -140,9 +148,9 @@ def test_a_rollout_that_never_becomes_ready_is_undone(
     (bin_dir / "kubectl").write_text(FAKE_KUBECTL.format(log=log))
     (bin_dir / "kubectl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    target = deployment.target_for("staging", FakeRegistry())
+    target = deployment.target_for("staging", fake_context())
     with pytest.raises(StageFailed, match=r"(?s)did not become ready.*rollout undo"):
-        deployment.deploy_version(load_model("tiny"), target, MV, FakeRegistry())
+        deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
     calls = log.read_text().splitlines()
     assert calls[1].startswith("apply --server-side --field-manager=llmops")
     assert calls[2].startswith("rollout status deployment/tiny-staging")

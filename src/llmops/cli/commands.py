@@ -115,8 +115,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                                                         Path(args.render))
         print(f"rendered {count} manifests to {path} ({plan})")
         return 0
-    mv = ctx.registry.get(spec.name, version)
-    output.print_verification(deployment.deploy_version(spec, target, mv, ctx.registry))
+    output.print_verification(deployment.deploy_version(spec, target, version, ctx.registry))
     return 0
 
 

@@ -62,7 +62,10 @@ class KubernetesTarget:
 
     def render(self, spec: ModelSpec, version: str, out: Path) -> tuple[Path, int, Plan]:
         """Write the version's manifests to `out`: (file, number of objects, plan)."""
-        digest = self._digest(spec.name, version)
+        return self._render(spec, version, self.digest(spec.name, version), out)
+
+    def _render(self, spec: ModelSpec, version: str, digest: str,
+                out: Path) -> tuple[Path, int, Plan]:
         api = self.config.registry_api or self.project_api
         if api is None:
             raise UsageError(f"deploy/{self.env}.yml: registry_api: not set (nor CI_API_V4_URL)")
@@ -78,7 +81,8 @@ class KubernetesTarget:
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         return path, len(docs), plan
 
-    def _digest(self, model: str, version: str) -> str:
+    def digest(self, model: str, version: str) -> str:
+        """The version's manifest digest: from the pin, else from the registry."""
         pin: Pin | ModelVersion | None = load_pins(self.env).models.get(model)
         if pin is None or pin.version != version:
             try:  # not pinned (a tag pipeline's staging deploy): the registry has its digest
@@ -94,16 +98,17 @@ class KubernetesTarget:
                              f"Service or gateway that serves {model} (…/v1) to verify it")
         return self.config.endpoint.rstrip("/")
 
-    def start(self, spec: ModelSpec, mv: ModelVersion) -> ClusterRollout:
+    def start(self, spec: ModelSpec, version: str) -> ClusterRollout:
         """Render and apply the version's manifests; wait for the rollout (undone if it
         never becomes ready)."""
-        path, _, _ = self.render(spec, mv.version, state_subdir("manifests") / self.env)
+        digest = self.digest(spec.name, version)
+        path, _, _ = self._render(spec, version, digest, state_subdir("manifests") / self.env)
         binary = kubectl.kubectl(f"the manifests for {spec.name} in {self.env} are in {path}")
         name, ns = kubectl.deployment_target(path)
         print(f"applying {path}", flush=True)
         kubectl.apply(binary, path)
-        rollout = ClusterRollout(spec.name, self.env, mv.version, self.config.endpoint or "",
-                                 spec.name, name, ns, mv.digest)
+        rollout = ClusterRollout(spec.name, self.env, version, self.config.endpoint or "",
+                                 spec.name, name, ns, digest)
         if not kubectl.rollout_status(binary, name, ns, ROLLOUT_TIMEOUT_S):
             raise self.abort(rollout, "deploy", StageFailed(
                 f"deployment/{name} did not become ready within {ROLLOUT_TIMEOUT_S}s"))

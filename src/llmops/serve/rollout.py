@@ -21,7 +21,7 @@ from llmops.config.paths import state_subdir
 from llmops.digests import verify_manifest
 from llmops.errors import StageFailed, UsageError
 from llmops.models.base import ensure_base_model
-from llmops.registry.base import ModelVersion, Registry
+from llmops.registry.base import Registry
 from llmops.serve import process as serve
 from llmops.serve.verify import Verification
 
@@ -35,9 +35,10 @@ class LocalTarget:
     registry: Registry
     kind = "local"
 
-    def start(self, spec: ModelSpec, mv: ModelVersion) -> serve.Deployment:
+    def start(self, spec: ModelSpec, version: str) -> serve.Deployment:
         """Fetch the version, check its manifest, start its server beside the serving one."""
         settings = self.config.serve_for(spec.name)
+        mv = self.registry.get(spec.name, version)
         dest = state_subdir("deployments") / spec.name / mv.version
         try:
             try:  # already here (a redeploy, the serving version): reuse it if it verifies

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
 from llmops.errors import StageFailed, UsageError
 from llmops.kubernetes.target import KubernetesTarget
-from llmops.registry.base import MlflowRegistry, ModelVersion, Registry
+from llmops.registry.base import MlflowRegistry, Registry
 from llmops.serve.rollout import LocalTarget
 from llmops.serve.verify import Verification, run_checks
 from llmops.stages.context import Context
@@ -41,7 +41,7 @@ class Target(Protocol):
     config: DeployConfig
     kind: str
 
-    def start(self, spec: ModelSpec, mv: ModelVersion) -> Any:
+    def start(self, spec: ModelSpec, version: str) -> Any:
         """The version up beside (or rolled out over) the serving one, not yet verified;
         StageFailed after undoing it when it cannot start."""
         ...
@@ -104,16 +104,17 @@ def verify_started(spec: ModelSpec, target: Target, started: Any, action: str,
     return Verified(started, checked)
 
 
-def start_version(spec: ModelSpec, target: Target, mv: ModelVersion) -> Any:
+def start_version(spec: ModelSpec, target: Target, version: str) -> Any:
     """The deploy step: the version started, the previous one still serving."""
-    return target.start(spec, mv)
+    return target.start(spec, version)
 
 
-def deploy_version(spec: ModelSpec, target: Target, mv: ModelVersion,
+def deploy_version(spec: ModelSpec, target: Target, version: str,
                    registry: Registry) -> Verified:
-    """Start `mv` on the target and verify it; a failure anywhere leaves the previous
+    """Start `version` on the target and verify it; a failure anywhere leaves the previous
     version serving (and raises StageFailed saying so)."""
-    return verify_started(spec, target, start_version(spec, target, mv), "deploy", registry)
+    return verify_started(spec, target, start_version(spec, target, version), "deploy",
+                          registry)
 
 
 def verify_env(spec: ModelSpec, target: Target) -> Verified:

@@ -70,7 +70,7 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
             out.version = mv.version
             if on_version is not None:
                 on_version(mv.version)
-            started = steps("deploy", start_version, spec, target, mv)
+            started = steps("deploy", start_version, spec, target, mv.version)
             verified = steps("verify", verify_started, spec, target, started, "deploy",
                              registry)
         out.endpoint, out.served_name = verified.endpoint.url, verified.endpoint.served_name
