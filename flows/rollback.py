@@ -12,7 +12,7 @@ from llmops.stages.deployment import rollback_env, target_for
 
 @flow(name="rollback", flow_run_name="{model}-{env}-rollback", log_prints=True)
 def rollback(model: str, env: str = "local") -> dict[str, str]:
+    """Serve the previous verified version of `model` in `env` again, verified."""
     ctx = Context()
-    done = PrefectSteps()("rollback", rollback_env, load_model(model),
-                          target_for(env, ctx), ctx.registry)
+    done = rollback_env(load_model(model), target_for(env, ctx), ctx.registry, PrefectSteps())
     return {"version": done.endpoint.version, "url": done.endpoint.url}

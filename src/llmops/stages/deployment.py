@@ -20,6 +20,7 @@ from llmops.registry.base import MlflowRegistry, Registry
 from llmops.serve.rollout import LocalTarget
 from llmops.serve.verify import Verification, run_checks
 from llmops.stages.context import Context
+from llmops.stages.steps import Steps
 
 
 class Endpoint(Protocol):
@@ -109,12 +110,13 @@ def start_version(spec: ModelSpec, target: Target, version: str) -> Any:
     return target.start(spec, version)
 
 
-def deploy_version(spec: ModelSpec, target: Target, version: str,
-                   registry: Registry) -> Verified:
-    """Start `version` on the target and verify it; a failure anywhere leaves the previous
-    version serving (and raises StageFailed saying so)."""
-    return verify_started(spec, target, start_version(spec, target, version), "deploy",
-                          registry)
+def deploy_version(spec: ModelSpec, target: Target, version: str, registry: Registry,
+                   steps: Steps | None = None) -> Verified:
+    """Start `version` on the target (step `deploy`) and verify it (step `verify`); a
+    failure anywhere leaves the previous version serving (and raises StageFailed)."""
+    steps = steps or Steps()
+    started = steps("deploy", start_version, spec, target, version)
+    return steps("verify", verify_started, spec, target, started, "deploy", registry)
 
 
 def verify_env(spec: ModelSpec, target: Target) -> Verified:
@@ -128,9 +130,17 @@ def verify_env(spec: ModelSpec, target: Target) -> Verified:
     return Verified(serving, checked)
 
 
-def rollback_env(spec: ModelSpec, target: Target, registry: Registry) -> Verified:
-    """Serve the previous verified version again, verified like a deploy."""
-    return verify_started(spec, target, target.start_previous(spec), "rollback", registry)
+def start_previous(spec: ModelSpec, target: Target) -> Any:
+    return target.start_previous(spec)
+
+
+def rollback_env(spec: ModelSpec, target: Target, registry: Registry,
+                 steps: Steps | None = None) -> Verified:
+    """Serve the previous verified version again (step `rollback`), verified like a deploy
+    (step `verify`)."""
+    steps = steps or Steps()
+    started = steps("rollback", start_previous, spec, target)
+    return steps("verify", verify_started, spec, target, started, "rollback", registry)
 
 
 def history(model: str, target: Target, last: int) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 from llmops.config import ModelSpec
 from llmops.stages.context import Context
 from llmops.stages.data import check_config, check_data, record_data, require_data
-from llmops.stages.deployment import Target, start_version, verify_started
+from llmops.stages.deployment import Target, deploy_version
 from llmops.stages.evaluation import CandidateRef, evaluate_stage, gate_stage
 from llmops.stages.registration import register_stage
 from llmops.stages.runs import release_run
@@ -70,9 +70,7 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
             out.version = mv.version
             if on_version is not None:
                 on_version(mv.version)
-            started = steps("deploy", start_version, spec, target, mv.version)
-            verified = steps("verify", verify_started, spec, target, started, "deploy",
-                             registry)
+            verified = deploy_version(spec, target, mv.version, registry, steps)
         out.endpoint, out.served_name = verified.endpoint.url, verified.endpoint.served_name
         smoke = verified.check.smoke
         out.smoke_answer = str(smoke.answers[0]["answer"]) if smoke.answers else ""

@@ -1,0 +1,26 @@
+"""The remaining verbs that change something: check every configuration, stop a server."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.tasks import PrefectSteps
+from llmops.errors import UsageError
+from llmops.serve.process import stop as stop_server
+from llmops.stages.data import check_all_configs
+
+
+@flow(name="check-config", log_prints=True)
+def check_config(models: list[str] | None = None) -> list[str]:
+    """Every YAML the release reads; raises listing each invalid one."""
+    checks = check_all_configs(models)
+    if bad := [f"{c.label}: {c.problem}" for c in checks if c.problem]:
+        raise UsageError("invalid configurations:\n" + "\n".join(bad))
+    return [c.label for c in checks]
+
+
+@flow(name="stop", flow_run_name="{model}-{env}-stop", log_prints=True)
+def stop(model: str, env: str = "local") -> str:
+    """Stop a model's local server and forget its record."""
+    dep = PrefectSteps()("stop", stop_server, model, env)
+    return f"stopped {dep.model} {dep.version}"
