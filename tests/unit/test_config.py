@@ -76,3 +76,22 @@ def test_per_model_serve_override_is_validated(repo_copy: Path) -> None:
     path.write_text(path.read_text().replace("max_model_len: 512", "max_model_len: -3"))
     with pytest.raises(Exception, match="max_model_len"):
         load_deploy("local").serve_for("tiny")
+
+
+def test_the_axolotl_yaml_is_typed_where_the_pipeline_reads_it(repo_copy: Path) -> None:
+    from llmops.config.axolotl import AxolotlConfig
+
+    spec = load_model("tiny")
+    assert isinstance(spec.axolotl, AxolotlConfig)
+    assert spec.base_model == spec.axolotl.base_model and spec.axolotl.lora_rank == 16
+    # Every key reaches Axolotl as written, in the file's order, unset defaults left out.
+    import yaml
+
+    written = yaml.safe_load((repo_copy / "axolotl_configs" / "tiny.yml").read_text())
+    assert spec.axolotl.as_dict() == written
+    assert list(spec.axolotl.as_dict()) == list(written)
+    cfg = repo_copy / "axolotl_configs" / "tiny.yml"
+    cfg.write_text(cfg.read_text().replace("sequence_len:", "sequence_len: long #"))
+    with pytest.raises(UsageError, match=r"tiny\.yml:\d+: sequence_len: Input should be a "
+                       r"valid integer"):
+        load_model("tiny")

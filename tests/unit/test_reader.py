@@ -201,7 +201,7 @@ def test_unsloth_renders_each_conversation_through_the_chat_template(tmp_path: P
 
     names = {"user": "human", "assistant": "gpt", "system": "system"}
     ref = dataset(tmp_path, [as_sharegpt(c, names) for c in CHAT], SHAREGPT)
-    plan = unsloth_plan({**load_model("tiny").axolotl, "output_dir": str(tmp_path),
+    plan = unsloth_plan({**load_model("tiny").axolotl.as_dict(), "output_dir": str(tmp_path),
                          "datasets": [ref.entry]})
     assert _texts(plan["data"]["train"], Template(), "train")["text"] == [
         "user:Is there a dark mode?|assistant:Yes, under Settings.",

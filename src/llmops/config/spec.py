@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
+from llmops.config.axolotl import AxolotlConfig
 from llmops.config.datasets import format_of
 from llmops.config.golden import read_golden
 from llmops.config.paths import repo_root, resolve_in_repo
 from llmops.config.schema import DeployConfig, RegistryPins, ValidationConfig
-from llmops.config.yamlfile import line_of, load_model_file, read_yaml
+from llmops.config.yamlfile import format_validation_error, line_of, load_model_file, read_yaml
 from llmops.errors import UsageError
 
 # --- one model across the folders ---------------------------------------------------------
@@ -35,17 +38,17 @@ class ModelSpec:
 
     name: str
     axolotl_path: Path
-    axolotl: dict[str, Any]
+    axolotl: AxolotlConfig
     validation: ValidationConfig
     datasets: tuple[DatasetRef, ...]
 
     @property
     def base_model(self) -> str:
-        return str(self.axolotl["base_model"])
+        return self.axolotl.base_model
 
     @property
     def sequence_len(self) -> int:
-        return int(self.axolotl.get("sequence_len", 2048))
+        return self.axolotl.sequence_len
 
     def golden_paths(self) -> list[Path]:
         return [resolve_in_repo(g.path) for g in self.validation.eval.golden]
@@ -69,11 +72,15 @@ def load_model(name: str) -> ModelSpec:
         raise UsageError(f"unknown model {name!r}; known models: {', '.join(known) or '(none)'}")
     root = repo_root()
     axolotl_path = root / "axolotl_configs" / f"{name}.yml"
-    axolotl, node = read_yaml(axolotl_path)
-    if not isinstance(axolotl, dict) or "base_model" not in axolotl:
+    raw, node = read_yaml(axolotl_path)
+    if not isinstance(raw, dict) or "base_model" not in raw:
         raise UsageError(f"{axolotl_path}: base_model: required key is missing")
+    try:
+        axolotl = AxolotlConfig.from_yaml(raw)
+    except ValidationError as exc:
+        raise UsageError(format_validation_error(axolotl_path, node, exc)) from exc
     validation = load_model_file(root / "validation" / f"{name}.yml", ValidationConfig)
-    datasets = _dataset_refs(axolotl_path, axolotl, node)
+    datasets = _dataset_refs(axolotl_path, raw, node)
     for golden in validation.eval.golden:
         if not resolve_in_repo(golden.path).is_file():
             raise UsageError(

@@ -72,9 +72,8 @@ class KubernetesTarget:
         assert self.config.gpu is not None
         _, plan = self.plan(spec)
         base = self.config.base_models.get(spec.name, spec.base_model)
-        rank = spec.axolotl.get("lora_r")
         release = Release(spec.name, version, digest, base, api,
-                          lora_rank=int(rank) if isinstance(rank, int) else None)
+                          lora_rank=spec.axolotl.lora_rank)
         docs = render(release, self.env, self.config.gpu, plan)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.name}-{self.env}.yaml"

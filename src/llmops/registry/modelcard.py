@@ -24,7 +24,7 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
 def render(spec: ModelSpec, data: dict[str, Any], metrics: dict[str, dict[str, float]],
            gate: dict[str, Any], lineage: dict[str, str]) -> str:
     """Markdown from the run's reports: base model, data digests, config, metrics, gate."""
-    cfg = spec.axolotl
+    cfg = spec.axolotl.as_dict()
     datasets = "\n".join(
         f"- `{Path(d['path']).name}` ({d['split']}): {d['examples']} examples, "
         f"sha256 `{d['sha256']}`" for d in data.get("datasets", []))

@@ -27,7 +27,7 @@ from llmops.train.trainconfig import check_training_config
 
 def check_config(spec: ModelSpec) -> None:
     """The Axolotl YAML through Axolotl's config model and our rules (seconds, no model)."""
-    check_training_config(spec.axolotl, spec.axolotl_path)
+    check_training_config(spec.axolotl.as_dict(), spec.axolotl_path)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class TrainResult:
 
 def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) -> dict[str, Any]:
     """The model's Axolotl YAML with paths and tracking filled in for this machine."""
-    cfg = dict(spec.axolotl)
+    cfg = spec.axolotl.as_dict()
     cfg["base_model"] = ensure_base_model(spec.base_model)
     for key in ("datasets", "test_datasets"):
         if cfg.get(key):

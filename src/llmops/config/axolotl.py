@@ -1,0 +1,55 @@
+"""The Axolotl YAML as the pipeline reads it: the keys it uses, typed; every other key kept
+as written for Axolotl, whose own config model checks them (`llmops check-config`)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+
+class AxolotlDataset(BaseModel):
+    """One entry of `datasets` / `test_datasets`; its format keys are read by
+    `llmops.config.datasets.format_of`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    path: str = Field(min_length=1)
+    type: str = ""
+
+    def entry(self) -> dict[str, Any]:
+        """The entry as written."""
+        return self.model_dump(exclude_unset=True)
+
+
+class AxolotlConfig(BaseModel):
+    """axolotl_configs/<model>.yml."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    base_model: str = Field(min_length=1)
+    sequence_len: int = Field(default=2048, ge=1)
+    datasets: list[AxolotlDataset] = Field(default_factory=list)
+    test_datasets: list[AxolotlDataset] = Field(default_factory=list)
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, data: dict[str, Any]) -> AxolotlConfig:
+        config = cls.model_validate(data)
+        config._raw = copy.deepcopy(data)
+        return config
+
+    def as_dict(self) -> dict[str, Any]:
+        """The YAML as written, keys in their order: what Axolotl is given (a copy)."""
+        return copy.deepcopy(self._raw) if self._raw else self.model_dump(exclude_unset=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A key as written (typed keys included), for the rules that read a few more."""
+        return self.as_dict().get(key, default)
+
+    @property
+    def lora_rank(self) -> int | None:
+        """`lora_r` when it is an integer (Axolotl's own check reports anything else)."""
+        rank = self._raw.get("lora_r")
+        return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
