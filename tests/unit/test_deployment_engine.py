@@ -17,7 +17,7 @@ from llmops.config.settings import Settings
 from llmops.errors import StageFailed, UsageError
 from llmops.kubernetes.target import KubernetesTarget
 from llmops.registry.base import ModelVersion
-from llmops.serve.rollout import LocalTarget
+from llmops.serve.target import LocalTarget
 from llmops.serve.verify import SmokeResult, Verification
 from llmops.stages import deployment
 from llmops.stages.context import Context

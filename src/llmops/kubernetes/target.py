@@ -24,7 +24,7 @@ from llmops.kubernetes.plan import ModelShape, Plan, plan_for
 from llmops.models.base import ensure_base_model
 from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.process import read_history, record_event
-from llmops.serve.rollout import previous_good
+from llmops.serve.target import previous_good
 from llmops.serve.verify import Verification
 
 ROLLOUT_TIMEOUT_S = 1800

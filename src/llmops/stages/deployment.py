@@ -17,7 +17,7 @@ from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
 from llmops.errors import StageFailed, UsageError
 from llmops.kubernetes.target import KubernetesTarget
 from llmops.registry.base import MlflowRegistry, Registry
-from llmops.serve.rollout import LocalTarget
+from llmops.serve.target import LocalTarget
 from llmops.serve.verify import Verification, run_checks
 from llmops.stages.context import Context
 from llmops.stages.steps import Steps
