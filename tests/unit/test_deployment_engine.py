@@ -148,12 +148,19 @@ def test_a_rollout_that_never_becomes_ready_is_undone(
     (bin_dir / "kubectl").write_text(FAKE_KUBECTL.format(log=log))
     (bin_dir / "kubectl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    staging = repo_copy / "deploy" / "staging.yml"
+    without_endpoint = deployment.target_for("staging", fake_context())
+    with pytest.raises(UsageError, match="endpoint: not set"):
+        deployment.deploy_version(load_model("tiny"), without_endpoint, "0.2.0",
+                                  FakeRegistry())
+    assert "apply" not in log.read_text()  # refused before anything reached the cluster
+    staging.write_text(staging.read_text() + "endpoint: http://127.0.0.1:9/v1\n")
     target = deployment.target_for("staging", fake_context())
     with pytest.raises(StageFailed, match=r"(?s)did not become ready.*rollout undo"):
         deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
-    calls = log.read_text().splitlines()
-    assert calls[1].startswith("apply --server-side --field-manager=llmops")
-    assert calls[2].startswith("rollout status deployment/tiny-staging")
+    calls = [c for c in log.read_text().splitlines() if c != "config current-context"]
+    assert calls[0].startswith("apply --server-side --field-manager=llmops")
+    assert calls[1].startswith("rollout status deployment/tiny-staging")
     assert calls[-1] == "rollout undo deployment/tiny-staging"
     (event,) = [json.loads(x) for x in (Path(os.environ["LLMOPS_HOME"]) / "deployments" /
                                         "tiny-staging.history.jsonl").read_text().splitlines()]

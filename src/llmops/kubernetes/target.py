@@ -103,15 +103,14 @@ class KubernetesTarget:
         digest = self.digest(spec.name, version)
         path, _, _ = self._render(spec, version, digest, state_subdir("manifests") / self.env)
         binary = kubectl.kubectl(f"the manifests for {spec.name} in {self.env} are in {path}")
+        url = self.endpoint(spec.name)  # before applying: a rollout that cannot be verified
         name, ns = kubectl.deployment_target(path)
         print(f"applying {path}", flush=True)
         kubectl.apply(binary, path)
-        rollout = ClusterRollout(spec.name, self.env, version, self.config.endpoint or "",
-                                 spec.name, name, ns, digest)
+        rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, ns, digest)
         if not kubectl.rollout_status(binary, name, ns, ROLLOUT_TIMEOUT_S):
             raise self.abort(rollout, "deploy", StageFailed(
                 f"deployment/{name} did not become ready within {ROLLOUT_TIMEOUT_S}s"))
-        rollout.url = self.endpoint(spec.name)
         return rollout
 
     def serving(self, spec: ModelSpec) -> ClusterRollout:
