@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from llmops.config.paths import state_subdir
+from llmops.config.paths import run_folder
 from llmops.data import DataReport
 from llmops.stages.release import ReleaseSummary
 
@@ -30,7 +30,7 @@ def write_summary(s: ReleaseSummary, total: float, started: float) -> None:
             "prefect_start_s": max(0.0, s.flow_started_at - started) if s.flow_started_at
             else None,
             "orchestration_s": total - work, "orchestration_share": (total - work) / total}
-    path = state_subdir("runs") / s.model / s.run_id / "release_summary.json"
+    path = run_folder(s.model, s.run_id) / "release_summary.json"
     if path.parent.is_dir():
         path.write_text(json.dumps(body, indent=2))
 

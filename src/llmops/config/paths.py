@@ -43,3 +43,8 @@ def resolve_in_repo(path: str | Path) -> Path:
     """A path from a YAML file: absolute as is, relative to the repository root otherwise."""
     p = Path(path)
     return p if p.is_absolute() else repo_root() / p
+
+
+def run_folder(model: str, run_id: str) -> Path:
+    """Where a run's adapter, checkpoints and reports live (CI passes it between jobs)."""
+    return state_subdir("runs") / model / run_id

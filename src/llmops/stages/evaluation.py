@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from llmops.config import ModelSpec, load_deploy, load_pins
-from llmops.config.paths import state_subdir
+from llmops.config.paths import run_folder, state_subdir
 from llmops.errors import CheckFailed, GateRefused, UsageError
 from llmops.evaluation import gatereport
 from llmops.evaluation.evaluate import EvalReport, evaluate
@@ -73,7 +73,7 @@ def resolve_candidate(spec: ModelSpec, candidate: str, registry: Registry) -> Ca
         folder = registry.download(mv, state_subdir("eval") / spec.name / mv.version)
         return CandidateRef(Run(spec.name, mv.run_id, ""),
                             ensure_base_model(mv.base_model or spec.base_model), folder)
-    folder = state_subdir("runs") / spec.name / candidate
+    folder = run_folder(spec.name, candidate)
     if not (folder / "adapter_config.json").is_file():
         raise UsageError(f"candidate {candidate!r}: no such run (no adapter in {folder}) and "
                          "not a registered version")

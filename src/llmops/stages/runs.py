@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import ModelSpec
-from llmops.config.paths import state_subdir
+from llmops.config.paths import run_folder
 from llmops.tracking import experiment_id, tracking_uri
 
 
@@ -40,7 +40,7 @@ def run_name(model: str, version: str | None = None) -> str:
 
 def run_dir(model: str, run_id: str) -> Path:
     """Where a run's outputs and reports live."""
-    folder = state_subdir("runs") / model / run_id
+    folder = run_folder(model, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

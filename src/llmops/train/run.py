@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from llmops.config import ModelSpec
-from llmops.config.paths import resolve_in_repo, state_subdir
+from llmops.config.paths import resolve_in_repo, run_folder, state_subdir
 from llmops.errors import StageFailed, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.process.health import log_tail
@@ -189,7 +189,7 @@ def interrupted_run(spec: ModelSpec) -> tuple[str, str, Path]:
     for run in runs:
         if run.info.status == "FINISHED":
             continue
-        checkpoint = latest_checkpoint(state_subdir("runs") / spec.name / run.info.run_id)
+        checkpoint = latest_checkpoint(run_folder(spec.name, run.info.run_id))
         if checkpoint is not None:
             return run.info.run_id, str(run.info.run_name), checkpoint
     raise UsageError(f"nothing to resume: no unfinished run of {spec.name} with a checkpoint "
@@ -303,7 +303,7 @@ def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
     import mlflow
 
     started = time.perf_counter()
-    output_dir = state_subdir("runs") / spec.name / run_id
+    output_dir = run_folder(spec.name, run_id)
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg = resolved_axolotl_config(spec, output_dir, run_name)
     client = mlflow.MlflowClient(tracking_uri())
