@@ -159,11 +159,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     target = deployment.target_for(args.env, Context())
-    if target.config.gpu is None:
-        raise UsageError(f"deploy/{args.env}.yml is a {target.kind} target with no gpu "
-                         "section: nothing to plan")
+    shape, plan = deployment.parallel_plan(load_model(args.model), target)
     g = target.config.gpu
-    shape, plan = target.plan(load_model(args.model))  # type: ignore[attr-defined]
+    assert g is not None  # a GPU target: parallel_plan refused any other
     print(f"{args.model} on {args.env} ({g.nodes} × {g.gpus_per_node} × {g.gpu_type}, "
           f"{shape.params:,} parameters): {plan.explanation}")
     return 0 if plan.fits else 1

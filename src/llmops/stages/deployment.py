@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
 from llmops.errors import StageFailed, UsageError
+from llmops.kubernetes.plan import ModelShape, Plan
 from llmops.kubernetes.target import KubernetesTarget
 from llmops.registry.base import MlflowRegistry, Registry
 from llmops.serve.target import LocalTarget
@@ -145,6 +146,14 @@ def rollback_env(spec: ModelSpec, target: Target, registry: Registry,
 
 def history(model: str, target: Target, last: int) -> list[dict[str, Any]]:
     return target.history(model)[-last:]
+
+
+def parallel_plan(spec: ModelSpec, target: Target) -> tuple[ModelShape, Plan]:
+    """How the model spreads over a GPU target's devices (`llmops plan`)."""
+    if not isinstance(target, KubernetesTarget):
+        raise UsageError(f"deploy/{target.env}.yml is a {target.kind} target with no gpu "
+                         "section: nothing to plan")
+    return target.plan(spec)
 
 
 def render_manifests(spec: ModelSpec, target: Target, version: str,
