@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_release import copy_repo, fresh_home, llmops, mlflow_client
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("model", ["tiny-sharegpt", "tiny-alpaca"])
-def test_release_reads_each_dataset_shape_end_to_end(model: str, tmp_path: Path,
-                                                     tiny_base: Path) -> None:
-    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
-    done = llmops("release", model, root=root, home=home)
+def test_release_reads_each_dataset_shape_end_to_end(
+        model: str, tmp_path: Path, repo_copy_factory: Callable[[Path], Path],
+        fresh_home: Callable[[Path], Path],
+        run_llmops: Callable[..., subprocess.CompletedProcess[str]],
+        mlflow_client: Callable[[Path], Any]) -> None:
+    root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
+    done = run_llmops("release", model, root=root, home=home)
     try:
         assert done.returncode == 0, done.stderr[-4000:]
         record = json.loads((home / "deployments" / f"{model}-local.json").read_text())
@@ -33,7 +38,7 @@ def test_release_reads_each_dataset_shape_end_to_end(model: str, tmp_path: Path,
         metrics = mlflow_client(home).get_run(mv.run_id).data.metrics
         assert metrics["candidate.eval_loss"] < metrics["base.eval_loss"]
     finally:
-        stopped = llmops("stop", model, "--env", "local", root=root, home=home)
+        stopped = run_llmops("stop", model, "--env", "local", root=root, home=home)
     assert stopped.returncode == 0, stopped.stderr
     with pytest.raises(ProcessLookupError):
         os.kill(record["pid"], 0)

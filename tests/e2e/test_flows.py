@@ -10,10 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_release import REPO, copy_repo, fresh_home, llmops, mlflow_client
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +40,10 @@ print("CALLS", json.dumps([unchanged, len(calls)]))
 """
 
 
-def test_validate_flow_is_cached_until_an_input_changes(tmp_path: Path,
-                                                        tiny_base: Path) -> None:
-    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+def test_validate_flow_is_cached_until_an_input_changes(
+        tmp_path: Path, repo_copy_factory: Callable[[Path], Path],
+        fresh_home: Callable[[Path], Path]) -> None:
+    root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
     train = root / "datasets" / "support-bot" / "train.jsonl"
     env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home)}
     for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
@@ -63,8 +65,10 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
-        tmp_path: Path, tiny_base: Path) -> None:
-    home = fresh_home(tmp_path, tiny_base)
+        tmp_path: Path, repo_root: Path, fresh_home: Callable[[Path], Path],
+        run_llmops: Callable[..., subprocess.CompletedProcess[str]],
+        mlflow_client: Callable[[Path], Any]) -> None:
+    home = fresh_home(tmp_path)
     port = free_port()
     env = {**os.environ, "LLMOPS_HOME": str(home), "PREFECT_PORT": str(port),
            "LLMOPS_QUIET_TRAIN": "1"}
@@ -72,7 +76,7 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
         env.pop(var, None)
     log = tmp_path / "orchestrator.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "scripts/orchestrator.sh"], cwd=REPO, env=env,
+        proc = subprocess.Popen(["bash", "scripts/orchestrator.sh"], cwd=repo_root, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 400
@@ -81,14 +85,14 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(2)
         api = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-        run = subprocess.run([str(REPO / ".venv/bin/prefect"), "deployment", "run",
+        run = subprocess.run([str(repo_root / ".venv/bin/prefect"), "deployment", "run",
                               "release/manual", "--param", "model=tiny", "--watch",
-                              "--watch-timeout", "1800"], env=api, cwd=REPO,
+                              "--watch-timeout", "1800"], env=api, cwd=repo_root,
                              capture_output=True, text=True, timeout=1900)
         assert run.returncode == 0, run.stdout[-3000:] + log.read_text()[-3000:]
         assert "Completed" in run.stdout
-        listed = subprocess.run([str(REPO / ".venv/bin/prefect"), "flow-run", "ls"],
-                                env={**api, "COLUMNS": "250"}, cwd=REPO,
+        listed = subprocess.run([str(repo_root / ".venv/bin/prefect"), "flow-run", "ls"],
+                                env={**api, "COLUMNS": "250"}, cwd=repo_root,
                                 capture_output=True, text=True)
         assert "tiny-0.1.0" in listed.stdout  # the flow run is named after the version
         mv = mlflow_client(home).get_model_version_by_alias("tiny", "local")
@@ -96,7 +100,7 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
         record = json.loads((home / "deployments" / "tiny-local.json").read_text())
         assert record["version"] == "0.1.0"
     finally:
-        llmops("stop", "tiny", root=REPO, home=home)
+        run_llmops("stop", "tiny", root=repo_root, home=home)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 

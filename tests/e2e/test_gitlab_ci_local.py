@@ -7,36 +7,36 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_release import REPO, fresh_home, llmops
+from gitlab_emulator import GitlabEmulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-GCL = REPO / ".tools" / "node_modules" / ".bin" / "gitlab-ci-local"
+GCL = Path(".tools") / "node_modules" / ".bin" / "gitlab-ci-local"  # in the repository
 TAG_JOBS = ["validate", "train", "evaluate", "register", "deploy-staging", "verify-staging",
             "deploy-production", "gitlab-release"]
 
 
-def scratch_clone(tmp_path: Path) -> Path:
+def scratch_clone(tmp_path: Path, repo: Path) -> Path:
     """A clone of this commit whose origin looks like GitLab, with the environments linked."""
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     subprocess.run(["git", "remote", "set-url", "origin",
                     "https://gitlab.example.com/ml/llmops.git"], cwd=clone, check=True)
     for venv in (".venv", ".venv-serve"):
-        (clone / venv).symlink_to(REPO / venv)
+        (clone / venv).symlink_to(repo / venv)
     return clone
 
 
-def test_tag_pipeline_runs_every_job(tmp_path: Path, tiny_base: Path) -> None:
-    if not GCL.exists():
+def test_tag_pipeline_runs_every_job(
+        tmp_path: Path, repo_root: Path, fresh_home: Callable[[Path], Path],
+        run_llmops: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    gcl = repo_root / GCL
+    if not gcl.exists():
         pytest.fail("gitlab-ci-local is not installed: run `bash scripts/setup-ci-tools.sh`")
-    sys.path.insert(0, str(REPO / "tests"))
-    from gitlab_emulator import GitlabEmulator
-
-    clone, home = scratch_clone(tmp_path), fresh_home(tmp_path, tiny_base)
+    clone, home = scratch_clone(tmp_path, repo_root), fresh_home(tmp_path)
     with GitlabEmulator() as gl:
         token = gl.state.api_token
         variables = {
@@ -46,7 +46,7 @@ def test_tag_pipeline_runs_every_job(tmp_path: Path, tiny_base: Path) -> None:
             "LLMOPS_REGISTRY_TOKEN": token, "GITLAB_URL": gl.url, "GITLAB_TOKEN": token,
             "GITLAB_PROJECT": "1",
         }
-        cmd = [str(GCL), "--force-shell-executor", "--unset-variable", "CI_COMMIT_BRANCH",
+        cmd = [str(gcl), "--force-shell-executor", "--unset-variable", "CI_COMMIT_BRANCH",
                "--manual", "deploy-production", "--ignore-predefined-vars", "CI_COMMIT_TAG"]
         for key, value in variables.items():
             cmd += ["--variable", f"{key}={value}"]
@@ -70,5 +70,5 @@ def test_tag_pipeline_runs_every_job(tmp_path: Path, tiny_base: Path) -> None:
             assert record["version"] == "0.1.0"
             assert "release notes for tiny 0.1.0" in output
         finally:
-            llmops("stop", "tiny", root=clone, home=home)
+            run_llmops("stop", "tiny", root=clone, home=home)
             shutil.rmtree(clone / ".gitlab-ci-local", ignore_errors=True)

@@ -7,17 +7,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_release import copy_repo, fresh_home, llmops, mlflow_client
 
 pytestmark = pytest.mark.e2e
+RunLlmops = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_continues_the_same_run(tmp_path: Path, tiny_base: Path) -> None:
-    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+def test_resume_after_sigkill_continues_the_same_run(
+        tmp_path: Path, repo_copy_factory: Callable[[Path], Path],
+        fresh_home: Callable[[Path], Path], run_llmops: RunLlmops,
+        mlflow_client: Callable[[Path], Any]) -> None:
+    root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
     env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home),
            "LLMOPS_QUIET_TRAIN": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -35,7 +40,7 @@ def test_resume_after_sigkill_continues_the_same_run(tmp_path: Path, tiny_base: 
     [run_dir] = list(runs.iterdir())
     assert not (run_dir / "adapter_model.safetensors").exists()  # not finished
 
-    done = llmops("train", "tiny", "--resume", root=root, home=home)
+    done = run_llmops("train", "tiny", "--resume", root=root, home=home)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming run {run_dir.name} from checkpoint-30" in done.stdout
     client = mlflow_client(home)
@@ -48,9 +53,12 @@ def test_resume_after_sigkill_continues_the_same_run(tmp_path: Path, tiny_base: 
 
 
 @pytest.mark.gpu
-def test_unsloth_backend_trains_tiny_on_one_gpu(tmp_path: Path, tiny_base: Path) -> None:
-    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
-    done = llmops("train", "tiny", "--backend", "unsloth", root=root, home=home)
+def test_unsloth_backend_trains_tiny_on_one_gpu(
+        tmp_path: Path, repo_copy_factory: Callable[[Path], Path],
+        fresh_home: Callable[[Path], Path], run_llmops: RunLlmops,
+        mlflow_client: Callable[[Path], Any]) -> None:
+    root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
+    done = run_llmops("train", "tiny", "--backend", "unsloth", root=root, home=home)
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = mlflow_client(home).search_runs(
         [mlflow_client(home).get_experiment_by_name("tiny").experiment_id])
@@ -80,10 +88,12 @@ def start_mlflow_server(home: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
-def test_tracking_outage_mid_training_loses_no_metric(tmp_path: Path, tiny_base: Path) -> None:
+def test_tracking_outage_mid_training_loses_no_metric(
+        tmp_path: Path, repo_copy_factory: Callable[[Path], Path],
+        fresh_home: Callable[[Path], Path]) -> None:
     import socket
 
-    root, home = copy_repo(tmp_path), fresh_home(tmp_path, tiny_base)
+    root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

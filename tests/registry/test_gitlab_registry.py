@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gitlab_emulator import GitlabEmulator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gitlab_emulator import GitlabEmulator  # noqa: E402
-
-from llmops.errors import StageFailed, UsageError  # noqa: E402
-from llmops.registry.gitlab import GitlabRegistry  # noqa: E402
+from llmops.errors import StageFailed, UsageError
+from llmops.registry.gitlab import GitlabRegistry
 
 
 @pytest.fixture()

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import gitlab
 import pytest
 import yaml
+from gitlab_emulator import GitlabEmulator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gitlab_emulator import GitlabEmulator  # noqa: E402
-
-from llmops.config.settings import Settings  # noqa: E402
-from llmops.errors import CheckFailed  # noqa: E402
-from llmops.registry import promote  # noqa: E402
-from llmops.registry.gitlab import GitlabRegistry  # noqa: E402
+from llmops.config.settings import Settings
+from llmops.errors import CheckFailed
+from llmops.registry import promote
+from llmops.registry.gitlab import GitlabRegistry
 
 
 @pytest.fixture()
