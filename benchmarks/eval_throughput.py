@@ -57,12 +57,11 @@ def vllm_batched(model: str, base: str, adapter: Path | None, spec: ModelSpec,
     """Serve `base` with `adapter` as a LoRA module (or `base` alone when it is already the
     merged model) and answer the golden set through it."""
     from llmops.config import load_deploy
-    from llmops.config.golden import golden_sets
     from llmops.evaluation import evalserve
     from llmops.serve import process as serve
 
     settings = load_deploy("local").serve_for(model)
-    golden = golden_sets(spec)
+    golden = spec.golden_sets()
     t0 = time.perf_counter()
     loras = {"candidate": adapter} if adapter else {}
     name = "base" if adapter else "candidate"

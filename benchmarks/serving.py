@@ -106,9 +106,8 @@ def model_flops(base: str, prompts: list[str], tokens: int) -> float:
 def compare_int8(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
                  extra: list[str], rounds: int) -> None:
     from llmops.config import load_model
-    from llmops.config.golden import golden_sets
 
-    golden = golden_sets(load_model(model))
+    golden = load_model(model).golden_sets()
     rates: dict[str, list[float]] = {"none": [], "w8a8-int8": []}
     for n in range(rounds):
         for quantization in (("none", "w8a8-int8") if n % 2 == 0 else ("w8a8-int8", "none")):

@@ -58,9 +58,8 @@ def test_a_malformed_golden_line_is_named(tmp_path: Path) -> None:
 
 def test_golden_sets_pair_each_configured_set_with_its_items() -> None:
     from llmops.config import load_model
-    from llmops.config.golden import golden_sets
 
     spec = load_model("support-bot")
-    sets = golden_sets(spec)
+    sets = spec.golden_sets()
     assert [g for g, _ in sets] == spec.validation.eval.golden
     assert all(items and all(i.question and i.answer for i in items) for _, items in sets)

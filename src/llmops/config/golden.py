@@ -8,13 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from llmops.errors import UsageError
-
-if TYPE_CHECKING:
-    from llmops.config.schema import GoldenSet
-    from llmops.config.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -48,9 +43,3 @@ def answer_matches(answer: str, expected: str, match: str) -> bool:
     if match == "exact":
         return answer.strip().lower() == expected.strip().lower()
     return expected.lower() in answer.lower()
-
-
-def golden_sets(spec: ModelSpec) -> list[tuple[GoldenSet, list[GoldenItem]]]:
-    """Each golden set of the model's validation config with its items, read and checked."""
-    return [(g, read_golden(p)) for g, p in zip(spec.validation.eval.golden,
-                                                 spec.golden_paths(), strict=True)]

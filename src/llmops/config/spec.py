@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from llmops.config.axolotl import AxolotlConfig
 from llmops.config.datasets import format_of
-from llmops.config.golden import read_golden
+from llmops.config.golden import GoldenItem, read_golden
 from llmops.config.paths import repo_root, resolve_in_repo
-from llmops.config.schema import DeployConfig, RegistryPins, ValidationConfig
+from llmops.config.schema import DeployConfig, GoldenSet, RegistryPins, ValidationConfig
 from llmops.config.yamlfile import format_validation_error, line_of, load_model_file, read_yaml
 from llmops.errors import UsageError
 
@@ -52,6 +52,11 @@ class ModelSpec:
 
     def golden_paths(self) -> list[Path]:
         return [resolve_in_repo(g.path) for g in self.validation.eval.golden]
+
+    def golden_sets(self) -> list[tuple[GoldenSet, list[GoldenItem]]]:
+        """Each golden set of the validation config with its items, read and checked."""
+        return [(g, read_golden(p)) for g, p in zip(self.validation.eval.golden,
+                                                     self.golden_paths(), strict=True)]
 
     def source_files(self) -> list[Path]:
         """The repository files this model is released from: its Axolotl YAML, its

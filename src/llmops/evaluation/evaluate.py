@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from llmops.config import ModelSpec, ServeSettings
-from llmops.config.golden import golden_sets
 from llmops.data.reader import read_conversations
 
 
@@ -92,7 +91,7 @@ def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
 
     started = time.perf_counter()
     losses = eval_losses(spec, base_model, adapters)
-    golden = golden_sets(spec)
+    golden = spec.golden_sets()
     generated, answers = evaluate_with_vllm(spec.name, base_model, adapters, golden,
                                             spec.validation.eval.max_new_tokens, settings)
     metrics = {role: {**losses.get(role, {}), **generated.get(role, {})}

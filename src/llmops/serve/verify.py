@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from llmops.config import ModelSpec, VerifySettings
-from llmops.config.golden import GoldenItem, answer_matches, golden_sets
+from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import StageFailed
 from llmops.serve.loadtest import load_problems, load_test
 
@@ -106,7 +106,7 @@ def run_checks(spec: ModelSpec, verify: VerifySettings, url: str, served_name: s
                ) -> tuple[Verification, list[str]]:
     """The smoke test, then (if it passed) the bounded load test, against any endpoint
     (a local server or a cluster's Service); what each broke."""
-    golden_set, golden = golden_sets(spec)[0]
+    golden_set, golden = spec.golden_sets()[0]
     smoke = smoke_test(url, served_name, golden[: verify.golden_prompts],
                        spec.validation.eval.max_new_tokens, verify.request_timeout_s,
                        golden_set.match)
