@@ -108,7 +108,7 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
 API_PROBE = """
 import json, os
 from pathlib import Path
-from llmops.cli.prefect_api import start_local_api
+from llmops.orchestration.prefect_api import start_local_api
 api = start_local_api(Path(os.environ["PREFECT_HOME"]) / "api.log")
 api.wait_healthy()
 from prefect import flow
@@ -140,8 +140,8 @@ def test_llmops_started_prefect_api_serves_the_flows_and_stops_at_exit(
 
 def test_a_prefect_api_that_cannot_start_is_reported_with_its_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmops.cli.prefect_api import start_local_api
     from llmops.errors import StageFailed
+    from llmops.orchestration.prefect_api import start_local_api
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
@@ -160,7 +160,7 @@ def test_a_prefect_api_that_cannot_start_is_reported_with_its_log(
 
 def test_no_prefect_api_is_started_when_one_is_configured(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from llmops.cli.prefect_api import start_local_api
+    from llmops.orchestration.prefect_api import start_local_api
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     assert start_local_api(tmp_path / "api.log") is None

@@ -69,7 +69,7 @@ def test_kill_stops_the_process_group_and_removes_its_temp_folder(tmp_path: Path
     assert not sockets.exists()
 
 def test_prefect_api_log_keeps_one_earlier_file_once_it_grows(tmp_path: Path) -> None:
-    from llmops.cli.prefect_api import rotate
+    from llmops.orchestration.prefect_api import rotate
 
     log = tmp_path / "api.log"
     log.write_text("small\n")

@@ -16,7 +16,7 @@ from llmops.stages.context import Context
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from llmops.cli.prefect_api import release_via_prefect
+    from llmops.orchestration.prefect_api import release_via_prefect
 
     summary, started = release_via_prefect(args.model, args.env, args.version)
     total = time.time() - started

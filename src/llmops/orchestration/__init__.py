@@ -1,0 +1,1 @@
+"""Running the flows from the command line: Prefect's temporary API, started first."""
