@@ -18,7 +18,7 @@ log="$PREFECT_HOME/server.log"
 
 "$PREFECT" server start --host 127.0.0.1 --port "${PREFECT_PORT:-4200}" >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT  # until the worker runs
 echo "starting the Prefect server (log: $log)"
 for _ in $(seq 1 180); do
   if .venv/bin/python -c "import httpx,sys; sys.exit(httpx.get('$PREFECT_API_URL/health').status_code != 200)" 2>/dev/null; then
@@ -33,6 +33,14 @@ echo "Prefect server: ${PREFECT_API_URL%/api}  (deployments: $("$PREFECT" deploy
 echo "run one with:  PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run 'release/manual' --param model=tiny"
 "$PREFECT" worker start --pool llmops-local --type process &
 worker=$!
-trap 'kill $worker $server 2>/dev/null; wait $worker $server 2>/dev/null || true' EXIT
+# The worker first, while its server still answers, then the server; each gets 30 s to stop
+# (Prefect's worker can keep forwarding the signal to itself without exiting).
+stop() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 30); do kill -0 "$1" 2>/dev/null || return 0; sleep 1; done
+  echo "orchestrator: pid $1 did not stop within 30 s: killing it" >&2
+  kill -9 "$1" 2>/dev/null || true
+}
+trap 'stop $worker; stop $server; wait 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
 wait $worker

@@ -3,6 +3,7 @@ against the server and worker that `make orchestrator` starts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,8 +102,12 @@ def test_prefect_deployment_run_releases_tiny_through_a_local_worker(
         assert record["version"] == "0.1.0"
     finally:
         run_llmops("stop", "tiny", root=repo_root, home=home)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        os.kill(proc.pid, signal.SIGTERM)  # the script stops its worker, then its server
+        try:
+            proc.wait(timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 API_PROBE = """
