@@ -77,7 +77,7 @@ def target_for(env: str, ctx: Context) -> Target:
 
 @dataclass(frozen=True)
 class Verified:
-    endpoint: Any  # the Endpoint that now serves
+    endpoint: Endpoint  # what now serves
     check: Verification
 
 
@@ -91,7 +91,7 @@ def pinned_version(model: str, env: str, version: str | None) -> str:
     return pin.version
 
 
-def verify_started(spec: ModelSpec, target: Target, started: Any, action: str,
+def verify_started(spec: ModelSpec, target: Target, started: Endpoint, action: str,
                    registry: Registry | None = None) -> Verified:
     """Check a started version; commit it, or abort it (the previous one serves)."""
     checked, problems = run_checks(spec, target.config.verify, started.url,
