@@ -47,3 +47,16 @@ def test_a_probe_that_disagrees_keeps_the_tokenizer(tokenizer: Any, monkeypatch:
     count = TokenCounter(tokenizer)
     assert count(TEXTS) == hf_counter(tokenizer)(TEXTS)
     assert count.engine == "tokenizers"
+
+
+def test_a_tokenizer_saved_with_padding_or_truncation_still_counts_each_row(
+        tokenizer: Any) -> None:
+    """A batch padded to its longest row (or cut) must not change any row's count."""
+    want = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in TEXTS]
+    padded = copy.deepcopy(tokenizer)
+    padded.backend_tokenizer.enable_padding(pad_token="<|endoftext|>")
+    padded.backend_tokenizer.enable_truncation(max_length=8)
+    assert hf_counter(padded)(TEXTS) == want
+    count = TokenCounter(padded)
+    assert count(TEXTS) == want and count.engine == "tiktoken"
+    assert padded.backend_tokenizer.padding is not None  # the caller's tokenizer is untouched

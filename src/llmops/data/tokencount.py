@@ -11,6 +11,7 @@ else (SentencePiece, normalisers, a probe that disagrees) counts with the tokeni
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,15 @@ GPT2_PATTERN = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+
 
 
 def hf_counter(tokenizer: Any) -> Counter:
-    """Token counts from the Rust tokenizer directly (no per-row Python conversion)."""
+    """Token counts from the Rust tokenizer directly (no per-row Python conversion).
+
+    A saved tokenizer can carry padding (a batch padded to its longest row) or truncation;
+    either would misreport a row's length, so the counter uses a copy without them."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and (backend.padding or backend.truncation):
+        backend = copy.deepcopy(backend)
+        backend.no_padding()
+        backend.no_truncation()
 
     def count(texts: list[str]) -> list[int]:
         if not texts:
