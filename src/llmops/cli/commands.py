@@ -1,5 +1,8 @@
 """The CLI's commands: each parses nothing and composes nothing; it calls one engine
-function (`llmops.stages`) with what the arguments name, and prints the result."""
+function (`llmops.stages`) with what the arguments name, and prints the result.
+
+Each command imports what it uses, so that a light one (`status`, `history`) does not load
+the whole engine."""
 
 from __future__ import annotations
 
@@ -8,11 +11,7 @@ import time
 from pathlib import Path
 
 from llmops.cli import output
-from llmops.config import load_model
 from llmops.errors import CheckFailed, DataRefused, GateRefused, UsageError
-from llmops.registry.promote import apply_promotion
-from llmops.stages import data, deployment, evaluation, registration, training
-from llmops.stages.context import Context
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -26,6 +25,9 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_data(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import data
+
     if args.changed_since:
         if args.model or args.dataset:
             raise UsageError("--changed-since picks the models itself: give no model or "
@@ -44,6 +46,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 
 
 def validate_changed(since: str) -> int:
+    from llmops.stages import data
+
     results = data.validate_changed(since)
     if not results:
         print(f"no model's datasets, golden sets, suite or training YAML changed since "
@@ -61,6 +65,8 @@ def validate_changed(since: str) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Every YAML the release reads, each problem reported (exit 2 if any)."""
+    from llmops.stages import data
+
     checks = data.check_all_configs(args.models)
     for c in checks:
         if c.problem:
@@ -73,6 +79,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import evaluation
+    from llmops.stages.context import Context
+
     try:
         _, gate = evaluation.evaluate_candidate(load_model(args.model), args.candidate,
                                                 Context().registry)
@@ -84,6 +94,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import registration
+    from llmops.stages.context import Context
+
     mv = registration.register_stage(load_model(args.model), args.run, args.version,
                                      Context())
     print(f"registered {mv.name} {mv.version} (registry id {mv.registry_id}) digest {mv.digest}")
@@ -91,6 +105,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from llmops.stages import registration
+    from llmops.stages.context import Context
+
     done = registration.promote_version(args.model, args.version, args.to, Context(),
                                         args.local)
     if done.merge_request is not None:
@@ -101,12 +118,19 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_apply_promotion(args: argparse.Namespace) -> int:
+    from llmops.registry.promote import apply_promotion
+    from llmops.stages.context import Context
+
     for mv in apply_promotion(args.env, Context().registry):
         print(f"{args.env}: {mv.name} {mv.version} ({mv.digest})")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
+
     spec, ctx = load_model(args.model), Context()
     target = deployment.target_for(args.env, ctx)
     version = deployment.pinned_version(spec.name, args.env, args.version)
@@ -120,12 +144,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
+
     target = deployment.target_for(args.env, Context())
     output.print_verification(deployment.verify_env(load_model(args.model), target))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import training
+    from llmops.stages.context import Context
+
     done = training.train_candidate(load_model(args.model), Context(), args.backend,
                                     args.resume)
     print(f"trained {args.model}: adapter {done.result.adapter_dir}")
@@ -136,6 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_release_notes(args: argparse.Namespace) -> int:
     """Files for a GitLab Release: notes.md (summary, gate report), the model card."""
+    from llmops.config import load_model
+    from llmops.stages import registration
+    from llmops.stages.context import Context
+
     out = registration.release_notes(load_model(args.model), args.version, Path(args.out),
                                      Context().registry)
     print(f"release notes for {args.model} {args.version} in {out}/")
@@ -143,6 +179,10 @@ def cmd_release_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
+
     ctx = Context()
     target = deployment.target_for(args.env, ctx)
     output.print_verification(deployment.rollback_env(load_model(args.model), target,
@@ -151,6 +191,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
+
     target = deployment.target_for(args.env, Context())
     output.print_history(args.model, args.env,
                          deployment.history(args.model, target, args.last))
@@ -158,6 +201,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
+
     target = deployment.target_for(args.env, Context())
     shape, plan = deployment.parallel_plan(load_model(args.model), target)
     g = target.config.gpu

@@ -19,26 +19,7 @@ from typing import Any, NoReturn
 
 from rich.markup import escape
 
-from llmops.cli.commands import (
-    cmd_apply_promotion,
-    cmd_check_config,
-    cmd_deploy,
-    cmd_evaluate,
-    cmd_history,
-    cmd_plan,
-    cmd_promote,
-    cmd_register,
-    cmd_release,
-    cmd_release_notes,
-    cmd_rollback,
-    cmd_status,
-    cmd_stop,
-    cmd_train,
-    cmd_validate_data,
-    cmd_verify,
-)
-from llmops.cli.output import console
-from llmops.config.paths import state_dir, state_subdir
+from llmops.cli.console import console
 from llmops.errors import LlmopsError
 
 EPILOG = """examples:
@@ -58,6 +39,8 @@ EPILOG = """examples:
 
 def _embedded_env() -> None:
     """Point Prefect and MLflow at `.llmops/` unless the environment says otherwise."""
+    from llmops.config.paths import state_dir, state_subdir
+
     os.environ.setdefault("PREFECT_HOME", str(state_subdir("prefect")))
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH",
                           str(state_subdir("prefect-results")))
@@ -79,42 +62,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--env", default="local", help="target environment (deploy/<env>.yml)")
     p.add_argument("--version", help="SemVer to register (default: next patch)")
-    p.set_defaults(func=cmd_release)
+    p.set_defaults(func="cmd_release")
     p = sub.add_parser("validate-data", help="run the data gate on a model's datasets")
     p.add_argument("model", nargs="?", help="the model (or use --changed-since)")
     p.add_argument("--dataset", help="check this file instead, against the model's rules")
     p.add_argument("--changed-since", metavar="REF",
                    help="every model whose datasets, golden sets, suite or training YAML "
                         "differ from commit REF (a merge request's base)")
-    p.set_defaults(func=cmd_validate_data)
+    p.set_defaults(func="cmd_validate_data")
     p = sub.add_parser("check-config", help="check the YAMLs: models (ours and Axolotl's "
                        "config model), deploy targets, registry pins; no model is loaded")
     p.add_argument("models", nargs="*", help="these models only (default: all)")
-    p.set_defaults(func=cmd_check_config)
+    p.set_defaults(func="cmd_check_config")
     p = sub.add_parser("evaluate", help="measure base, candidate and production; apply the gate")
     p.add_argument("model")
     p.add_argument("--candidate", required=True, help="a run id or a registered version")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func="cmd_evaluate")
     p = sub.add_parser("register", help="register a gated run's adapter as a new version")
     p.add_argument("model")
     p.add_argument("--run", required=True, help="MLflow run id of the release")
     p.add_argument("--version", help="SemVer (default: the CI tag, else the next patch)")
-    p.set_defaults(func=cmd_register)
+    p.set_defaults(func="cmd_register")
     p = sub.add_parser("promote", help="pin a version to an environment by merge request")
     p.add_argument("model")
     p.add_argument("version")
     p.add_argument("--to", required=True, metavar="ENV", help="environment (registry/<env>.yml)")
     p.add_argument("--local", action="store_true", help="edit the pin file, no GitLab")
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(func="cmd_promote")
     p = sub.add_parser("apply-promotion", help="after merge: check pins, point env aliases")
     p.add_argument("--env", required=True)
-    p.set_defaults(func=cmd_apply_promotion)
+    p.set_defaults(func="cmd_apply_promotion")
     p = sub.add_parser("deploy", help="serve a registered version (default: the pinned one)")
     p.add_argument("model")
     p.add_argument("--env", default="local")
     p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
     p.add_argument("--render", metavar="DIR", help="write Kubernetes manifests, apply nothing")
-    p.set_defaults(func=cmd_deploy)
+    p.set_defaults(func="cmd_deploy")
     p = sub.add_parser("train", help="data gate, then fine-tune into a new MLflow run")
     p.add_argument("model")
     p.add_argument("--backend", choices=("auto", "axolotl", "unsloth"), default="auto",
@@ -122,28 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the latest unfinished run from its last checkpoint")
     p.add_argument("--dotenv", metavar="FILE", help="write LLMOPS_RUN_ID=<run id> here")
-    p.set_defaults(func=cmd_train)
-    model_env(sub, "verify", "smoke + load test a model's serving deployment", cmd_verify)
+    p.set_defaults(func="cmd_train")
+    model_env(sub, "verify", "smoke + load test a model's serving deployment", "cmd_verify")
     p = sub.add_parser("release-notes", help="notes, model card and gate report of a version")
     p.add_argument("model")
     p.add_argument("--version", required=True)
     p.add_argument("--out", default="release", help="folder to write (default: release/)")
-    p.set_defaults(func=cmd_release_notes)
-    model_env(sub, "rollback", "serve the previous verified version again", cmd_rollback)
+    p.set_defaults(func="cmd_release_notes")
+    model_env(sub, "rollback", "serve the previous verified version again", "cmd_rollback")
     p = model_env(sub, "history", "what was deployed where, when, and how it went",
-                  cmd_history)
+                  "cmd_history")
     p.add_argument("--last", type=int, default=20, help="show the last N events")
     p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
     p.add_argument("model")
     p.add_argument("--env", required=True)
-    p.set_defaults(func=cmd_plan)
+    p.set_defaults(func="cmd_plan")
     p = sub.add_parser("status", help="list local deployments")
-    p.set_defaults(func=cmd_status)
-    model_env(sub, "stop", "stop a model's local server", cmd_stop)
+    p.set_defaults(func="cmd_status")
+    model_env(sub, "stop", "stop a model's local server", "cmd_stop")
     return parser
 
 
-def model_env(sub: Any, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+def model_env(sub: Any, name: str, help_: str, func: str) -> argparse.ArgumentParser:
     """A `<command> MODEL [--env ENV]` subcommand (env default: local)."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help_)
     p.add_argument("model")
@@ -188,7 +171,9 @@ def _run(argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         _embedded_env()
-        return int(args.func(args))
+        from llmops.cli import commands  # here: `--help` and usage errors load no engine
+
+        return int(getattr(commands, args.func)(args))
     except LlmopsError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return exc.exit_code

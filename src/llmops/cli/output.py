@@ -6,17 +6,18 @@ import json
 import statistics
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llmops.cli.console import console
 from llmops.config.paths import run_folder
-from llmops.data import DataReport
-from llmops.stages.release import ReleaseSummary
 
-console = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from llmops.data import DataReport
+    from llmops.stages.release import ReleaseSummary
 
 
 def error(label: str, message: str) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from llmops.digests import (  # noqa: F401  (the registry's own names for them)
     MANIFEST,
@@ -72,10 +73,13 @@ class Registry(Protocol):
 class MlflowRegistry:
     """MLflow's model registry (embedded store or a server); SemVer in the `version` tag."""
 
-    def __init__(self) -> None:
+    @cached_property
+    def client(self) -> Any:
+        """Made on first use: a command that never touches the registry does not pay for
+        importing MLflow."""
         import mlflow
 
-        self.client = mlflow.MlflowClient(tracking_uri())
+        return mlflow.MlflowClient(tracking_uri())
 
     def _versions(self, name: str) -> list[ModelVersion]:
         from mlflow.exceptions import MlflowException
