@@ -50,7 +50,6 @@ POLICY: dict[str, dict[str, Any]] = {
     "check-data": {"timeout_seconds": 2 * HOUR, "cache_key_fn": _data_key,
                    "cache_expiration": timedelta(days=30), "persist_result": True},
     "record-data": {"timeout_seconds": 0.25 * HOUR, **RETRIED},
-    "validate": {"timeout_seconds": 2 * HOUR},
     "train": {"timeout_seconds": 24 * HOUR},
     "evaluate": {"timeout_seconds": 3 * HOUR},
     "gate": {"timeout_seconds": 0.1 * HOUR},

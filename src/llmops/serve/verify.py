@@ -11,7 +11,6 @@ import httpx
 
 from llmops.config import ModelSpec, VerifySettings
 from llmops.config.golden import GoldenItem, answer_matches
-from llmops.errors import StageFailed
 from llmops.serve.loadtest import load_problems, load_test
 
 
@@ -78,12 +77,6 @@ def accuracy_problems(result: SmokeResult, minimum: float | None) -> list[str]:
         return []
     return [f"golden accuracy {share:.2f} ({result.right} of {len(result.answers)} answers "
             f"right) is below the minimum {minimum:g} (verify.min_golden_accuracy)"]
-
-
-def require(result: SmokeResult) -> SmokeResult:
-    if not result.passed:
-        raise StageFailed(f"smoke test of {result.url} failed: " + "; ".join(result.problems))
-    return result
 
 
 @dataclass
