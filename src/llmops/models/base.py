@@ -14,6 +14,7 @@ leaves nothing half-written.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 from llmops.config import DatasetRef, known_models, load_model
 from llmops.config.golden import read_golden
-from llmops.config.paths import state_subdir
+from llmops.config.paths import repo_root, state_subdir
 from llmops.data.reader import read_conversations
 from llmops.errors import UsageError
 
@@ -37,6 +38,13 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def _corpus() -> tuple[list[str], list[str]]:
+    """The corpus of this checkout, read once per process (the tokenizer and the chat-format
+    pre-training of one build both use it)."""
+    return _corpus_of(repo_root())
+
+
+@functools.cache
+def _corpus_of(root: Path) -> tuple[list[str], list[str]]:
     """(every message and golden question and answer, the user turns and golden questions)
     of the models' datasets, read as each model's YAML says (ShareGPT, alpaca, ...); a
     conversation stored in several shapes (the tiny-* test models reuse support-bot's) counts
