@@ -70,3 +70,19 @@ def test_an_empty_file_fails_size(repo_copy: Path, tokenizer: Any) -> None:
     report = validate_model_data(load_model("tiny"), tokenizer)
     size = next(c for c in report.datasets[1].checks if c.check == "size")
     assert not size.passed and size.observed == "0 examples"
+
+
+def test_a_line_over_max_line_bytes_fails_parse_and_says_what_to_do(repo_copy: Path,
+                                                                    tokenizer: Any) -> None:
+    train = repo_copy / "datasets" / "support-bot" / "train.jsonl"
+    rows = train.read_text().splitlines()
+    rows[2] = good("word " * 1000, "long")
+    train.write_text("\n".join(rows) + "\n")
+    checks = repo_copy / "validation" / "tiny.yml"
+    checks.write_text(checks.read_text().replace("  min_examples: 20",
+                                                 "  min_examples: 20\n  max_line_bytes: 4096"))
+    report = validate_model_data(load_model("tiny"), tokenizer)
+    parse = next(c for c in report.datasets[0].checks if c.check == "parse")
+    assert not parse.passed and parse.lines == [3]
+    assert parse.observed == (f"1 failing (line 3: {len(rows[2].encode())} bytes exceeds "
+                              "max_line_bytes 4096; split the row or raise data.max_line_bytes)")

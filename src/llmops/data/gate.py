@@ -83,7 +83,7 @@ def references(spec: ModelSpec) -> References:
     for ref in spec.datasets:
         if ref.split == "eval":
             fmt = format_of(ref.entry, str(ref.path))
-            for _, obj in stream_lines(ref.path):
+            for _, obj in stream_lines(ref.path, spec.validation.data.max_line_bytes):
                 msgs = to_messages(obj, fmt) if isinstance(obj, dict) else None
                 if msgs and all(isinstance(m["content"], str) for m in msgs):
                     refs.examples.add(fingerprint("\n".join(m["content"] for m in msgs)))
@@ -142,6 +142,11 @@ def _rows(df: Any, table: FeatureTable, gx_result: Any, spec: ModelSpec) -> list
             if col == "no_pii":
                 kinds = sorted({k for v in table.pii.values() for k in v})
                 observed += f" ({', '.join(kinds)})" if kinds else ""
+            if col == "parse" and table.unreadable:
+                line = min(table.unreadable)
+                more = len(table.unreadable) - 1
+                observed += (f" (line {line}: {table.unreadable[line]}"
+                             + (f"; and {more} more such)" if more else ")"))
             threshold = BOOL_CHECKS[col]
             if _allowed_share(spec, col):
                 threshold += f" (<= {_allowed_share(spec, col):.1%} may fail)"
@@ -157,8 +162,8 @@ def validate_file(spec: ModelSpec, ref: DatasetRef, tokenizer: Any, context: Any
     fmt = format_of(ref.entry, str(ref.path))
     refs_for = refs if ref.split == "train" else None
     if ref.path.suffix == ".json":
-        table = extract(stream_json_array(ref.path), fmt, tokenizer, spec.validation.data,
-                        refs_for)
+        table = extract(stream_json_array(ref.path, spec.validation.data.max_line_bytes), fmt,
+                        tokenizer, spec.validation.data, refs_for)
     else:
         table = extract_file(ref.path, fmt, tokenizer, spec.validation.data, refs_for,
                              workers=os.cpu_count() or 1)

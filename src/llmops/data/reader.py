@@ -12,20 +12,28 @@ from collections.abc import Iterator
 
 from llmops.config import DatasetRef
 from llmops.config.datasets import Format, format_of
-from llmops.data.features import stream_json_array, stream_lines
+from llmops.data.features import Unreadable, stream_json_array, stream_lines
 from llmops.data.formats import to_messages
 from llmops.errors import UsageError
 
 Conversation = list[dict[str, str]]
 
 
-def iter_conversations(ref: DatasetRef) -> Iterator[tuple[int, Conversation]]:
+def iter_conversations(ref: DatasetRef, max_line_bytes: int | None = None
+                       ) -> Iterator[tuple[int, Conversation]]:
     """(line, [{'role', 'content'}]) per row of a .jsonl (or .json array) dataset; roles
-    mapped to user/assistant/system (a `completion` row is one 'text' turn)."""
+    mapped to user/assistant/system (a `completion` row is one 'text' turn).
+
+    Lines of any length are read unless `max_line_bytes` is given: the data gate refuses
+    longer lines than its configured limit before any stage reads the rows, and a smaller
+    default here would refuse rows that the gate was configured to let through."""
     fmt = format_of(ref.entry, str(ref.path))
-    rows = stream_json_array(ref.path) if ref.path.suffix == ".json" else stream_lines(ref.path)
+    rows = stream_json_array(ref.path, max_line_bytes) if ref.path.suffix == ".json" else \
+        stream_lines(ref.path, max_line_bytes)
     for line, obj in rows:
         where = f"{ref.path}:{line}"
+        if isinstance(obj, Unreadable):
+            raise UsageError(f"{where}: {obj.reason}")
         if not isinstance(obj, dict):
             raise UsageError(f"{where}: not a JSON object")
         msgs = to_messages(obj, fmt)
