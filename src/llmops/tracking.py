@@ -13,16 +13,39 @@ from collections.abc import Mapping
 
 from llmops.config.paths import repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
+from llmops.redact import redact
 
 
 def tracking_uri() -> str:
-    """The MLflow tracking URI in force (exported so that subprocesses share it)."""
+    """The MLflow tracking URI in force (exported so that subprocesses share it), without
+    credentials: user and password in the URI move to MLflow's own variables."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and "@" in uri:
+        uri = _move_credentials(uri)
     if not uri:
         uri = f"sqlite:///{state_dir() / 'mlflow.db'}"
         state_dir().mkdir(parents=True, exist_ok=True)
         os.environ["MLFLOW_TRACKING_URI"] = uri
     return uri
+
+
+def _move_credentials(uri: str) -> str:
+    """`http://user:pw@host` → `http://host`, with MLFLOW_TRACKING_USERNAME/PASSWORD set
+    (unless already set): MLflow authenticates the same, and never prints the credentials in
+    the links it writes to stdout ("View run at …"), here or in the training process."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", unquote(user))
+    if password:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", unquote(password))
+    clean = urlunsplit(parts._replace(netloc=host))
+    os.environ["MLFLOW_TRACKING_URI"] = clean
+    return clean
 
 
 def artifact_root() -> str | None:
@@ -43,18 +66,10 @@ def experiment_id(model: str) -> str:
             return str(found.experiment_id)
         return str(mlflow.create_experiment(model, artifact_location=artifact_root()))
     except Exception as exc:  # any transport or store failure means: cannot track
-        raise UsageError(
-            f"MLflow at {_redacted(tracking_uri())} is unreachable or refused the request: "
-            f"{type(exc).__name__}: {str(exc)[:200]}"
-        ) from exc
-
-
-def _redacted(uri: str) -> str:
-    """A URI without user:password, for messages."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
+        # MLflow's own message may quote the URI: the whole message is redacted.
+        raise UsageError(redact(
+            f"MLflow at {tracking_uri()} is unreachable or refused the request: "
+            f"{type(exc).__name__}: {str(exc)[:200]}")) from exc
 
 
 def git_tags(ci_tags: Mapping[str, str]) -> dict[str, str]:
@@ -77,4 +92,4 @@ def ui_hint() -> str:
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         return f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000"
-    return uri
+    return redact(uri)

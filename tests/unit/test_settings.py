@@ -36,7 +36,7 @@ def test_only_settings_and_the_entry_points_read_the_environment() -> None:
     allowed = {"config/settings.py", "config/paths.py", "cli/main.py",
                "orchestration/prefect_api.py", "tracking.py", "serve/process.py",
                "train/run.py", "train/unsloth.py", "train/axolotl_cpu.py",
-               "kubernetes/fetch.py"}
+               "kubernetes/fetch.py", "kubernetes/kubectl.py"}
     readers = {str(p.relative_to(package)) for p in package.rglob("*.py")
                if "os.environ" in p.read_text() or "getenv(" in p.read_text()}
     assert readers <= allowed, sorted(readers - allowed)

@@ -46,9 +46,48 @@ def test_axolotl_own_validation_names_the_key(tmp_path: Path) -> None:
 
 
 def test_config_params_are_flat_and_never_carry_secrets() -> None:
-    from llmops.train.run import SECRET_KEYS, flatten
+    """Secret-named keys are hidden and secret-shaped values redacted under any key."""
+    from llmops.train.run import log_config_params
 
-    flat = flatten({"datasets": [{"path": "a.jsonl", "type": "chat_template"}], "lr": 0.1,
-                    "mlflow_tracking_uri": "https://u:p@host", "hub_token": "x"})
-    assert flat["datasets.0.path"] == "a.jsonl" and flat["lr"] == "0.1"
-    assert [k for k in flat if SECRET_KEYS.search(k)] == ["mlflow_tracking_uri", "hub_token"]
+    class Client:
+        params: dict[str, str] = {}
+
+        def log_batch(self, run_id: str, params: list[Any]) -> None:
+            self.params.update({p.key: p.value for p in params})
+
+    client = Client()
+    log_config_params(client, "run", {
+        "datasets": [{"path": "a.jsonl", "type": "chat_template"}], "lr": 0.1,
+        "wandb_key": "0123456789abcdef", "passwd": "hunter22", "credentials": "c-r-e-d",
+        "hf_use_auth_token": True, "note": "https://bot:S3cr3tPw@host/x",
+        "extra": "token glpat-abcdefghijklmnopqrstuvwxyz"})
+    got = client.params
+    assert got["axolotl.datasets.0.path"] == "a.jsonl" and got["axolotl.lr"] == "0.1"
+    for key in ("wandb_key", "passwd", "credentials"):
+        assert got[f"axolotl.{key}"] == "[REDACTED]"
+    assert got["axolotl.hf_use_auth_token"] == "True"  # a flag, not a secret
+    assert got["axolotl.note"] == "https://[REDACTED]@host/x"
+    assert "glpat-" not in got["axolotl.extra"]
+
+
+@pytest.mark.parametrize("key,value", [
+    ("wandb_api_key", "0123456789abcdef"),
+    ("hub_token", "hf_abcdefghijklmnop"),
+    ("comet_password", "hunter22"),
+    ("dataset_note", "https://user:S3cr3tPw@example.com/data"),
+    ("notes", "sk-abcdefghijklmnopqrstuvwxyz012345"),
+])
+def test_a_secret_in_the_training_yaml_is_refused_by_key_never_by_value(
+        tmp_path: Path, key: str, value: str) -> None:
+    with pytest.raises(UsageError) as err:
+        check_training_config({**tiny(), key: value}, tmp_path / "bad.yml")
+    message = str(err.value)
+    assert f"bad.yml: {key}: holds a secret" in message
+    assert value not in message and "S3cr3tPw" not in message
+
+
+def test_trust_remote_code_needs_the_models_explicit_allowance(tmp_path: Path) -> None:
+    cfg = {**tiny(), "trust_remote_code": True}
+    with pytest.raises(UsageError, match="trust_remote_code: runs Python code"):
+        check_training_config(cfg, tmp_path / "x.yml")
+    check_training_config(cfg, tmp_path / "x.yml", allow_remote_code=True)

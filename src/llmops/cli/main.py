@@ -21,6 +21,12 @@ from rich.markup import escape
 
 from llmops.cli.console import console
 from llmops.errors import LlmopsError
+from llmops.redact import (
+    install_logging_filter,
+    redact,
+    redact_standard_streams,
+    remember_environment,
+)
 
 EPILOG = """examples:
   llmops release support-bot          # the whole release on CPU, embedded defaults
@@ -171,11 +177,15 @@ def _run(argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         _embedded_env()
+        # Secrets given to this process are redacted from what it prints and logs.
+        remember_environment(os.environ)
+        install_logging_filter()
+        redact_standard_streams()
         from llmops.cli import commands  # here: `--help` and usage errors load no engine
 
         return int(getattr(commands, args.func)(args))
     except LlmopsError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -183,7 +193,7 @@ def _run(argv: list[str] | None) -> int:
     except Exception as exc:  # a bug or an unexpected failure: say what, and how to see more
         if os.environ.get("LLMOPS_DEBUG") == "1":
             raise
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(redact(str(exc)))}\n"
                       "(set LLMOPS_DEBUG=1 for the traceback)", highlight=False)
         return 1
 

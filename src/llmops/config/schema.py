@@ -8,9 +8,10 @@ own schema validate the rest when it trains.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -45,6 +46,9 @@ class DataChecks(Strict):
               description="PII and secret kinds that fail the gate; [] turns the check off.")
     pii_allow: list[str] = Field(
         default_factory=list, description="Regexes of matches that are fine (fullmatch).")
+    max_line_bytes: int = Field(
+        default=8 << 20, ge=1024, description="Longest JSONL line (or .json array element) "
+        "the gate reads; a longer one fails `parse` on its line, so memory stays bounded.")
 
 
 class GoldenSet(Strict):
@@ -95,6 +99,9 @@ class ValidationConfig(Strict):
     data: DataChecks = DataChecks()
     eval: EvalSettings
     gates: list[GateRule] = Field(min_length=1)
+    allow_trust_remote_code: bool = Field(
+        default=False, description="Let the Axolotl YAML set `trust_remote_code: true`, which "
+        "runs Python code from the model's repository when it trains and serves.")
 
 
 # --- deploy/<env>.yml ---------------------------------------------------------------------
@@ -103,6 +110,41 @@ class ValidationConfig(Strict):
 # expiry: a client reusing it just then gets a reset. Servers keep connections longer than
 # clients and than load balancers' idle timeouts (60 s for AWS ALB and nginx upstreams).
 HTTP_KEEP_ALIVE_S = 75
+
+
+# vLLM options `extra_args` may not carry. They come after the target's own arguments and
+# argparse keeps the last value, so each would override a decision the target makes.
+REFUSED_VLLM_ARGS = {
+    "--trust-remote-code": "it runs Python from the model's repository inside the server "
+    "(serve a model whose architecture vLLM supports as it is)",
+    "--host": "the target chooses the address (127.0.0.1 locally; on Kubernetes the pod's "
+    "port, behind its NetworkPolicy); reach the server through the target's endpoint",
+    "--config": "a vLLM config file can set the options refused here; put the options in "
+    "extra_args themselves",
+    "--api-key": "a key in YAML ends up in git; the server gets its key from VLLM_API_KEY "
+    "(a Secret on Kubernetes)",
+}
+
+
+def refused_vllm_arg(arg: str) -> str | None:
+    """The refused option `arg` would set, if any. vLLM's parser reads `_` as `-`, takes
+    `--opt=value`, and (argparse) any unambiguous prefix of an option: `--host=0.0.0.0`,
+    `--trust_remote_code`, `--trust-remote` are all refused."""
+    if not arg.startswith("--"):
+        return None
+    name = arg.split("=", 1)[0].replace("_", "-")
+    if len(name) <= 2:
+        return None
+    return next((opt for opt in REFUSED_VLLM_ARGS if opt.startswith(name)), None)
+
+
+def check_extra_args(args: list[str], where: str) -> None:
+    """ValueError naming `where[i]`, the option and what to do, for a refused argument."""
+    for i, arg in enumerate(args):
+        opt = refused_vllm_arg(arg)
+        if opt is not None:
+            raise ValueError(f"{where}[{i}]: {arg!r} ({opt}) is refused; remove it: "
+                             f"{REFUSED_VLLM_ARGS[opt]}")
 
 
 class ServeSettings(Strict):
@@ -138,7 +180,14 @@ class ServeSettings(Strict):
         "weights (one scale per output channel) and activations quantized per token at run "
         "time (llmops.models.quantize); needs serve: merged.")
     startup_timeout_s: float = Field(default=600.0, gt=0)
-    extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments.")
+    extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments "
+                                  "(not --trust-remote-code, --host, --config or --api-key).")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_refused_args(cls, args: list[str]) -> list[str]:
+        check_extra_args(args, "extra_args")
+        return args
 
     @model_validator(mode="after")
     def _quantize_merged_only(self) -> ServeSettings:
@@ -190,11 +239,84 @@ class GpuTarget(Strict):
         default="lora", description="Serve the adapter on its base, or the merged model.")
 
 
+IMAGE_BY_DIGEST = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+
+
+class NetworkPeer(Strict):
+    """Pods the NetworkPolicy admits to the vLLM port: label selectors (matchLabels); both
+    given: those pods in those namespaces; pod labels alone: in the serving namespace."""
+
+    namespace_labels: dict[str, str] | None = Field(
+        default=None, description="e.g. {kubernetes.io/metadata.name: monitoring}.")
+    pod_labels: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> NetworkPeer:
+        if self.namespace_labels is None and self.pod_labels is None:
+            raise ValueError("give namespace_labels, pod_labels or both (a peer with neither "
+                             "would not say whom to admit)")
+        return self
+
+
+class KubernetesSettings(Strict):
+    """deploy/<env>.yml `kubernetes:`: images, Secrets, who may connect, pod resources."""
+
+    vllm_image: str | None = Field(
+        default=None, description="vLLM's OpenAI server image, pinned by digest "
+        "(name@sha256:…); required to render. Also runs the init container's fetch (it "
+        "needs only python3), unless fetch_image is set.")
+    fetch_image: str | None = Field(
+        default=None, description="The init container's image (name@sha256:…); default: "
+        "vllm_image.")
+    api_key_secret: str | None = Field(
+        default=None, description="Secret whose key `api-key` is the server's API key "
+        "(VLLM_API_KEY); default: <model>-<env>-api-key. Created by the platform team.")
+    registry_token_secret: str = Field(
+        default="llmops-registry-read-token", description="Secret with a read-only registry "
+        "token for the init container (GitLab: read_api scope, or a deploy token with "
+        "read_package_registry), never the CI's write token.")
+    registry_token_key: str = Field(default="token", description="Its key in that Secret.")
+    run_as_user: int = Field(
+        default=1000, ge=1, description="Non-root uid (and gid) the pod runs as: the vLLM "
+        "image's default user is root.")
+    clients: list[NetworkPeer] = Field(
+        default_factory=lambda: [NetworkPeer(pod_labels={"llmops/serving-client": "true"})],
+        min_length=1, description="Who may call the API (the Service's clients, e.g. the "
+        "gateway's namespace); default: pods labelled llmops/serving-client=true in the "
+        "serving namespace.")
+    prometheus: NetworkPeer = Field(
+        default_factory=lambda: NetworkPeer(
+            namespace_labels={"kubernetes.io/metadata.name": "monitoring"},
+            pod_labels={"app.kubernetes.io/name": "prometheus"}),
+        description="Prometheus, admitted to the port that serves /metrics.")
+    cpu_per_gpu: float = Field(default=4, gt=0, description="CPU cores requested per GPU.")
+    memory_gib_per_gpu: float = Field(
+        default=32, gt=0, description="Memory requested and limited per GPU (host RAM for "
+        "loading weights, /dev/shm).")
+
+    @field_validator("vllm_image", "fetch_image")
+    @classmethod
+    def _by_digest(cls, image: str | None) -> str | None:
+        if image is not None and not IMAGE_BY_DIGEST.fullmatch(image):
+            raise ValueError(f"{image!r} is not pinned by digest: a tag can be moved to other "
+                             "content. Give name@sha256:<64 hex digits> (`docker buildx "
+                             "imagetools inspect <name>:<tag>` prints the digest)")
+        return image
+
+
+def is_hub_id(base: str) -> bool:
+    """`org/name` on the Hub, not a path (absolute, or relative to the repository)."""
+    return base.count("/") == 1 and not base.startswith((".", "/", "~"))
+
+
 class DeployConfig(Strict):
     """deploy/<env>.yml: one target environment."""
 
     target: Literal["local", "kubernetes"]
     gpu: GpuTarget | None = None
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings, description="A kubernetes target's images, "
+        "Secrets, NetworkPolicy peers and pod resources.")
     registry_api: str | None = Field(
         default=None, description="GitLab project API the pods fetch model files from, "
         "e.g. https://gitlab.example.com/api/v4/projects/7 (default: $CI_API_V4_URL/projects/"
@@ -203,13 +325,35 @@ class DeployConfig(Strict):
         default=None, description="Kubernetes: the OpenAI-compatible URL (…/v1) of the "
         "Service or gateway in front of the pods, which `llmops verify` checks.")
     base_models: dict[str, str] = Field(
-        default_factory=dict, description="Per model: the base model pods load (a hub id or "
-        "a mounted path), for LoRA serving.")
+        default_factory=dict, description="Per model: the base model pods load for LoRA "
+        "serving: a mounted path, or a Hub id pinned to a commit (`org/name@<revision>`), so "
+        "that every pod serves the weights the adapter was trained on.")
     serve: ServeSettings = ServeSettings()
     verify: VerifySettings = VerifySettings()
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-model overrides of `serve`."
     )
+
+    @field_validator("base_models")
+    @classmethod
+    def _hub_bases_pinned(cls, bases: dict[str, str]) -> dict[str, str]:
+        for model, base in bases.items():
+            if is_hub_id(base.split("@", 1)[0]) and not base.partition("@")[2]:
+                raise ValueError(
+                    f"base_models.{model}: {base} is a Hub id without a revision; pin the "
+                    f"commit ({base}@<revision>): a branch can change under running pods")
+        return bases
+
+    @field_validator("models")
+    @classmethod
+    def _no_refused_model_args(cls, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        # The overrides are validated as a whole only when used (serve_for); refused vLLM
+        # arguments are refused when the file loads, like those of `serve`.
+        for name, overrides in models.items():
+            args = overrides.get("extra_args") if isinstance(overrides, dict) else None
+            if isinstance(args, list):
+                check_extra_args([str(a) for a in args], f"models.{name}.extra_args")
+        return models
 
     @model_validator(mode="after")
     def _gpu_for_kubernetes(self) -> DeployConfig:

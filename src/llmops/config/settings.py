@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from llmops.redact import remember_environment
+
 # CI identifiers recorded on every run and version, as MLflow tags.
 CI_TAGS = {
     "CI_PIPELINE_ID": "gitlab.CI_PIPELINE_ID",
@@ -28,11 +30,14 @@ class Settings:
     gitlab_project: str | None = None  # GITLAB_PROJECT, else CI_PROJECT_ID
     commit_tag: str | None = None  # CI_COMMIT_TAG (a tag pipeline)
     project_api: str | None = None  # $CI_API_V4_URL/projects/$CI_PROJECT_ID
+    api_key: str | None = None  # LLMOPS_API_KEY: a cluster endpoint's key, for verify
     ci_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         api, project = env.get("CI_API_V4_URL"), env.get("CI_PROJECT_ID")
+        # Whatever this command was given as a secret is redacted at every exit from now on.
+        remember_environment(env)
         return cls(
             registry_uri=env.get("LLMOPS_REGISTRY_URI") or env.get("MLFLOW_TRACKING_URI", ""),
             registry_token=env.get("LLMOPS_REGISTRY_TOKEN") or env.get("MLFLOW_TRACKING_TOKEN"),
@@ -41,6 +46,7 @@ class Settings:
             gitlab_project=env.get("GITLAB_PROJECT") or project,
             commit_tag=env.get("CI_COMMIT_TAG"),
             project_api=f"{api}/projects/{project}" if api and project else None,
+            api_key=env.get("LLMOPS_API_KEY"),
             ci_tags={tag: env[var] for var, tag in CI_TAGS.items() if env.get(var)},
         )
 

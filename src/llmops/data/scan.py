@@ -8,14 +8,21 @@ from __future__ import annotations
 import hashlib
 import re
 
+from llmops.redact import SECRET_PATTERNS
+
+# Every variable-length part is bounded (an address's limits: 64 before the @, labels of 63,
+# at most 8 of them before the top-level domain), so a match attempt costs a constant and a
+# scan is linear in the text. An unbounded `+` before the `@` makes every start position in a
+# long run of address characters scan to the run's end: quadratic in the field's length.
+# The tokens' open-ended `{20,}` and the like stay linear: such an attempt either matches
+# (and `finditer` continues after the match) or fails within its minimum length.
+# The secret kinds are the patterns that `llmops.redact` removes from everything the
+# pipeline logs, uploads or prints: one definition of what a credential looks like.
 PATTERNS: dict[str, str] = {
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "email": r"[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,63}",
     "phone": r"(?<![\w+])\+?\(?\d{1,4}\)?(?:[ .-]\d{2,4}){2,4}(?![\w-])",
     "card": r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)",
-    "cloud_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bAIza[0-9A-Za-z_-]{35}\b",
-    "private_key": r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----",
-    "api_token": (r"\bglpat-[0-9A-Za-z_-]{20,}|\bgh[pousr]_[0-9A-Za-z]{36,}"
-                  r"|\bxox[abprs]-[0-9A-Za-z-]{10,}|\bsk-[A-Za-z0-9_-]{20,}"),
+    **SECRET_PATTERNS,
 }
 PII_KINDS = tuple(PATTERNS)
 _COMPILED = {k: re.compile(p) for k, p in PATTERNS.items()}

@@ -6,6 +6,7 @@ rendered manifests are.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,8 +14,15 @@ from pathlib import Path
 import yaml
 
 from llmops.errors import UsageError
+from llmops.redact import PIPELINE_SECRETS
 
 FIELD_MANAGER = "llmops"
+
+
+def _env() -> dict[str, str]:
+    """kubectl's environment: its own credentials (a kubeconfig, a cloud's auth plugin
+    variables) but none of the pipeline's."""
+    return {k: v for k, v in os.environ.items() if k not in PIPELINE_SECRETS}
 
 
 def deployment_target(path: Path) -> tuple[str, list[str]]:
@@ -36,7 +44,7 @@ def kubectl(what: str) -> str:
         raise UsageError(f"kubectl not found: {what}; install kubectl and configure the "
                          "cluster (KUBECONFIG), or apply them with your own tooling")
     context = subprocess.run([binary, "config", "current-context"], capture_output=True,
-                             text=True)
+                             text=True, env=_env())
     if context.returncode != 0:
         raise UsageError(f"no Kubernetes cluster configured ({context.stderr.strip()}): "
                          f"{what}")
@@ -46,16 +54,17 @@ def kubectl(what: str) -> str:
 def apply(binary: str, path: Path) -> None:
     """Server-side apply of every manifest in `path`, owned by llmops' field manager."""
     subprocess.run([binary, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
-                    "--force-conflicts", "-f", str(path)], check=True)
+                    "--force-conflicts", "-f", str(path)], check=True, env=_env())
 
 
 def rollout_status(binary: str, name: str, ns: list[str], timeout_s: int) -> bool:
     """Wait until deployment/`name` is rolled out; False when it is not within the time."""
     done = subprocess.run([binary, *ns, "rollout", "status", f"deployment/{name}",
-                           f"--timeout={timeout_s}s"])
+                           f"--timeout={timeout_s}s"], env=_env())
     return done.returncode == 0
 
 
 def rollout_undo(binary: str, name: str, ns: list[str]) -> bool:
     """Back to the Deployment's previous ReplicaSet (previous version and arguments)."""
-    return subprocess.run([binary, *ns, "rollout", "undo", f"deployment/{name}"]).returncode == 0
+    return subprocess.run([binary, *ns, "rollout", "undo", f"deployment/{name}"],
+                          env=_env()).returncode == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmops.errors import StageFailed
+from llmops.redact import scrubbed_env
 
 # What Prefect's own temporary server runs with (prefect.server.api.server, 3.7): the API
 # without its UI, with the services of an ephemeral server.
@@ -91,7 +92,7 @@ def start_local_api(log: Path) -> LocalApi | None:
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
          "--lifespan", "on"],
-        env={**os.environ, **SERVER_ENV}, stdout=log_file, stderr=subprocess.STDOUT,
+        env={**scrubbed_env(os.environ), **SERVER_ENV}, stdout=log_file, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     api = LocalApi(process, f"http://127.0.0.1:{port}/api", log, log_file)
     os.environ["PREFECT_API_URL"] = api.url

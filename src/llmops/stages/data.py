@@ -27,7 +27,8 @@ from llmops.train.trainconfig import check_training_config
 
 def check_config(spec: ModelSpec) -> None:
     """The Axolotl YAML through Axolotl's config model and our rules (seconds, no model)."""
-    check_training_config(spec.axolotl.as_dict(), spec.axolotl_path)
+    check_training_config(spec.axolotl.as_dict(), spec.axolotl_path,
+                          spec.validation.allow_trust_remote_code)
 
 
 @dataclass(frozen=True)

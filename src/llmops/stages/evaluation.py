@@ -16,6 +16,7 @@ from llmops.evaluation import gatereport
 from llmops.evaluation.evaluate import EvalReport, evaluate
 from llmops.evaluation.gates import GateDecision, gate_decision
 from llmops.models.base import ensure_base_model
+from llmops.redact import redact
 from llmops.registry.base import SEMVER, Registry
 from llmops.stages.runs import Run, mlflow_client, run_dir
 from llmops.stages.steps import Steps
@@ -88,7 +89,8 @@ def gate_stage(spec: ModelSpec, report: EvalReport, run: Run) -> GateDecision:
                              production=report.metrics.get("production"))
     client = mlflow_client()
     client.set_tag(run.run_id, "gate.passed", str(decision.passed).lower())
-    links = {"MLflow run": f"{tracking_uri()} run {run.run_id}"}
+    # The report reaches merge requests and release notes: the URI without credentials.
+    links = {"MLflow run": f"{redact(tracking_uri())} run {run.run_id}"}
     for path in gatereport.write(run_dir(spec.name, run.run_id), spec.name,
                                  spec.validation.gates, decision, report.metrics, links):
         client.log_artifact(run.run_id, str(path), "gate")

@@ -11,6 +11,7 @@ from typing import Any
 
 from llmops.config import ModelSpec
 from llmops.config.paths import run_folder
+from llmops.redact import redact_mapping
 from llmops.tracking import experiment_id, tracking_uri
 
 
@@ -48,7 +49,7 @@ def run_dir(model: str, run_id: str) -> Path:
 def start_run(spec: ModelSpec, name: str, tags: dict[str, str]) -> Run:
     """Create the release's MLflow run (exit 2 now if MLflow is unreachable)."""
     run = mlflow_client().create_run(experiment_id(spec.name), run_name=name,
-                                     tags={**tags, "llmops.model": spec.name})
+                                     tags={**redact_mapping(tags), "llmops.model": spec.name})
     return Run(spec.name, str(run.info.run_id), name)
 
 

@@ -26,6 +26,7 @@ from llmops.errors import StageFailed, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.process.health import log_tail
 from llmops.process.native import preloaded, tcmalloc
+from llmops.redact import redact, redact_mapping, scrubbed_env
 from llmops.tracking import tracking_uri
 
 
@@ -51,7 +52,9 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
             cfg[key] = [{**d, "path": str(resolve_in_repo(d["path"]))} for d in cfg[key]]
     cfg["output_dir"] = str(output_dir)
     cfg["dataset_prepared_path"] = str(output_dir / "prepared")
-    cfg["mlflow_tracking_uri"] = tracking_uri()
+    # The tracking URI (which may carry credentials) reaches Axolotl through its
+    # environment (`training_env`), never through this file, which is logged and shipped;
+    # the experiment name alone turns Axolotl's MLflow logging on.
     cfg["mlflow_experiment_name"] = spec.name
     cfg["mlflow_run_name"] = run_name
     gpus = _cuda_count()
@@ -94,7 +97,8 @@ LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_emb
 
 def training_env(gpus: int) -> dict[str, str]:
     """The Axolotl process's environment on a machine with `gpus` CUDA GPUs."""
-    env = dict(os.environ)
+    tracking_uri()  # exported, so that the training process logs into the same store
+    env = scrubbed_env(os.environ, keep=TRAINING_SECRETS)
     if not gpus:
         env.update(cpu_training_env(env))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -108,6 +112,12 @@ def training_env(gpus: int) -> dict[str, str]:
     env.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
     env.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     return env
+
+
+# The secrets the training process needs: MLflow's (its tracking URI may carry them) and
+# the Hub's for a gated base model. GitLab's and the registry's tokens stay with the CLI.
+TRAINING_SECRETS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+                    "MLFLOW_TRACKING_PASSWORD", "HF_TOKEN")
 
 
 def cpu_training_env(env: dict[str, str]) -> dict[str, str]:
@@ -156,6 +166,7 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
+                line = redact(line)
                 log.write(line)
                 if os.environ.get("LLMOPS_QUIET_TRAIN") != "1":
                     sys.stderr.write(line)
@@ -211,17 +222,14 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(node)}
 
 
-# Never logged: a URI may carry credentials (https://user:pass@host), tokens are secrets.
-SECRET_KEYS = re.compile(r"token|secret|password|api_key|tracking_uri", re.IGNORECASE)
-
-
 def log_config_params(client: Any, run_id: str, cfg: dict[str, Any]) -> None:
-    """The resolved config as `axolotl.*` params (values cut to MLflow's 6000 characters);
-    a resumed run logs the same values again, which MLflow accepts."""
+    """The resolved config as `axolotl.*` params (values cut to MLflow's 6000 characters),
+    redacted (`llmops.redact`); a resumed run logs the same values again, which MLflow
+    accepts."""
     from mlflow.entities import Param
 
-    params = [Param(f"axolotl.{k}"[:250], v[:6000]) for k, v in sorted(flatten(cfg).items())
-              if not SECRET_KEYS.search(k)]
+    params = [Param(f"axolotl.{k}"[:250], v[:6000]) for k, v in
+              sorted(flatten(redact_mapping(cfg)).items())]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i:i + 100])
 

@@ -13,14 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from llmops.errors import UsageError
+from llmops.redact import secret_keys
 
 VLLM_MAX_LORA_RANK = 512
 OWNED_KEYS = ("output_dir", "mlflow_tracking_uri", "mlflow_run_name", "mlflow_experiment_name")
 
 
-def project_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+def project_problems(cfg: dict[str, Any], allow_remote_code: bool = False
+                     ) -> list[tuple[str, str]]:
     """(key, what to do) for each of the pipeline's own rules the config breaks."""
     problems: list[tuple[str, str]] = []
+    # The resolved config is logged to MLflow and shipped in the version: no secret in it.
+    for key in secret_keys(cfg):
+        problems.append((key, "holds a secret (a token, password or key, or a URI with "
+                         "credentials), and this file is logged to MLflow and shipped with "
+                         "the version: remove it and give the secret to the process through "
+                         "its environment"))
+    if cfg.get("trust_remote_code") is True and not allow_remote_code:
+        problems.append(("trust_remote_code", "runs Python code from the model's repository "
+                         "in training and serving: remove it, or allow it for this model with "
+                         "`allow_trust_remote_code: true` in validation/<model>.yml"))
     if cfg.get("adapter") not in ("lora", "qlora"):
         problems.append(("adapter", "set `adapter: lora` (or qlora): releases ship a LoRA "
                          "adapter that vLLM serves"))
@@ -58,9 +70,14 @@ def axolotl_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     return []
 
 
-def check_training_config(cfg: dict[str, Any], source: Path) -> None:
-    """Raise UsageError (exit 2) listing every problem as `file: key: fix`."""
-    problems = project_problems(cfg) + axolotl_problems(cfg)
+def check_training_config(cfg: dict[str, Any], source: Path,
+                          allow_remote_code: bool = False) -> None:
+    """Raise UsageError (exit 2) listing every problem as `file: key: fix` (a secret's
+    key is named, never its value)."""
+    problems = project_problems(cfg, allow_remote_code)
+    if not any(msg.startswith("holds a secret") for _, msg in problems):
+        # Axolotl's own messages may quote a value: they are not asked for a secret.
+        problems += axolotl_problems(cfg)
     if problems:
         raise UsageError(f"{source} is not a valid training config:\n" + "\n".join(
             f"  {source.name}: {key}: {msg}" for key, msg in problems))
