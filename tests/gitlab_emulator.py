@@ -15,7 +15,8 @@ the ml_models package API):
 - branches, commits with actions, merge requests (create, get, merge), raw files, releases;
 - 401 without a token; the CI job token is accepted on the package routes only;
 - fault injection: `fail_next(method, pattern, kind)` with kind "502" or "drop" (the
-  connection is closed after reading part of the request body).
+  connection is closed after reading part of the request body), or "lost" (the request
+  is carried out, then the connection is closed before the answer: a lost response).
 """
 
 from __future__ import annotations
@@ -55,10 +56,15 @@ class State:
     versions: dict[int, Version] = field(default_factory=dict)
     branches: dict[str, dict[str, str]] = field(default_factory=lambda: {"main": {}})
     commits: list[dict[str, Any]] = field(default_factory=list)
+    # Branch → head commit id, and the files of every commit made here: a file can be read
+    # at a commit id, and a commit can start from one (start_sha).
+    heads: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, str]] = field(default_factory=dict)
     merge_requests: dict[int, dict[str, Any]] = field(default_factory=dict)
     releases: list[dict[str, Any]] = field(default_factory=list)
     faults: list[tuple[str, re.Pattern[str], str]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)  # every request body, for leak checks
     next_id: int = 100
 
     def new_id(self) -> int:
@@ -101,7 +107,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing -------------------------------------------------------------------
 
+    lose_answer = False  # set by a "lost" fault for the request in hand
+
     def _send(self, status: int, body: Any = None, raw: bytes | None = None) -> None:
+        if self.lose_answer:  # the work is done; hang up instead of answering
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         data = raw if raw is not None else json.dumps(body if body is not None else {}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream" if raw is not None
@@ -116,7 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        self.emulator.state.bodies.append(body)
+        return body
 
     def _json(self) -> dict[str, Any]:
         raw = self._body()
@@ -138,6 +152,9 @@ class _Handler(BaseHTTPRequestHandler):
         for i, (m, pattern, kind) in enumerate(st.faults):
             if m == method and pattern.search(path):
                 del st.faults[i]
+                if kind == "lost":  # carry the request out; `_send` drops the answer
+                    self.lose_answer = True
+                    return False
                 if kind == "drop":  # read part of the body, then hang up
                     self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 64))
                     self.close_connection = True
@@ -259,6 +276,24 @@ class _Handler(BaseHTTPRequestHandler):
         return {"id": int(PROJECT_ID), "default_branch": "main", "path_with_namespace":
                 "team/llmops", "web_url": f"{self.emulator.url}/team/llmops"}
 
+    def _head(self, branch: str) -> str:
+        """The branch's head commit id (one is made up for a branch a test filled in)."""
+        st = self.emulator.state
+        if branch not in st.heads:
+            st.heads[branch] = f"{st.new_id():040x}"
+        return st.heads[branch]
+
+    def _files_at(self, ref: str) -> dict[str, str] | None:
+        """The files at a branch or a commit id; a head's are its branch's (tests edit those
+        in place)."""
+        st = self.emulator.state
+        if ref in st.branches:
+            return st.branches[ref]
+        for branch, files in st.branches.items():
+            if self._head(branch) == ref:
+                return files
+        return st.snapshots.get(ref)
+
     def _repository(self, method: str, rest: str, query: dict[str, str]) -> None:
         st = self.emulator.state
         body = self._json() if method in ("POST", "PUT") else {}
@@ -271,12 +306,33 @@ class _Handler(BaseHTTPRequestHandler):
             if branch in st.branches:
                 return self._send(400, {"message": "Branch already exists"})
             st.branches[branch] = dict(st.branches[ref])
-            return self._send(201, {"name": branch})
+            st.heads[branch] = self._head(ref)
+            return self._send(201, {"name": branch, "commit": {"id": st.heads[branch]}})
+        match = re.fullmatch(r"/repository/branches/(.+)", rest)
+        if method == "GET" and match:
+            name = unquote(match[1])
+            if name not in st.branches:
+                return self._send(404, {"message": "404 Branch Not Found"})
+            return self._send(200, {"name": name, "commit": {"id": self._head(name)}})
         if (method, rest) == ("POST", "/repository/commits"):
-            files = st.branches.get(body.get("branch", ""))
-            if files is None:
-                return self._send(400, {"message": "You can only create or edit files when "
-                                                   "you are on a branch"})
+            # As GitLab: `start_branch`/`start_sha` start the branch from there; a branch
+            # that exists already is refused unless `force`, which resets it onto the start.
+            branch = body.get("branch", "")
+            start = body.get("start_sha") or body.get("start_branch")
+            if start is not None and start != branch:
+                base = self._files_at(start)
+                if base is None:
+                    return self._send(400, {"message": f"Invalid reference {start}"})
+                if branch in st.branches and not body.get("force"):
+                    return self._send(400, {"message": f"A branch called '{branch}' already "
+                                            "exists. Switch to that branch in order to make "
+                                            "changes"})
+            else:
+                base = st.branches.get(branch)
+                if base is None:
+                    return self._send(400, {"message": "You can only create or edit files "
+                                                       "when you are on a branch"})
+            files = dict(base)  # a commit is all or nothing
             for action in body.get("actions") or []:
                 path = action["file_path"]
                 if action["action"] == "create" and path in files:
@@ -286,15 +342,27 @@ class _Handler(BaseHTTPRequestHandler):
                 files[path] = action.get("content", "")
             commit = {"id": f"{st.new_id():040x}", "message": body.get("commit_message", "")}
             st.commits.append(commit)
+            st.branches[branch], st.heads[branch] = files, commit["id"]
+            st.snapshots[commit["id"]] = dict(files)
             return self._send(201, commit)
         match = re.fullmatch(r"/repository/files/(.+)/raw", rest)
         if method == "GET" and match:
-            files = st.branches.get(query.get("ref", "main"), {})
+            files = self._files_at(query.get("ref", "main")) or {}
             path = unquote(match[1])
             if path not in files:
                 return self._send(404, {"message": "404 File Not Found"})
             return self._send(200, raw=files[path].encode())
+        if (method, rest) == ("GET", "/merge_requests"):  # filters as GitLab's list
+            keys = ("state", "source_branch", "target_branch")
+            return self._send(200, [mr for mr in st.merge_requests.values()
+                                    if all(query.get(k) in (None, mr[k]) for k in keys)])
         if (method, rest) == ("POST", "/merge_requests"):
+            for mr in st.merge_requests.values():  # GitLab: one open MR per source → target
+                if mr["state"] == "opened" and (mr["source_branch"], mr["target_branch"]) == (
+                        body.get("source_branch"), body.get("target_branch")):
+                    return self._send(409, {"message": [
+                        "Another open merge request already exists for this source branch: "
+                        f"!{mr['iid']}"]})
             iid = len(st.merge_requests) + 1
             st.merge_requests[iid] = {
                 "iid": iid, "state": "opened", "title": body.get("title", ""),
@@ -308,10 +376,16 @@ class _Handler(BaseHTTPRequestHandler):
             mr = st.merge_requests[int(match[1])]
             if method == "GET" and not match[2]:
                 return self._send(200, mr)
+            if method == "PUT" and not match[2]:  # update: title, description
+                mr.update({k: body[k] for k in ("title", "description") if k in body})
+                return self._send(200, mr)
             if method == "PUT" and match[2]:
                 if mr["state"] != "opened":
                     return self._send(405, {"message": "405 Method Not Allowed"})
                 st.branches[mr["target_branch"]].update(st.branches[mr["source_branch"]])
+                st.heads[mr["target_branch"]] = f"{st.new_id():040x}"
+                st.snapshots[st.heads[mr["target_branch"]]] = \
+                    dict(st.branches[mr["target_branch"]])
                 mr["state"] = "merged"
                 return self._send(200, mr)
         if (method, rest) == ("POST", "/releases"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gitlab
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from gitlab_emulator import GitlabEmulator
 
 from llmops.config.settings import Settings
-from llmops.errors import CheckFailed
+from llmops.errors import CheckFailed, UsageError
 from llmops.registry import promote
 from llmops.registry.gitlab import GitlabRegistry
 
@@ -94,3 +95,58 @@ def test_backend_is_chosen_by_the_tracking_uri(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("LLMOPS_REGISTRY_TOKEN", "t")
     backend = promote.registry_backend(Settings.from_env())
     assert isinstance(backend, GitlabRegistry) and backend.project_id == "9"
+
+
+OTHER = "models:\n  other: {version: 3.0.0, digest: 'sha256:3333'}\n"
+
+
+def gl_project(gl: GitlabEmulator) -> Any:
+    return gitlab.Gitlab(gl.url, private_token=gl.state.api_token).projects.get(1)
+
+
+def test_promotion_from_a_stale_checkout_keeps_the_other_models_pins(
+        emulator: GitlabEmulator, tmp_path: Path, repo_copy: Path) -> None:
+    # main pins `other` at 3.0.0; this checkout predates that and still says 1.0.0.
+    emulator.state.branches["main"]["registry/production.yml"] = OTHER
+    (repo_copy / "registry" / "production.yml").write_text(
+        "models:\n  other: {version: 1.0.0, digest: 'sha256:1111'}\n")
+    reg, mv = register(emulator, tmp_path, "1.2.0")
+    project = gl_project(emulator)
+    mr = promote.promote_mr("tiny", "1.2.0", "production", reg, project, "")
+    project.mergerequests.get(mr.iid).merge()
+    merged = yaml.safe_load(project.files.raw(file_path="registry/production.yml", ref="main"))
+    assert merged["models"] == {"other": {"version": "3.0.0", "digest": "sha256:3333"},
+                                "tiny": {"version": "1.2.0", "digest": mv.digest}}
+
+
+def test_a_rerun_of_the_promotion_reuses_its_branch_and_merge_request(
+        emulator: GitlabEmulator, tmp_path: Path, repo_copy: Path) -> None:
+    reg, mv = register(emulator, tmp_path, "1.2.0")
+    project = gl_project(emulator)
+    first = promote.promote_mr("tiny", "1.2.0", "production", reg, project, "first run")
+    # Meanwhile another model's promotion reaches main; the re-run builds on that.
+    emulator.state.branches["main"]["registry/production.yml"] = OTHER
+    again = promote.promote_mr("tiny", "1.2.0", "production", reg, project, "second run")
+    assert again == first and list(emulator.state.merge_requests) == [first.iid]
+    assert "second run" in emulator.state.merge_requests[first.iid]["description"]
+    on_branch = yaml.safe_load(emulator.state.branches[first.branch]["registry/production.yml"])
+    assert on_branch["models"] == {"other": {"version": "3.0.0", "digest": "sha256:3333"},
+                                   "tiny": {"version": "1.2.0", "digest": mv.digest}}
+
+
+def test_a_version_already_pinned_on_the_target_is_not_promoted_again(
+        emulator: GitlabEmulator, tmp_path: Path, repo_copy: Path) -> None:
+    reg, mv = register(emulator, tmp_path, "1.2.0")
+    emulator.state.branches["main"]["registry/production.yml"] = (
+        f"models:\n  tiny: {{version: 1.2.0, digest: '{mv.digest}'}}\n")
+    with pytest.raises(UsageError, match="already pins tiny 1.2.0"):
+        promote.promote_mr("tiny", "1.2.0", "production", reg, gl_project(emulator), "")
+    assert emulator.state.merge_requests == {} and emulator.state.commits == []
+
+
+def test_promotion_calls_to_gitlab_have_a_timeout(emulator: GitlabEmulator) -> None:
+    project = promote.gitlab_project(Settings.from_env({
+        "GITLAB_URL": emulator.url, "GITLAB_TOKEN": emulator.state.api_token,
+        "GITLAB_PROJECT": "1"}))
+    timeout = project.manager.gitlab.timeout  # python-gitlab's default is none: wait forever
+    assert timeout is not None and 0 < timeout <= 120

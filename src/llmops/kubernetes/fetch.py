@@ -17,10 +17,13 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from llmops.digests import MANIFEST, verify_manifest
+# safe_relative is the one path check every fetch and verify uses (re-exported here).
+from llmops.digests import MANIFEST, checked_manifest, safe_relative, verify_manifest
 from llmops.errors import StageFailed
+
+__all__ = ["fetch", "main", "safe_relative", "shipped_sources"]
 
 # What the ConfigMap carries, and where each file goes under the scripts volume.
 SHIPPED = {"errors.py": "llmops/errors.py", "digests.py": "llmops/digests.py",
@@ -34,15 +37,6 @@ def shipped_sources() -> dict[str, str]:
     return {"errors.py": (package / "errors.py").read_text(),
             "digests.py": (package / "digests.py").read_text(),
             "fetch.py": Path(__file__).read_text(), "init.py": "", "kubernetes_init.py": ""}
-
-
-def safe_relative(rel: str) -> PurePosixPath:
-    """A manifest path that stays inside the destination (no absolute path, `..`, `\\`)."""
-    path = PurePosixPath(rel)
-    if not rel or "\\" in rel or path.is_absolute() or ".." in path.parts:
-        raise StageFailed(f"{MANIFEST} lists {rel!r}, a path outside the model folder; "
-                          "refusing to fetch")
-    return path
 
 
 def _get(url: str, token: str) -> bytes:
@@ -68,8 +62,9 @@ def fetch(api: str, token: str, model: str, version: str, expected_digest: str,
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         manifest = _get(f"{files_url}/{MANIFEST}", token)
+        # Checked against the digest, and every path, before anything is written.
+        listed = checked_manifest(manifest, expected_digest, f"{model} {version} {MANIFEST}")
         (staging / MANIFEST).write_bytes(manifest)
-        listed = json.loads(manifest)["files"]
         for rel in listed:
             target = staging / safe_relative(rel)
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,33 +1,63 @@
 """Folders derived from verified files: the merged model, its int8 rewrite.
 
 They are built once, into a temporary sibling renamed when complete (never half-written),
-with a manifest of their own files (`derived.json`: sha256 per file). Before one is served
-again it is checked against that manifest: `built_once` rebuilds a folder that no longer
-matches, and a restart from a recorded deployment (rollback) refuses it. A folder built
-before these manifests has none and is used as it is, as it was then.
+with a manifest of their own (`derived.json`): sha256 per file, and the folder they were
+built from with that folder's digest (`source_digest`). Before one is served again it is
+checked against both: `built_once` rebuilds a folder that no longer matches, or whose source
+changed (another version's files downloaded into the same place), and a restart from a
+recorded deployment (rollback) refuses it. A folder without derived.json is not trusted:
+it is rebuilt (or, on a restart, refused).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from llmops.digests import DERIVED, file_digests, first_mismatch, sha256_file
 from llmops.errors import StageFailed
 
-DERIVED = "derived.json"
+__all__ = ["DERIVED", "built_once", "mismatch", "source_digest", "verify"]
+
+# The only files a merge reads from an adapter folder: the training output and the copy
+# shipped in a version (which holds reports, a card and a manifest too) agree on them.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def mismatch(folder: Path) -> str | None:
-    """What in `folder` differs from its `derived.json`, or None."""
-    from llmops.digests import first_mismatch
+def source_digest(folder: Path) -> str:
+    """What a folder derived from `folder` is bound to: a derived folder's own derived.json
+    (which pins its files), an adapter's config and weights (verified against the version's
+    manifest before a deploy uses them), else every file of `folder`."""
+    own = folder / DERIVED
+    if own.is_file():
+        return "sha256:" + sha256_file(own)
+    files = {n: sha256_file(folder / n) for n in ADAPTER_FILES if (folder / n).is_file()}
+    body = json.dumps(files or file_digests(folder), sort_keys=True)
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
+
+def mismatch(folder: Path, source: Path | None = None) -> str | None:
+    """What in `folder` differs from its `derived.json`, or None. `source` is the folder it
+    must have been built from (default: the one derived.json records)."""
     manifest = folder / DERIVED
     if not manifest.is_file():
-        return None
-    path = first_mismatch(folder, json.loads(manifest.read_text())["files"])
+        return f"{folder}: no {DERIVED}, so nothing ties it to the files it was built from"
+    recorded = json.loads(manifest.read_text())
+    built_from = recorded.get("source") or {}
+    if not built_from.get("digest"):
+        return f"{manifest}: records no source digest (built by an older llmops)"
+    source = source or (folder / built_from.get("path", "..")).resolve()
+    if not source.is_dir():
+        return f"{manifest}: built from {source}, which is gone"
+    if (current := source_digest(source)) != built_from["digest"]:
+        return (f"{folder}: built from {source} at {built_from['digest']}, but that is now "
+                f"{current}")
+    path = first_mismatch(folder, recorded.get("files") or {})
     if path is None:
         return None
     return f"{path}: sha256 differs from {manifest}" if path.is_file() else \
@@ -35,26 +65,30 @@ def mismatch(folder: Path) -> str | None:
 
 
 def verify(folder: Path) -> None:
-    """Refuse a derived folder whose files differ from its manifest."""
+    """Refuse a derived folder whose files differ from its manifest, that has none, or
+    whose source changed since it was built."""
     if problem := mismatch(folder):
         raise StageFailed(f"{problem}; refusing to serve it (deploy the version again to "
                           f"rebuild it)")
 
 
-def built_once(out: Path, build: Callable[[Path], None]) -> Path:
-    """`out`, built by `build(folder)` if it is missing or no longer matches its manifest."""
-    from llmops.digests import file_digests
-
-    if (out / "config.json").is_file():
-        problem = mismatch(out)
+def built_once(out: Path, build: Callable[[Path], None], source: Path) -> Path:
+    """`out`, built from `source` by `build(folder)` if it is missing, no longer matches its
+    manifest, or was built from other files than `source` holds now."""
+    if out.exists():
+        problem = mismatch(out, source)
         if problem is None:
             return out
         print(f"{problem}: rebuilding {out.name}/", flush=True)
         shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built_from = {"path": os.path.relpath(source.resolve(), out.parent.resolve() / out.name),
+                  "digest": source_digest(source)}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         build(tmp)
-        (tmp / DERIVED).write_text(json.dumps({"files": file_digests(tmp)}, indent=2) + "\n")
+        (tmp / DERIVED).write_text(json.dumps({"files": file_digests(tmp),
+                                               "source": built_from}, indent=2) + "\n")
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -29,4 +29,4 @@ def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
         model.save_pretrained(folder, max_shard_size=max_shard)
         AutoTokenizer.from_pretrained(base_model).save_pretrained(folder)
 
-    return built_once(out or adapter_dir / "merged", build)
+    return built_once(out or adapter_dir / "merged", build, source=adapter_dir)

@@ -76,4 +76,4 @@ def int8_model(merged: Path, out: Path | None = None) -> Path:
         config["quantization_config"] = QUANTIZATION_CONFIG
         (folder / "config.json").write_text(json.dumps(config, indent=2))
 
-    return built_once(out or merged.parent / INT8_DIR, build)
+    return built_once(out or merged.parent / INT8_DIR, build, source=merged)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmops.config.paths import state_subdir
 from llmops.digests import (  # noqa: F401  (the registry's own names for them)
     MANIFEST,
     file_digests,
@@ -59,6 +62,36 @@ def next_patch(existing: list[str]) -> str:
     return f"{major}.{minor}.{patch + 1}"
 
 
+def _lock_dir() -> Path:
+    """Beside the embedded store's database (every process on that store shares it), else
+    the state folder's `locks/`."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).resolve().parent
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return state_subdir("locks")
+
+
+@contextmanager
+def registration_lock(name: str) -> Iterator[None]:
+    """Hold `name`'s registration lock (an flock, released when the holder dies).
+
+    Reading the highest version and creating the next one must be one step: two local
+    releases of one model would otherwise both pick the same next patch. It guards one
+    machine; CI serialises its register jobs with `resource_group`.
+    """
+    import fcntl
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    with open(_lock_dir() / f".register-{safe}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class Registry(Protocol):
     """What the pipeline needs from a model registry backend."""
 
@@ -82,13 +115,20 @@ class MlflowRegistry:
         return mlflow.MlflowClient(tracking_uri())
 
     def _versions(self, name: str) -> list[ModelVersion]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self.client.search_model_versions(f"name='{name}'")
-        except MlflowException:
-            return []
+        # A model never registered has no versions (an empty answer, not an error). An error
+        # is raised as is: read as "no versions", it made registration create a second 0.1.0.
+        found = self.client.search_model_versions(f"name='{name}'")
         return [self._to_version(mv) for mv in found if "version" in mv.tags]
+
+    @staticmethod
+    def _same(existing: list[ModelVersion], run_id: str, digest: str,
+              version: str | None) -> ModelVersion | None:
+        """The version already made from this run with these files (and this SemVer, when
+        one is asked for): what a retried registration must return instead of a new one."""
+        for mv in existing:
+            if mv.run_id == run_id and mv.digest == digest and version in (None, mv.version):
+                return mv
+        return None
 
     @staticmethod
     def _to_version(mv: object) -> ModelVersion:
@@ -99,31 +139,61 @@ class MlflowRegistry:
 
     def register(self, name: str, folder: Path, run_id: str, version: str | None,
                  lineage: dict[str, str]) -> ModelVersion:
-        """Upload `folder` to the run, then create the version; undo it if a step fails."""
+        """Upload `folder` to the run, then create the version; undo it if a step fails.
+
+        Idempotent: the same run with the same files (a retry after a lost answer or a
+        crash) gets the version already made back, not a second one.
+        """
+        if version is not None:
+            parse_semver(version)
+        digest = write_manifest(folder)
+        with registration_lock(name):
+            existing = self._versions(name)
+            done = self._same(existing, run_id, digest, version)
+            if done is not None:
+                # Point `candidate` again: the first attempt may have died before it did.
+                self.client.set_registered_model_alias(name, "candidate", done.registry_id)
+                return done
+            version = version or next_patch([v.version for v in existing])
+            if any(v.version == version for v in existing):
+                raise UsageError(f"{name} {version} is already registered from another run "
+                                 "or with other files; pick another version")
+            return self._create(name, folder, run_id, version, digest, lineage)
+
+    def _create(self, name: str, folder: Path, run_id: str, version: str, digest: str,
+                lineage: dict[str, str]) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
-        existing = self._versions(name)
-        version = version or next_patch([v.version for v in existing])
-        parse_semver(version)
-        if any(v.version == version for v in existing):
-            raise UsageError(f"{name} {version} is already registered; pick another version")
-        digest = write_manifest(folder)
         # One artifact folder per version: two versions of one run never share files.
         self.client.log_artifacts(run_id, str(folder), f"model/{version}")
         source = f"{self.client.get_run(run_id).info.artifact_uri}/model/{version}"
         try:
             self.client.get_registered_model(name)
-        except MlflowException:
-            self.client.create_registered_model(name, description=f"Fine-tuned {name}")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            try:
+                self.client.create_registered_model(name, description=f"Fine-tuned {name}")
+            except MlflowException as again:  # made meanwhile by another machine: fine
+                if again.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
         tags = {**lineage, "version": version, "digest": digest}
-        mv = self.client.create_model_version(name, source, run_id=run_id, tags=tags,
-                                              description=f"{name} {version}")
         try:
-            self.client.set_registered_model_alias(name, "candidate", mv.version)
+            registry_id = str(self.client.create_model_version(
+                name, source, run_id=run_id, tags=tags, description=f"{name} {version}").version)
         except Exception:
-            self.client.delete_model_version(name, mv.version)
+            # A server may have made the version and lost the answer: look it up by run and
+            # digest before reporting a failure, so that a retry never creates it twice.
+            made = self._same(self._versions(name), run_id, digest, version)
+            if made is None:
+                raise
+            registry_id = made.registry_id
+        try:
+            self.client.set_registered_model_alias(name, "candidate", registry_id)
+        except Exception:
+            self.client.delete_model_version(name, registry_id)
             raise
-        return ModelVersion(name, version, str(mv.version), source, run_id, digest,
+        return ModelVersion(name, version, registry_id, source, run_id, digest,
                             lineage.get("base_model", ""), tags)
 
     def get(self, name: str, version: str) -> ModelVersion:
@@ -134,17 +204,23 @@ class MlflowRegistry:
         raise UsageError(f"{name} has no version {version}; registered: {known}")
 
     def download(self, mv: ModelVersion, dest: Path) -> Path:
-        """Fetch the version's files into `dest` and check them against its manifest."""
+        """Fetch the version's files into a fresh folder beside `dest`, check them against
+        its manifest (no unlisted file either), and only then put them in place of `dest`."""
+        import tempfile
+
         import mlflow
 
-        if dest.exists():
-            shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source,
-                                                         dst_path=str(dest.parent / ".dl")))
-        local.rename(dest)
-        shutil.rmtree(dest.parent / ".dl", ignore_errors=True)
-        verify_manifest(dest, mv.digest)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source,
+                                                             dst_path=str(staging)))
+            verify_manifest(local, mv.digest)
+            if dest.exists():
+                shutil.rmtree(dest)
+            local.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return dest
 
     def set_alias(self, name: str, alias: str, mv: ModelVersion) -> None:

@@ -17,6 +17,8 @@ python-gitlab has no model-registry manager, so this uses its raw `http_*` metho
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,7 @@ from urllib.parse import quote
 
 import requests
 
+from llmops.digests import checked_manifest, inside
 from llmops.errors import StageFailed, UsageError
 from llmops.registry.base import (
     MANIFEST,
@@ -45,21 +48,29 @@ class MlflowApiError(Exception):
         self.code = code
 
 
-def with_retries(call: Callable[[], T], what: str, attempts: int = 5,
+ATTEMPTS = 5
+
+
+def transient(exc: BaseException | None) -> bool:
+    """A 5xx answer, a timeout or a dropped connection: worth another attempt. For a create,
+    the request may still have been carried out (only the answer was lost)."""
+    import gitlab
+
+    if isinstance(exc, gitlab.exceptions.GitlabHttpError):
+        return (exc.response_code or 0) >= 500
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+
+
+def with_retries(call: Callable[[], T], what: str, attempts: int = ATTEMPTS,
                  first_wait_s: float = 0.5) -> T:
     """Retry 5xx answers, timeouts and dropped connections with exponential backoff;
-    any other error (4xx) is raised at once."""
-    import gitlab
-    import requests
-
+    any other error (4xx) is raised at once. Never around a create, whose answer may be lost
+    after it was carried out: creates go through `GitlabRegistry._create`."""
     for attempt in range(1, attempts + 1):
         try:
             return call()
-        except gitlab.exceptions.GitlabHttpError as exc:
-            if (exc.response_code or 0) < 500 or attempt == attempts:
-                raise
-        except (requests.ConnectionError, requests.Timeout):
-            if attempt == attempts:
+        except Exception as exc:
+            if not transient(exc) or attempt == attempts:
                 raise
         time.sleep(first_wait_s * 2 ** (attempt - 1))
     raise StageFailed(f"{what}: no attempt made")
@@ -69,11 +80,14 @@ class GitlabRegistry:
     """Models, versions and files in one GitLab project."""
 
     def __init__(self, url: str, project_id: str, token: str,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, retry_wait_s: float = 0.5) -> None:
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, retry_wait_s: float = 0.5,
+                 timeout_s: float = 120.0) -> None:
         import gitlab
 
+        # Every request has a timeout (per connect and per read, so multi-GB uploads are
+        # fine): a stalled GitLab fails the job instead of hanging it.
         self.gl = gitlab.Gitlab(url, private_token=token, retry_transient_errors=False,
-                                timeout=120)
+                                timeout=timeout_s)
         self.project_id = project_id
         self.max_file_bytes = max_file_bytes
         self.retry_wait_s = retry_wait_s
@@ -91,20 +105,26 @@ class GitlabRegistry:
 
     # --- the MLflow-compatible API -----------------------------------------------------
 
-    def _call(self, method: str, route: str, **kw: Any) -> dict[str, Any]:
+    def _call(self, method: str, route: str, attempts: int = ATTEMPTS,
+              **kw: Any) -> dict[str, Any]:
+        """One MLflow API call; `attempts=1` for a create (see `_create`)."""
         import gitlab
 
         path = f"{self._mlflow}/{route}"
         fn = self.gl.http_get if method == "get" else self.gl.http_post
         try:
-            body = with_retries(lambda: fn(path, **kw), route, first_wait_s=self.retry_wait_s)
+            body = with_retries(lambda: fn(path, **kw), route, attempts=attempts,
+                                first_wait_s=self.retry_wait_s)
         except gitlab.exceptions.GitlabAuthenticationError as exc:
             raise UsageError("GitLab refused the token (401): MLFLOW_TRACKING_TOKEN needs a "
                              "project access token with the api scope") from exc
         except gitlab.exceptions.GitlabHttpError as exc:
-            body = _json_or_empty(exc.response_body)
-            if "error_code" not in body:
+            error = _json_or_empty(exc.response_body)
+            if "error_code" not in error:
                 raise
+            # Chained, so that `_create` still sees whether the failure was transient.
+            raise MlflowApiError(str(error["error_code"]), str(error.get("message", ""))) \
+                from exc
         if isinstance(body, dict) and "error_code" in body:
             raise MlflowApiError(str(body["error_code"]), str(body.get("message", "")))
         return body if isinstance(body, dict) else {}
@@ -120,12 +140,39 @@ class GitlabRegistry:
         return got.get("model_version")
 
     def _ensure_model(self, name: str) -> None:
+        if self._model(name) is None:
+            self._create("registered-models/create", {"name": name},
+                         lambda: self._model(name), f"model {name}")
+
+    def _model(self, name: str) -> dict[str, Any] | None:
         try:
-            self._call("get", "registered-models/get", query_data={"name": name})
+            got = self._call("get", "registered-models/get", query_data={"name": name})
         except MlflowApiError as exc:
-            if exc.code != "RESOURCE_DOES_NOT_EXIST":
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return dict(got.get("registered_model") or {"name": name})
+
+    def _create(self, route: str, data: dict[str, Any],
+                find: Callable[[], dict[str, Any] | None], what: str) -> dict[str, Any]:
+        """POST a create, never blindly twice: GitLab may have carried out a create whose
+        answer was lost (a dropped connection, a 502 from a proxy, a timeout), and a repeat
+        would then fail ("already taken") or make a second one. So after a failure `find`
+        looks for it first, and only a transient failure with nothing found is tried again.
+        Returns the answer's body, or what `find` found."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._call("post", route, attempts=1, post_data=data)
+            except UsageError:  # a refused token: nothing was created
                 raise
-            self._call("post", "registered-models/create", post_data={"name": name})
+            except Exception as exc:
+                found = find()
+                if found is not None:
+                    return found
+                if not (transient(exc) or transient(exc.__cause__)) or attempt == ATTEMPTS:
+                    raise
+            time.sleep(self.retry_wait_s * 2 ** (attempt - 1))
+        raise StageFailed(f"create {what}: no attempt made")
 
     @staticmethod
     def _tags(raw: dict[str, Any]) -> dict[str, str]:
@@ -175,16 +222,44 @@ class GitlabRegistry:
 
     def _download(self, version_id: str, rel: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        response = self._stream(version_id, rel)
+        response = self._missing_is_incomplete(version_id, rel)
         with open(dest, "wb") as fh:
             for chunk in response.iter_content(1 << 20):
                 fh.write(chunk)
+
+    def _missing_is_incomplete(self, version_id: str, rel: str) -> requests.Response:
+        """The streamed file; a 404 means the version's upload never finished."""
+        import gitlab
+
+        try:
+            return self._stream(version_id, rel)
+        except gitlab.exceptions.GitlabHttpError as exc:
+            if exc.response_code == 404:
+                raise StageFailed(f"GitLab model version id {version_id} has no file {rel}: "
+                                  "its upload was interrupted; run `llmops register` again "
+                                  "with the same --version to complete it") from exc
+            raise
+
+    def _manifest(self, mv: ModelVersion) -> tuple[bytes, dict[str, str]]:
+        """The manifest's bytes, read into memory and checked against the version's digest
+        before they are parsed, and the files it lists (every path checked)."""
+        if not mv.digest.startswith("sha256:"):
+            raise StageFailed(f"{mv.name} {mv.version} has no digest tag in GitLab: it was "
+                              "never sealed; register it again")
+        response = self._missing_is_incomplete(mv.registry_id, MANIFEST)
+        body = response.content
+        return body, checked_manifest(body, mv.digest,
+                                      f"{mv.name} {mv.version} {MANIFEST} in GitLab")
 
     # --- the Registry role -------------------------------------------------------------
 
     def register(self, name: str, folder: Path, run_id: str, version: str | None,
                  lineage: dict[str, str]) -> ModelVersion:
-        """Create (or complete) version `version` with every file of `folder`."""
+        """Create (or complete) version `version` with every file of `folder`.
+
+        Idempotent: run again with the same files (a retry after a lost answer, a re-run
+        after an interrupted upload), it completes and returns the same version.
+        """
         if version is None:
             raise UsageError("the gitlab registry cannot list versions: pass --version "
                              "(CI passes the tag)")
@@ -196,19 +271,24 @@ class GitlabRegistry:
                              f"per-file limit of {self.max_file_bytes}; shard it")
         digest = write_manifest(folder)
         self._ensure_model(name)
+
+        def made() -> dict[str, Any] | None:
+            raw = self._version_by_alias(name, version)
+            return None if raw is None else {"model_version": raw}
+
         raw = self._version_by_alias(name, version)
-        if raw is not None:
-            existing = self._tags(raw).get("digest")
-            if existing != digest:
-                raise UsageError(f"{name} {version} already exists in GitLab with different "
-                                 f"content ({existing} != {digest}); pick another version")
-        else:
+        if raw is None:
             tags = [{"key": k, "value": v} for k, v in
                     {**lineage, "run_id": run_id, "digest": digest,
                      GITLAB_VERSION_TAG: version}.items()]
-            raw = self._call("post", "model-versions/create",
-                             post_data={"name": name, "tags": tags,
-                                        "description": f"{name} {version}"})["model_version"]
+            raw = self._create("model-versions/create",
+                               {"name": name, "tags": tags, "description": f"{name} {version}"},
+                               made, f"{name} {version}")["model_version"]
+        # Found, or made meanwhile by another job: it must hold these very files.
+        existing = self._tags(raw).get("digest")
+        if existing != digest:
+            raise UsageError(f"{name} {version} already exists in GitLab with different "
+                             f"content ({existing} != {digest}); pick another version")
         version_id = str(raw["version"])
         for path in [*files, folder / MANIFEST]:  # the manifest last: it marks completion
             rel = str(path.relative_to(folder))
@@ -217,18 +297,39 @@ class GitlabRegistry:
         return self._to_version(name, {**raw, "tags": raw.get("tags") or []})
 
     def get(self, name: str, version: str) -> ModelVersion:
+        """The version, only when complete: its tags are set before its files are uploaded
+        (GitLab has no version delete), so an interrupted upload leaves a version whose
+        digest tag is set but whose manifest or files are missing."""
         raw = self._version_by_alias(name, version)
         if raw is None:
             raise UsageError(f"{name} has no version {version} in GitLab's model registry")
-        return self._to_version(name, raw)
+        mv = self._to_version(name, raw)
+        _, files = self._manifest(mv)
+        for rel in files:
+            if not self._has_file(mv.registry_id, rel):
+                raise StageFailed(f"{name} {version} is incomplete in GitLab: {rel} is listed "
+                                  f"in its {MANIFEST} but missing; run `llmops register` "
+                                  f"again with --version {version} to complete it")
+        return mv
 
     def download(self, mv: ModelVersion, dest: Path) -> Path:
-        """Fetch every file named by the manifest, then verify them against the digest."""
-        version_id = mv.registry_id
-        self._download(version_id, MANIFEST, dest / MANIFEST)
-        for rel in json.loads((dest / MANIFEST).read_text())["files"]:
-            self._download(version_id, rel, dest / rel)
-        verify_manifest(dest, mv.digest)
+        """Fetch exactly the files the (verified) manifest lists into a fresh folder beside
+        `dest`, verify them, and only then put that folder in place of `dest`: nothing is
+        written outside it, nothing stale or unlisted is left in it, and a failure leaves
+        no half-fetched files."""
+        body, files = self._manifest(mv)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            (staging / MANIFEST).write_bytes(body)
+            for rel in files:
+                self._download(mv.registry_id, rel, inside(staging, rel))
+            verify_manifest(staging, mv.digest)
+            if dest.exists():
+                shutil.rmtree(dest)
+            staging.rename(dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return dest
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from llmops.config import Pin, RegistryPins, load_pins
 from llmops.config.paths import repo_root
@@ -22,6 +23,7 @@ from llmops.config.settings import Settings
 from llmops.errors import CheckFailed, UsageError
 from llmops.registry.base import MlflowRegistry, ModelVersion, Registry
 
+GITLAB_TIMEOUT_S = 60.0
 PIN_HEADER = "# Which version of each model runs in {env}: changed by merge request only " \
              "(llmops promote).\n"
 
@@ -93,34 +95,68 @@ def gitlab_project(settings: Settings) -> Any:
         raise UsageError("promotion by merge request needs GITLAB_URL (or CI_SERVER_URL), "
                          "GITLAB_TOKEN and GITLAB_PROJECT (or CI_PROJECT_ID); "
                          "use --local to edit the pin file instead")
-    return gitlab.Gitlab(url, private_token=token).projects.get(project)
+    # A timeout on every call: a stalled GitLab fails the promotion instead of hanging it.
+    return gitlab.Gitlab(url, private_token=token, timeout=GITLAB_TIMEOUT_S).projects.get(project)
+
+
+def pins_at(project: Any, path: str, ref: str) -> RegistryPins | None:
+    """The pin file as it is at `ref` in GitLab (raw-file API); None when it is not there."""
+    import gitlab
+
+    try:
+        text = project.files.raw(file_path=path, ref=ref)
+    except gitlab.exceptions.GitlabGetError as exc:
+        if exc.response_code == 404:  # never promoted to this environment: a new file
+            return None
+        raise
+    try:
+        return RegistryPins.model_validate(yaml.safe_load(text) or {})
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise UsageError(f"{path} at {ref} in GitLab is not a valid pin file ({exc}); fix it "
+                         "on the default branch, then promote again") from exc
 
 
 def promote_mr(model: str, version: str, env: str, registry: Registry, project: Any,
                evidence: str) -> MergeRequest:
-    """Branch, commit the pin change, open a merge request carrying the gate evidence."""
+    """Commit the pin change on a branch and open (or update) its merge request, carrying
+    the gate evidence.
+
+    The pin file is read as it is at the head of the target branch and only `model`'s entry
+    changes, committed on top of that very head: a stale local checkout never reverts
+    another model's pin (and should the target move before the merge, GitLab merges or
+    reports a conflict; it does not overwrite). A re-run resets the same branch onto the
+    target's new head and updates the open merge request instead of failing on them.
+    """
     mv = checked_version(registry, model, version)
     path = f"registry/{env}.yml"
     target = project.default_branch
     branch = f"promote/{model}-{version}-to-{env}"
-    project.branches.create({"branch": branch, "ref": target})
-    try:
-        project.files.raw(file_path=path, ref=target)
-        action = "update"
-    except Exception:  # python-gitlab raises GitlabGetError on 404: the file is new
-        action = "create"
+    head = project.branches.get(target).commit["id"]
+    pins = pins_at(project, path, head)
+    pin = Pin(version=mv.version, digest=mv.digest)
+    if pins is not None and pins.models.get(model) == pin:
+        raise UsageError(f"{path} on {target} already pins {model} {version} (digest "
+                         f"{mv.digest}): nothing to promote")
+    models = {**(pins.models if pins is not None else {}), model: pin}
+    title = f"Promote {model} {version} to {env}"
     project.commits.create({
-        "branch": branch,
-        "commit_message": f"Promote {model} {version} to {env}",
-        "actions": [{"action": action, "file_path": path,
-                     "content": pins_yaml(env, new_pins(env, model, mv))}],
+        "branch": branch, "start_sha": head, "force": True,  # the branch: head + this commit
+        "commit_message": title,
+        "actions": [{"action": "create" if pins is None else "update", "file_path": path,
+                     "content": pins_yaml(env, RegistryPins(models=models))}],
     })
-    mr = project.mergerequests.create({
-        "source_branch": branch, "target_branch": target,
-        "title": f"Promote {model} {version} to {env}",
-        "description": promotion_description(model, mv, env, evidence),
-        "remove_source_branch": True,
-    })
+    description = promotion_description(model, mv, env, evidence)
+    found = project.mergerequests.list(source_branch=branch, target_branch=target,
+                                       state="opened", get_all=False)
+    if found:  # a re-run: bring the open merge request up to date
+        mr = found[0]
+        mr.title, mr.description = title, description
+        mr.save()
+    else:
+        mr = project.mergerequests.create({
+            "source_branch": branch, "target_branch": target, "title": title,
+            "description": description, "remove_source_branch": True,
+        })
     return MergeRequest(int(mr.iid), str(mr.web_url), branch)
 
 
@@ -144,7 +180,9 @@ def apply_promotion(env: str, registry: Registry) -> list[ModelVersion]:
     """Check every pin of registry/<env>.yml against the registry; set `<env>` aliases."""
     applied = []
     for model, pin in load_pins(env).models.items():
-        mv = registry.get(model, pin.version)
+        # The same checks as `promote`: a pin file edited by hand, not by `promote`, must
+        # not deploy a version that failed its gate (or was never sealed).
+        mv = checked_version(registry, model, pin.version)
         if mv.digest != pin.digest:
             raise CheckFailed(f"registry/{env}.yml pins {model} {pin.version} at {pin.digest}, "
                               f"but the registry holds {mv.digest}; refusing to apply")

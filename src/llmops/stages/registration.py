@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from llmops.config import ModelSpec
+from llmops.digests import folder_digest
 from llmops.errors import CheckFailed, UsageError
+from llmops.redact import redact, redact_mapping
 from llmops.registry import modelcard, promote
 from llmops.registry.base import ModelVersion, Registry
 from llmops.stages.context import Context
@@ -47,16 +49,46 @@ def build_package(spec: ModelSpec, run_id: str,
     shutil.copy2(folder_in / "axolotl.resolved.yml", folder / "axolotl.yml")
     for name in ("gate_report.json", "gate_report.md", "data_report.json", "eval_report.json"):
         shutil.copy2(folder_in / name, folder / name)
-    lineage = {
+    lineage = redact_mapping({
         "run_id": run_id,
         "base_model": str(resolved["base_model"]),
         "data_sha256": ",".join(d["sha256"] for d in data["datasets"] if d["split"] == "train"),
         "gate.passed": "true",
+        **base_identity(resolved),
         **tags,
-    }
+    })
     (folder / "README.md").write_text(
         modelcard.render(spec, data, evals["metrics"], gate, lineage))
+    redact_files(folder)
     return folder, lineage
+
+
+# The files of a package, and of release notes, that this pipeline writes (the weights
+# and the tokenizer are the trainer's and are shipped as they are).
+AUTHORED = ("axolotl.yml", "README.md", "gate_report.json", "gate_report.md",
+            "data_report.json", "eval_report.json", "notes.md")
+
+
+def redact_files(folder: Path) -> None:
+    """Redact every file this pipeline wrote into a package, in place, before the manifest
+    is computed: whatever reached a report or the config leaves without its secrets."""
+    for name in AUTHORED:
+        path = folder / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            if (clean := redact(text)) != text:
+                path.write_text(clean, encoding="utf-8")
+
+
+def base_identity(resolved: dict[str, Any]) -> dict[str, str]:
+    """What pins the base model the adapter was trained on (a path or a hub id alone does
+    not): the digest of a local base model folder, or the hub revision the config pins."""
+    base = Path(str(resolved["base_model"]))
+    if base.is_dir():
+        return {"base_model.digest": folder_digest(base)}
+    if resolved.get("revision_of_model"):
+        return {"base_model.revision": str(resolved["revision_of_model"])}
+    return {}
 
 
 def register_stage(spec: ModelSpec, run: Run | str, version: str | None,
@@ -86,7 +118,7 @@ def promote_version(model: str, version: str, env: str, ctx: Context,
     mv = promote.checked_version(registry, model, version)
     return Promotion(merge_request=promote.promote_mr(
         model, version, env, registry, promote.gitlab_project(ctx.settings),
-        promote.gate_evidence(registry, mv)))
+        redact(promote.gate_evidence(registry, mv))))
 
 
 def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) -> Path:
@@ -102,4 +134,5 @@ def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) 
     (out / "notes.md").write_text(
         f"## {spec.name} {mv.version}\n\nBase model `{mv.base_model}`, files digest "
         f"`{mv.digest}`, MLflow run `{mv.run_id}`.\n\n{gate}\n")
+    redact_files(out)  # published as a GitLab Release: whatever the version carried
     return out
