@@ -66,14 +66,15 @@ def vllm_batched(model: str, base: str, adapter: Path | None, spec: ModelSpec,
     loras = {"candidate": adapter} if adapter else {}
     name = "base" if adapter else "candidate"
     server = serve.launch(
-        f"{model}-bench", lambda p: serve.vllm_args(base, name, loras, p, settings), settings)
+        f"{model}-bench", lambda p: serve.vllm_args(base, name, loras, p, settings), settings,
+        "bench-key")
     try:
         server.wait_healthy(settings.startup_timeout_s)
         start_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         url = f"http://127.0.0.1:{server.port}/v1"
         answers = evalserve.generate(url, ["candidate"], golden, max_new_tokens,
-                                     settings.max_num_seqs)
+                                     settings.max_num_seqs, "bench-key")
         seconds = time.perf_counter() - t1
     finally:
         server.kill()

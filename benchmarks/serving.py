@@ -62,14 +62,15 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
     dep = serve.start(model, "bench", "bench", base, adapter, settings)
     start_s = time.perf_counter() - t0
     try:
-        load_test(dep.url, model, prompts[:4], 4, 0.1, 8)  # warm-up, not measured
+        key = serve.local_api_key()
+        load_test(dep.url, model, prompts[:4], 4, 0.1, 8, api_key=key)  # warm-up
         result = load_test(dep.url, model, prompts, len(prompts), 0.0, tokens,
-                           min_requests=len(prompts))
+                           min_requests=len(prompts), api_key=key)
         accuracy = None
         if golden:
             max_new = load_model(model).validation.eval.max_new_tokens
             answers = evalserve.generate(dep.url, [model], golden, max_new,
-                                         settings.max_num_seqs)
+                                         settings.max_num_seqs, key)
             accuracy = evalserve.generation_metrics(answers, model)["golden_accuracy"]
     finally:
         dep.kill()

@@ -163,7 +163,7 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
                       root=root, home=home)
     assert done.returncode == 0, done.stderr[-2000:]
     docs = list(yaml.safe_load_all((tmp_path / "out" / "tiny-production.yaml").read_text()))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "Service"]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
     for doc in docs:
         validate(doc, "1.30.0", strict=True)
     unpinned = run_llmops("deploy", "tiny", "--env", "staging", "--render", str(tmp_path / "o2"),
@@ -203,6 +203,13 @@ class Release:
         another version)."""
         return str(self.mlflow_client(self.home).get_model_version_by_alias("tiny", "local")
                    .run_id)
+
+    @property
+    def api_key(self) -> str:
+        """The key local servers require (`.llmops/api-key`, mode 0600)."""
+        path = self.home / "api-key"
+        assert path.stat().st_mode & 0o777 == 0o600
+        return path.read_text().strip()
 
     def serving(self) -> dict[str, Any]:
         """The deployment record now (the steps replace the server)."""
@@ -294,12 +301,23 @@ def test_release_endpoint_answers_through_the_openai_client(release: Release) ->
     Needs the release's own server: it runs before the GitLab step replaces it."""
     from openai import OpenAI
 
-    api = OpenAI(base_url=release.url, api_key="local", max_retries=0)
+    api = OpenAI(base_url=release.url, api_key=release.api_key, max_retries=0)
     assert [m.id for m in api.models.list().data] == ["tiny"]  # merged weights
     reply = api.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Who founded Quillbox?"}],
         max_tokens=12, temperature=0)
     assert reply.choices[0].message.content
+
+
+def test_release_endpoint_refuses_a_request_without_its_api_key(release: Release) -> None:
+    """vLLM itself checks the key (VLLM_API_KEY); /health stays open for probes."""
+    import httpx
+
+    assert httpx.get(f"{release.url}/models").status_code == 401
+    assert httpx.get(f"{release.url}/models",
+                     headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(release.url.removesuffix("/v1") + "/health").status_code == 200
+    assert "Authorization: Bearer $(cat" in release.done.stdout  # the curl example
 
 
 def test_release_status_shows_it_running_and_the_load_test_passed(
@@ -364,10 +382,10 @@ def test_release_then_gitlab_registers_promotes_and_deploys_from_its_registry(
     assert not any(token in v for v in values)
 
 
-def answers(record: dict[str, Any]) -> str:
+def answers(record: dict[str, Any], api_key: str) -> str:
     from openai import OpenAI
 
-    api = OpenAI(base_url=f"http://127.0.0.1:{record['port']}/v1", api_key="local",
+    api = OpenAI(base_url=f"http://127.0.0.1:{record['port']}/v1", api_key=api_key,
                  max_retries=0)
     reply = api.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],
@@ -389,7 +407,7 @@ def test_release_then_rollback_refuses_a_corrupt_version_and_restores_the_last_g
 
     root, home, run_id = release.root, release.home, release.run_id
     serving = release.serving()
-    assert serving["version"] == "1.0.0" and answers(serving)
+    assert serving["version"] == "1.0.0" and answers(serving, release.api_key)
     registered = run_llmops("register", "tiny", "--run", run_id, "--version", "0.2.0",
                             root=root, home=home)
     assert registered.returncode == 0, registered.stderr[-2000:]
@@ -404,13 +422,13 @@ def test_release_then_rollback_refuses_a_corrupt_version_and_restores_the_last_g
     broken = run_llmops("deploy", "tiny", "--version", "0.2.0", root=root, home=home)
     assert broken.returncode == 1, broken.stderr[-2000:]
     assert "sha256 mismatch" in broken.stderr and "tiny 1.0.0 still serves" in broken.stderr
-    assert release.serving()["pid"] == serving["pid"] and answers(serving)
+    assert release.serving()["pid"] == serving["pid"] and answers(serving, release.api_key)
 
     back = run_llmops("rollback", "tiny", root=root, home=home)
     assert back.returncode == 0, back.stderr[-3000:]
     assert "1.0.0 → 0.1.0" in back.stdout + back.stderr and "0 errors" in back.stdout
     restored = release.serving()
-    assert restored["version"] == "0.1.0" and answers(restored)
+    assert restored["version"] == "0.1.0" and answers(restored, release.api_key)
     assert mlflow_client(home).get_model_version_by_alias("tiny", "local").tags["version"] \
         == "0.1.0"
 
@@ -424,7 +442,8 @@ def test_release_then_rollback_refuses_a_corrupt_version_and_restores_the_last_g
     assert "before becoming healthy" in never.stderr
     assert "rolled back: tiny 0.1.0 restarted at" in never.stderr
     again = release.serving()
-    assert again["version"] == "0.1.0" and again["pid"] != restored["pid"] and answers(again)
+    assert again["version"] == "0.1.0" and again["pid"] != restored["pid"]
+    assert answers(again, release.api_key)
     assert again["args"] == [*restored["args"][:restored["args"].index("--port") + 1],
                              str(again["port"]),
                              *restored["args"][restored["args"].index("--port") + 2:]]

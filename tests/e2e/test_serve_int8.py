@@ -28,7 +28,7 @@ def test_an_int8_deployment_loads_in_vllm_and_answers(repo_copy: Path, tiny_base
         assert dep.args[dep.args.index("--model") + 1] == str(adapter / "merged-w8a8")
         derived.verify(adapter / "merged-w8a8")  # its manifest, written when it was built
         assert (adapter / "merged-w8a8" / derived.DERIVED).is_file()
-        api = OpenAI(base_url=dep.url, api_key="local", max_retries=0)
+        api = OpenAI(base_url=dep.url, api_key=serve.local_api_key(), max_retries=0)
         reply = api.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],
             max_tokens=8, temperature=0)

@@ -62,6 +62,9 @@ class FakeTarget:
     def history(self, model: str) -> list[dict[str, Any]]:
         return [{"version": str(n)} for n in range(5)]
 
+    def api_key(self) -> str:
+        return "the-targets-key"
+
 
 class FakeRegistry:
     def get(self, name: str, version: str) -> ModelVersion:
@@ -81,7 +84,10 @@ def fake_context() -> Context:
 
 
 def checks(problems: list[str]) -> Any:
-    return lambda *a: (Verification(SmokeResult("u", ["tiny"]), None), list(problems))
+    def run_checks(*args: Any) -> tuple[Verification, list[str]]:
+        assert args[-1] == "the-targets-key"  # every check presents the target's API key
+        return Verification(SmokeResult("u", ["tiny"]), None), list(problems)
+    return run_checks
 
 
 def test_a_verified_deploy_is_committed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,3 +171,17 @@ def test_a_rollout_that_never_becomes_ready_is_undone(
     (event,) = [json.loads(x) for x in (Path(os.environ["LLMOPS_HOME"]) / "deployments" /
                                         "tiny-staging.history.jsonl").read_text().splitlines()]
     assert (event["action"], event["version"], event["result"]) == ("deploy", "0.2.0", "failed")
+
+
+def test_an_interrupted_verification_aborts_the_new_version_then_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled CI job (SIGTERM, raised as KeyboardInterrupt by the CLI) during the
+    checks: the started version is undone, never committed, and the interruption goes on."""
+    def interrupted(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deployment, "run_checks", interrupted)
+    target = FakeTarget()
+    with pytest.raises(KeyboardInterrupt):
+        deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
+    assert target.calls == [("start", "0.2.0"), ("abort:deploy", "0.2.0")]

@@ -62,6 +62,9 @@ def test_no_answers_at_all_fail_closed() -> None:
     assert len(problems) == 3  # error rate, missing p99, no tokens
 
 
+KEY = "load-test-key"
+
+
 class StreamingServer:
     """A real HTTP server (uvicorn) streaming OpenAI-style chunks; it records the client
     address of every request, i.e. which TCP connection carried it."""
@@ -75,6 +78,10 @@ class StreamingServer:
         self.peers.append(tuple(scope["client"]))
         while (await receive()).get("more_body"):
             pass
+        if (b"authorization", f"Bearer {KEY}".encode()) not in scope["headers"]:
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b'{"error": "Unauthorized"}'})
+            return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         chunks = [{"choices": [{"delta": {"content": "hi"}}]},
@@ -109,7 +116,7 @@ def test_each_client_is_a_user_with_its_own_kept_alive_connection(
         streaming_server: tuple[str, StreamingServer]) -> None:
     url, app = streaming_server
     result = load_test(url, "m", ["a", "b"], concurrency=4, duration_s=0.3, max_tokens=3,
-                       min_requests=20)
+                       min_requests=20, api_key=KEY)
     assert result.errors == 0 and result.requests >= 20
     assert result.tokens == 3 * result.requests
     assert len(result.ttft_s) == result.requests
@@ -117,6 +124,14 @@ def test_each_client_is_a_user_with_its_own_kept_alive_connection(
     # and not a connection per request).
     assert len(set(app.peers)) == 4
     assert len(app.peers) == result.requests
+
+
+def test_every_request_presents_the_endpoints_api_key(
+        streaming_server: tuple[str, StreamingServer]) -> None:
+    url, _ = streaming_server
+    wrong = load_test(url, "m", ["a"], concurrency=2, duration_s=0.0, max_tokens=3,
+                      min_requests=2, api_key="not-the-key")
+    assert wrong.errors == 2 and "HTTP 401" in wrong.error_samples[0]
 
 
 def test_the_users_share_one_tls_context(streaming_server: tuple[str, StreamingServer],
@@ -135,6 +150,6 @@ def test_the_users_share_one_tls_context(streaming_server: tuple[str, StreamingS
     monkeypatch.setattr(ssl, "create_default_context", counting)
     url, _ = streaming_server
     result = load_test(url, "m", ["a"], concurrency=8, duration_s=0.0, max_tokens=3,
-                       min_requests=8)
+                       min_requests=8, api_key=KEY)
     assert result.errors == 0 and result.requests == 8
     assert len(built) == 1

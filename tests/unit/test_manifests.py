@@ -9,13 +9,18 @@ import yaml
 from kubernetes_validate import validate
 
 from llmops.config import GpuTarget
+from llmops.config.schema import KubernetesSettings
 from llmops.errors import UsageError
 from llmops.kubernetes.kubectl import deployment_target
 from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Target, plan
 
-RELEASE = Release("support-bot", "1.4.0", "sha256:abc", "HuggingFaceTB/SmolLM2-135M-Instruct",
+REVISION = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
+RELEASE = Release("support-bot", "1.4.0", "sha256:abc",
+                  f"HuggingFaceTB/SmolLM2-135M-Instruct@{REVISION}",
                   "https://gitlab.example/api/v4/projects/7")
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0@sha256:" + "0" * 64
+K8S = KubernetesSettings(vllm_image=VLLM_IMAGE)
 SHAPE = ModelShape(params=8_030_261_248, layers=32, hidden=4096, heads=32, kv_heads=8,
                    head_dim=128)
 
@@ -25,27 +30,37 @@ def gpu(**kw: object) -> GpuTarget:
                                      "gpus_per_node": 8, **kw})
 
 
-def rendered(g: GpuTarget) -> list[dict]:  # type: ignore[type-arg]
+def rendered(g: GpuTarget, k8s: KubernetesSettings = K8S) -> list[dict]:  # type: ignore[type-arg]
     p = plan(SHAPE, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
                            max_model_len=g.max_model_len, max_num_seqs=g.max_num_seqs))
-    return render(RELEASE, "production", g, p)
+    return render(RELEASE, "production", g, p, k8s)
 
 
+def by_kind(docs: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {doc["kind"]: doc for doc in docs}
+
+
+# The oldest Kubernetes still commonly run, and the newest kubernetes-validate ships.
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])
 @pytest.mark.parametrize("serve", ["lora", "merged"])
-def test_manifests_pass_kubernetes_schemas(serve: str) -> None:
-    for doc in rendered(gpu(serve=serve)):
-        validate(doc, "1.30.0", strict=True)
+def test_manifests_pass_kubernetes_schemas(serve: str, version: str) -> None:
+    docs = rendered(gpu(serve=serve))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
+    for doc in docs:
+        validate(doc, version, strict=True)
 
 
 def test_tensor_parallel_equals_the_gpu_limit_and_probes_shm_metrics() -> None:
-    _, deployment, service = rendered(gpu())
+    kinds = by_kind(rendered(gpu()))
+    deployment, service = kinds["Deployment"], kinds["Service"]
     pod = deployment["spec"]["template"]
     (vllm,) = pod["spec"]["containers"]
     args = vllm["args"]
     tp = int(args[args.index("--tensor-parallel-size") + 1])
     # 8B on 24 GiB GPUs: usable 24·0.9 − 2 = 19.6; TP=1 needs 14.96 + 16 = 30.96 → TP=2
     # gives 7.48 + 8 = 15.48 ✓.
-    assert tp == 2 == vllm["resources"]["limits"]["nvidia.com/gpu"]
+    assert tp == 2 == vllm["resources"]["limits"]["nvidia.com/gpu"] == \
+        vllm["resources"]["requests"]["nvidia.com/gpu"]
     assert vllm["readinessProbe"]["httpGet"]["path"] == "/health"
     assert vllm["startupProbe"]["httpGet"]["path"] == "/health"
     assert {"name": "dshm", "mountPath": "/dev/shm"} in vllm["volumeMounts"]
@@ -55,12 +70,14 @@ def test_tensor_parallel_equals_the_gpu_limit_and_probes_shm_metrics() -> None:
     assert {"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": "75"} in vllm["env"]
     init = pod["spec"]["initContainers"][0]
     token = next(e for e in init["env"] if e["name"] == "REGISTRY_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"]["name"] == "llmops-registry-token"
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "llmops-registry-read-token",
+                                                  "key": "token"}
     assert service["spec"]["ports"][0]["port"] == 8000
 
 
 def test_the_init_container_ships_the_fetch_module_and_what_it_imports() -> None:
-    config, deployment, _ = rendered(gpu())
+    kinds = by_kind(rendered(gpu()))
+    config, deployment = kinds["ConfigMap"], kinds["Deployment"]
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
                   if v["name"] == "scripts")
     paths = {item["key"]: item["path"] for item in volume["configMap"]["items"]}
@@ -86,7 +103,7 @@ def test_rollout_checks_look_where_apply_put_the_deployment(tmp_path: Path) -> N
     # Rendered without a namespace: `kubectl apply` uses the context's, and so must
     # `rollout status` and `rollout undo` (no -n, not "default").
     assert deployment_target(path) == ("support-bot-production", [])
-    docs[1]["metadata"]["namespace"] = "ml-serving"
+    by_kind(docs)["Deployment"]["metadata"]["namespace"] = "ml-serving"
     path.write_text(yaml.safe_dump_all(docs))
     assert deployment_target(path) == ("support-bot-production", ["-n", "ml-serving"])
     path.write_text(yaml.safe_dump_all([docs[0]]))
@@ -104,8 +121,10 @@ def test_local_and_kubernetes_servers_share_one_definition_of_the_vllm_arguments
     local = local_args("/base", "bot-base", {"bot": tmp_path}, 8001, ServeSettings())
     release = Release("bot", "1.0.0", "sha256:x", "/base", "https://gl/api/v4/projects/1",
                       lora_rank=32)
-    pod = render(release, "staging", gpu(serve="lora", gpus_per_node=1, gpu_memory_gib=80),
-                 plan(SHAPE, Target(80, 1, 1, max_model_len=8192, max_num_seqs=16)))[1]
+    pod = by_kind(render(release, "staging", gpu(serve="lora", gpus_per_node=1,
+                                                 gpu_memory_gib=80),
+                         plan(SHAPE, Target(80, 1, 1, max_model_len=8192, max_num_seqs=16)),
+                         K8S))["Deployment"]
     cluster = pod["spec"]["template"]["spec"]["containers"][0]["args"]
     for flag in ("--model", "--served-model-name", "--enable-lora", "--max-loras",
                  "--max-lora-rank"):
@@ -113,3 +132,26 @@ def test_local_and_kubernetes_servers_share_one_definition_of_the_vllm_arguments
             cluster[cluster.index(flag) + 1:cluster.index(flag) + 2], flag
     assert "--tensor-parallel-size" in cluster and "--tensor-parallel-size" not in local
     assert "--block-size" in local and "--block-size" not in cluster
+
+
+def test_a_hub_base_model_is_loaded_at_its_pinned_revision() -> None:
+    args = by_kind(rendered(gpu(serve="lora")))["Deployment"]["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert args[args.index("--revision") + 1] == REVISION
+    assert args[args.index("--tokenizer-revision") + 1] == REVISION
+
+
+def test_a_hub_base_model_without_a_revision_is_refused() -> None:
+    from dataclasses import replace
+
+    from llmops.config import DeployConfig
+
+    with pytest.raises(ValueError, match="base_models.m: org/name is a Hub id without a rev"):
+        DeployConfig.model_validate({"target": "kubernetes", "gpu": {
+            "gpu_type": "x", "gpu_memory_gib": 80, "gpus_per_node": 1},
+            "base_models": {"m": "org/name"}})
+    DeployConfig.model_validate({"target": "local", "base_models": {"m": "/mnt/models/m"}})
+    with pytest.raises(UsageError, match="without a revision"):
+        render(replace(RELEASE, base_model="org/name"), "production", gpu(serve="lora"),
+               plan(SHAPE, Target(24, 8, 1, max_model_len=8192, max_num_seqs=16)), K8S)

@@ -215,8 +215,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from llmops.serve.process import list_records
+    from llmops.serve.process import list_records, reap_orphans
 
+    for pid in reap_orphans():
+        print(f"stopped an unrecorded server (pid {pid}) whose deploy was interrupted")
     output.print_status(list_records())
     return 0
 

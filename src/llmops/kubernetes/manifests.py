@@ -1,10 +1,16 @@
 """Kubernetes manifests for a vLLM GPU deployment of one registered version.
 
 A Deployment (one pod per replica, `--tensor-parallel-size` = the GPUs of the pod = its
-`nvidia.com/gpu` limit), a Service, and a ConfigMap shipping the init container's fetch
-module (`llmops.kubernetes.fetch`). The init container downloads the version's files from
-the registry's package API with a token from a Secret and checks them with the same
-manifest verification as a local deploy before vLLM starts.
+`nvidia.com/gpu` limit), a Service, a ConfigMap shipping the init container's fetch
+module (`llmops.kubernetes.fetch`), and a NetworkPolicy. The init container downloads the
+version's files from the registry's package API with a read-only token from a Secret and
+checks them with the same manifest verification as a local deploy before vLLM starts.
+
+The pod is locked down: an API key from a Secret (VLLM_API_KEY), a non-root uid, no
+privilege escalation or capabilities, a read-only root filesystem with emptyDirs where
+vLLM writes, the runtime's seccomp profile, no service-account token, images pinned by
+digest, requests and limits, and ingress only from the configured clients and Prometheus.
+The manifests name Secrets, never contain them: the platform team creates them.
 Nothing here needs a cluster or registry access: rendering is pure.
 """
 
@@ -15,15 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.config import HTTP_KEEP_ALIVE_S, GpuTarget
+from llmops.config.schema import KubernetesSettings, NetworkPeer, is_hub_id
 from llmops.errors import UsageError
 from llmops.kubernetes.fetch import SHIPPED, shipped_sources
 from llmops.kubernetes.plan import Plan
 from llmops.serve.vllm import VllmServer
 from llmops.serve.vllm import vllm_args as common_vllm_args
 
-VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-FETCH_IMAGE = "python:3.11-slim"
-PORT = 8000
+PORT = 8000  # the OpenAI API, /health and /metrics: vLLM serves all three on one port
+API_KEY_KEY = "api-key"  # the key of the API-key Secret
+HOME = "/home/vllm"  # an emptyDir: the image's HOME (/root) is neither ours nor writable
 
 @dataclass(frozen=True)
 class Release:
@@ -32,10 +39,19 @@ class Release:
     model: str
     version: str
     digest: str
-    base_model: str
+    base_model: str  # a mounted path, or a Hub id with its revision (`org/name@rev`)
     registry_api: str
-    registry_secret: str = "llmops-registry-token"
     lora_rank: int | None = None  # the adapter's rank, when known (vLLM's --max-lora-rank)
+
+    @property
+    def base_and_revision(self) -> tuple[str, str | None]:
+        """The base model pods load, and the Hub revision they must load it at."""
+        base, _, revision = self.base_model.partition("@")
+        if is_hub_id(base) and not revision:
+            raise UsageError(f"{self.model}'s base model {base} is a Hub id without a "
+                             f"revision: set base_models.{self.model}: {base}@<revision> in "
+                             "deploy/<env>.yml")
+        return base, revision or None
 
 
 def k8s_name(text: str) -> str:
@@ -50,8 +66,9 @@ def vllm_args(release: Release, gpu: GpuTarget, tp: int) -> list[str]:
     """The pod's vLLM arguments: the merged weights, or the base with the adapter as a LoRA
     module, both served under the model's name; tensor-parallel over the pod's GPUs."""
     merged = gpu.serve == "merged"
+    base, revision = (None, None) if merged else release.base_and_revision
     server = VllmServer(
-        "/models/adapter/merged" if merged else release.base_model,
+        "/models/adapter/merged" if merged else str(base),
         release.model if merged else f"{release.model}-base", "0.0.0.0", PORT, gpu.dtype,
         gpu.max_model_len, gpu.max_num_seqs,
         {} if merged else {release.model: "/models/adapter"}, release.lora_rank)
@@ -59,42 +76,116 @@ def vllm_args(release: Release, gpu: GpuTarget, tp: int) -> list[str]:
               "--gpu-memory-utilization", str(gpu.gpu_memory_utilization)]
     if gpu.quantization:
         extras += ["--quantization", gpu.quantization]
+    if revision:  # the weights and tokenizer of that commit, whatever the branch holds now
+        extras += ["--revision", revision, "--tokenizer-revision", revision]
     return common_vllm_args(server, extras)
 
 
-def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[str, Any]]:
+def container_security() -> dict[str, Any]:
+    """Every container's securityContext: no way to gain privileges (setuid binaries,
+    capabilities), nothing written outside the emptyDirs mounted for it."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True, "runAsNonRoot": True}
+
+
+def pod_security(uid: int) -> dict[str, Any]:
+    """The pod's securityContext. The vLLM image's user is root, so the uid is set here
+    (runAsNonRoot alone would refuse to start it); HOME and USER are set to match."""
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def peer(selector: NetworkPeer) -> dict[str, Any]:
+    """A NetworkPolicy peer from the configured label selectors."""
+    out: dict[str, Any] = {}
+    if selector.namespace_labels is not None:
+        out["namespaceSelector"] = {"matchLabels": dict(selector.namespace_labels)}
+    if selector.pod_labels is not None:
+        out["podSelector"] = {"matchLabels": dict(selector.pod_labels)}
+    return out
+
+
+def network_policy(name: str, labels: dict[str, str],
+                   k8s: KubernetesSettings) -> dict[str, Any]:
+    """Ingress to the pods only from the serving clients and Prometheus, only on the vLLM
+    port (which also serves /metrics). Egress stays open: the init container reaches the
+    registry, and a LoRA pod downloads its base model. The kubelet's probes come from the
+    node, which network plugins admit."""
+    def port() -> list[dict[str, Any]]:
+        return [{"protocol": "TCP", "port": PORT}]
+
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                 "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [peer(c) for c in k8s.clients], "ports": port()},
+                             {"from": [peer(k8s.prometheus)], "ports": port()}]},
+    }
+
+
+def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
+           k8s: KubernetesSettings) -> list[dict[str, Any]]:
     """The manifests, as dicts (yaml.safe_dump_all them to apply with kubectl)."""
     if not plan.fits:
         raise UsageError(f"{release.model} does not fit {env}: {plan.explanation}")
     if plan.pipeline_parallel > 1:
         raise UsageError(f"{release.model} needs {plan.pipeline_parallel} nodes (pipeline "
                          "parallel over Ray); multi-node rendering is not built yet")
+    if k8s.vllm_image is None:
+        raise UsageError(f"deploy/{env}.yml: kubernetes.vllm_image: not set; give vLLM's image "
+                         "pinned by digest, e.g. vllm/vllm-openai:v0.11.0@sha256:<digest> "
+                         "(`docker buildx imagetools inspect vllm/vllm-openai:v0.11.0` prints "
+                         "it): a tag can be moved to other content")
     name = k8s_name(f"{release.model}-{env}")
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llmops",
               "llmops/model": k8s_name(release.model), "llmops/version": release.version}
-    probe = {"httpGet": {"path": "/health", "port": PORT}}
+    gpus = plan.tensor_parallel
+    memory = f"{k8s.memory_gib_per_gpu * gpus:g}Gi"
+    probe = {"httpGet": {"path": "/health", "port": PORT}}  # vLLM asks no key for /health
     container = {
-        "name": "vllm", "image": VLLM_IMAGE, "args": vllm_args(release, gpu, plan.tensor_parallel),
-        "env": [{"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": str(HTTP_KEEP_ALIVE_S)}],
+        "name": "vllm", "image": k8s.vllm_image, "args": vllm_args(release, gpu, gpus),
+        "env": [{"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": str(HTTP_KEEP_ALIVE_S)},
+                # vLLM reads it as --api-key: every /v1 request needs the key.
+                {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
+                    "name": k8s.api_key_secret or f"{name}-api-key", "key": API_KEY_KEY}}},
+                # Caches (~/.cache: Hugging Face, vLLM's compile cache; ~/.triton;
+                # ~/.config/vllm) land in the `home` emptyDir.
+                {"name": "HOME", "value": HOME},
+                # getpass.getuser() (torch's compile cache paths) fails for a uid with no
+                # /etc/passwd entry unless USER is set.
+                {"name": "USER", "value": "vllm"}],
         "ports": [{"containerPort": PORT, "name": "http"}],
-        "resources": {"limits": {"nvidia.com/gpu": plan.tensor_parallel}},
+        # No CPU limit: throttling a server's CPU stalls its GPUs.
+        "resources": {"requests": {"cpu": f"{k8s.cpu_per_gpu * gpus:g}", "memory": memory,
+                                   "nvidia.com/gpu": gpus},
+                      "limits": {"memory": memory, "nvidia.com/gpu": gpus}},
+        "securityContext": container_security(),
         "readinessProbe": {**probe, "periodSeconds": 10},
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 90},
         "volumeMounts": [{"name": "models", "mountPath": "/models"},
-                         {"name": "dshm", "mountPath": "/dev/shm"}],
+                         {"name": "dshm", "mountPath": "/dev/shm"},
+                         {"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "home", "mountPath": HOME}],
     }
     init = {
-        "name": "fetch-model", "image": FETCH_IMAGE,
-        "command": ["python", "-m", "llmops.kubernetes.fetch"],
+        "name": "fetch-model", "image": k8s.fetch_image or k8s.vllm_image,
+        "command": ["python3", "-m", "llmops.kubernetes.fetch"],
         "env": [{"name": "PYTHONPATH", "value": "/scripts"},
+                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # /scripts is read-only
                 {"name": "REGISTRY_API", "value": release.registry_api},
                 {"name": "MODEL", "value": release.model},
                 {"name": "VERSION", "value": release.version},
                 {"name": "EXPECTED_DIGEST", "value": release.digest},
+                # A read-only token: this pod can read the registry, never write to it.
                 {"name": "REGISTRY_TOKEN", "valueFrom": {"secretKeyRef": {
-                    "name": release.registry_secret, "key": "token"}}}],
+                    "name": k8s.registry_token_secret, "key": k8s.registry_token_key}}}],
+        # It holds one file in memory at a time, and weight shards are several GiB.
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": memory}},
+        "securityContext": container_security(),
         "volumeMounts": [{"name": "models", "mountPath": "/models"},
-                         {"name": "scripts", "mountPath": "/scripts"}],
+                         {"name": "scripts", "mountPath": "/scripts", "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
     }
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -106,11 +197,18 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[
                     "prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
                     "prometheus.io/path": "/metrics"}},
                 "spec": {
+                    "automountServiceAccountToken": False,  # the pod never calls the API
+                    # No *_PORT variables of the namespace's Services: a Service named
+                    # `vllm` would set VLLM_PORT, which vLLM reads as its own setting.
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(k8s.run_as_user),
                     "nodeSelector": {"nvidia.com/gpu.product": gpu.gpu_type},
                     "initContainers": [init], "containers": [container],
                     "volumes": [{"name": "models", "emptyDir": {}},
                                 {"name": "dshm", "emptyDir": {"medium": "Memory",
                                                               "sizeLimit": "16Gi"}},
+                                {"name": "tmp", "emptyDir": {}},
+                                {"name": "home", "emptyDir": {}},
                                 {"name": "scripts", "configMap": {
                                     "name": f"{name}-fetch", "items": [
                                         {"key": key, "path": path}
@@ -127,4 +225,6 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan) -> list[dict[
     config = {"apiVersion": "v1", "kind": "ConfigMap",
               "metadata": {"name": f"{name}-fetch", "labels": labels},
               "data": shipped_sources()}
-    return [config, deployment, service]
+    # The NetworkPolicy before the Deployment: `kubectl apply` goes in order, so no pod
+    # runs before the policy that guards it.
+    return [config, network_policy(name, labels, k8s), deployment, service]

@@ -52,7 +52,15 @@ class KubernetesTarget:
     config: DeployConfig
     registry: Registry
     project_api: str | None = None  # the CI project's API (the pods' default registry_api)
+    endpoint_key: str | None = None  # LLMOPS_API_KEY: the key in the pods' api-key Secret
     kind = "kubernetes"
+
+    def api_key(self) -> str:
+        """The key the endpoint requires, for `verify` (the pods read it from a Secret)."""
+        if not self.endpoint_key:
+            raise UsageError(f"verifying {self.env} needs the endpoint's API key: set "
+                             "LLMOPS_API_KEY (a masked CI variable) to the Secret's api-key")
+        return self.endpoint_key
 
     def plan(self, spec: ModelSpec) -> tuple[ModelShape, Plan]:
         """How the model is spread over the target's GPUs (tensor/pipeline parallel)."""
@@ -74,7 +82,7 @@ class KubernetesTarget:
         base = self.config.base_models.get(spec.name, spec.base_model)
         release = Release(spec.name, version, digest, base, api,
                           lora_rank=spec.axolotl.lora_rank)
-        docs = render(release, self.env, self.config.gpu, plan)
+        docs = render(release, self.env, self.config.gpu, plan, self.config.kubernetes)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.name}-{self.env}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))

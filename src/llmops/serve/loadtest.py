@@ -96,7 +96,7 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
 
 async def _run(base_url: str, model: str, prompts: list[str], concurrency: int,
                duration_s: float, max_tokens: int, timeout_s: float,
-               min_requests: int) -> LoadResult:
+               min_requests: int, api_key: str) -> LoadResult:
     result = LoadResult(concurrency, 0.0, 0, 0, 0)
     url = f"{base_url.rstrip('/')}/chat/completions"
     tls = httpx.create_ssl_context()  # the same trust store httpx would load per client
@@ -106,8 +106,8 @@ async def _run(base_url: str, model: str, prompts: list[str], concurrency: int,
 
     async def user() -> None:
         one_connection = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(timeout=timeout_s, limits=one_connection,
-                                     verify=tls) as client:
+        async with httpx.AsyncClient(timeout=timeout_s, limits=one_connection, verify=tls,
+                                     headers={"Authorization": f"Bearer {api_key}"}) as client:
             while True:
                 n = next(counter)
                 if n >= min_requests and time.perf_counter() >= deadline:
@@ -125,13 +125,13 @@ async def _run(base_url: str, model: str, prompts: list[str], concurrency: int,
 
 def load_test(base_url: str, model: str, prompts: list[str], concurrency: int,
               duration_s: float, max_tokens: int, timeout_s: float = 120.0,
-              min_requests: int = 0) -> LoadResult:
+              min_requests: int = 0, *, api_key: str) -> LoadResult:
     """Run `concurrency` streaming clients until `duration_s` has passed and at least
     `min_requests` were sent; every request generates `max_tokens` tokens (ignore_eos)."""
     if not prompts:
         raise ValueError("a load test needs at least one prompt")
     return asyncio.run(_run(base_url, model, prompts, concurrency, duration_s, max_tokens,
-                            timeout_s, min_requests))
+                            timeout_s, min_requests, api_key))
 
 
 def load_problems(summary: dict[str, Any], settings: Any) -> list[str]:

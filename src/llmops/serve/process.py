@@ -17,17 +17,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from llmops.config import HTTP_KEEP_ALIVE_S, ServeSettings
-from llmops.config.paths import repo_root, state_subdir
+from llmops.config.paths import repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
 from llmops.process.health import wait_for_health
 from llmops.process.native import preloaded, tcmalloc
+from llmops.redact import remember, scrubbed_env
 from llmops.serve.vllm import VllmServer
 from llmops.serve.vllm import vllm_args as common_vllm_args
 
@@ -49,21 +52,54 @@ class Deployment:
     started_at: float = field(default_factory=time.time)
     digest: str = ""  # the registry manifest's sha256, checked again before a restart
     sockets_dir: str = ""  # the server's private temp folder, removed when it is stopped
+    created: float = 0.0  # the process's start time: a pid is ours only with it
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def alive(self) -> bool:
-        try:
-            os.kill(self.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        """Whether the recorded server still runs (not another process that got its pid,
+        after a reboot or a long time)."""
+        return is_our_server(self.pid, self.created)
 
     def kill(self) -> None:
-        """Stop the server's processes and remove its temp folder."""
-        kill(self.pid, self.sockets_dir)
+        """Stop the server's processes and remove its temp folder (a pid that is no longer
+        the recorded server's is left alone)."""
+        if self.alive():
+            kill(self.pid, self.sockets_dir)
+        elif self.sockets_dir:
+            shutil.rmtree(self.sockets_dir, ignore_errors=True)
+        if self.log_path:
+            (Path(self.log_path).parent / STARTING).unlink(missing_ok=True)
+
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+STARTING = "starting.json"  # in a server's folder until it is recorded or stopped
+
+
+def process_created(pid: int) -> float:
+    """When process `pid` started (0.0 when there is none)."""
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0.0
+
+
+def is_our_server(pid: int, created: float) -> bool:
+    """Whether `pid` is the vLLM server started at `created`: both the start time (when
+    recorded) and the command line must match before anything signals it."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if created and abs(proc.create_time() - created) > 1.0:
+            return False
+        return SERVER_MODULE in " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
 
 
 def serve_python() -> Path:
@@ -79,6 +115,36 @@ def serve_python() -> Path:
         if path.exists():
             return path
     raise UsageError(f"vLLM serving environment not found at {candidates[0]}: run `make setup`")
+
+
+# The secrets a vLLM server may need: the Hub's, for a gated base model. GitLab's and the
+# registry's tokens, and MLflow's credentials, stay with the CLI.
+SERVE_SECRETS = ("HF_TOKEN",)
+
+
+def api_key_path() -> Path:
+    return state_dir() / "api-key"
+
+
+def local_api_key() -> str:
+    """The key every local server requires (`Authorization: Bearer <key>`), kept in
+    `.llmops/api-key` with mode 0600 and created on first use; the same for every local
+    deployment, so that clients keep working across deploys."""
+    import secrets
+
+    path = api_key_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # readable by its owner only, whoever widened it
+    key = path.read_text().strip()
+    if not key:
+        raise UsageError(f"{path} is empty: delete it and a new key is made on the next deploy")
+    remember([key])
+    return key
 
 
 def _record_path(model: str, env: str) -> Path:
@@ -190,10 +256,13 @@ class Server:
 
     def kill(self) -> None:
         kill(self.proc.pid, self.sockets)
+        (self.log_path.parent / STARTING).unlink(missing_ok=True)
 
 
-def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSettings) -> Server:
-    """Start a vLLM server process (not yet healthy)."""
+def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSettings,
+           api_key: str) -> Server:
+    """Start a vLLM server process (not yet healthy) that requires `api_key` (given through
+    its environment: a command line is visible to every user of the machine)."""
     port = free_port()
     workdir = state_subdir("deployments") / f"{name}-{port}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -201,15 +270,54 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
     # which a deep state dir does: use a short private folder in the system temp dir.
     sockets = Path(tempfile.mkdtemp(prefix=f"llmops-{port}-"))
     args = args_for(port)
-    env_vars = {**os.environ, **server_env(settings, sockets)}
+    env_vars = {**scrubbed_env(os.environ, keep=SERVE_SECRETS), **server_env(settings, sockets),
+                "VLLM_API_KEY": api_key}
     log_path = workdir / "server.log"
+    # Written before the launch: if this process dies before the server is recorded
+    # (SIGKILL, a crash), the next command finds the server by its folder and stops it.
+    _write_json(workdir / STARTING, {"owner": os.getpid(),
+                                     "owner_created": process_created(os.getpid()),
+                                     "sockets": str(sockets)})
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(serve_python()), "-m", "vllm.entrypoints.openai.api_server", *args],
+            [str(serve_python()), "-m", SERVER_MODULE, *args],
             stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=workdir,
             start_new_session=True,  # outlives the CLI; stopped by `llmops stop`
         )
     return Server(proc, port, args, log_path, sockets)
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def reap_orphans() -> list[int]:
+    """Stop the servers whose launching command died before recording them (their folder
+    still has `starting.json` and its owner is gone); the pids stopped. A server that
+    another running command is starting is left to it."""
+    import psutil
+
+    stopped: list[int] = []
+    for marker in state_subdir("deployments").glob(f"*/{STARTING}"):
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            info = {}
+        owner = int(info.get("owner") or 0)
+        if owner and process_created(owner) and \
+                abs(process_created(owner) - float(info.get("owner_created") or 0)) <= 1.0:
+            continue  # its command still runs
+        folder = marker.parent.resolve()
+        for proc in psutil.process_iter(["pid", "cwd", "cmdline"]):
+            with contextlib.suppress(psutil.Error, TypeError):
+                if proc.info["cwd"] and Path(proc.info["cwd"]).resolve() == folder and \
+                        SERVER_MODULE in " ".join(proc.info["cmdline"] or []):
+                    kill(proc.info["pid"], str(info.get("sockets") or ""))
+                    stopped.append(proc.info["pid"])
+        marker.unlink(missing_ok=True)
+    return stopped
 
 
 def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
@@ -248,10 +356,11 @@ def restart(record: Deployment, settings: ServeSettings) -> Deployment:
 
 def _start(template: Deployment, args_for: Callable[[int], list[str]],
            settings: ServeSettings) -> Deployment:
-    server = launch(f"{template.model}-{template.env}-{template.version}", args_for, settings)
+    server = launch(f"{template.model}-{template.env}-{template.version}", args_for, settings,
+                    local_api_key())
     dep = replace(template, port=server.port, pid=server.proc.pid, args=server.args,
                   log_path=str(server.log_path), sockets_dir=str(server.sockets),
-                  started_at=time.time())
+                  started_at=time.time(), created=process_created(server.proc.pid))
     try:
         server.wait_healthy(settings.startup_timeout_s)
     except BaseException:
@@ -289,12 +398,38 @@ def _stop_group(pid: int, grace_s: float) -> None:
 
 
 def activate(dep: Deployment) -> Deployment | None:
-    """Record `dep` as the environment's deployment; stop and return the one it replaces."""
-    previous = load_record(dep.model, dep.env)
-    save_record(dep)
-    if previous and previous.pid != dep.pid and previous.alive():
-        previous.kill()
+    """Record `dep` as the environment's deployment; stop and return the one it replaces.
+    SIGTERM and SIGINT wait until the switch is done: an interruption half-way would leave
+    two servers, or none, recorded."""
+    with deferred_signals():
+        previous = load_record(dep.model, dep.env)
+        save_record(dep)
+        (Path(dep.log_path).parent / STARTING).unlink(missing_ok=True)
+        if previous and previous.pid != dep.pid and previous.alive():
+            previous.kill()
     return previous
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT until the block ends, then deliver them. Python runs signal
+    handlers in the main thread whichever thread the signal reaches, so the handlers are
+    swapped (a thread mask would not do); off the main thread (a Prefect task), signals
+    are not delivered to the block anyway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for held in previous:
+        signal.signal(held, lambda number, frame: pending.append(number))
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        for number in pending:
+            signal.raise_signal(number)
 
 
 # --- history: one JSON line per deploy, rollback and stop, per model and environment --------
@@ -317,19 +452,46 @@ def record_event(model: str, env: str, version: str, action: str, result: str,
         event.update(port=dep.port, base_model=dep.base_model, adapter_dir=dep.adapter_dir,
                      digest=dep.digest, args=dep.args)
     event.update(extra or {})
-    with open(history_path(model, env), "a") as fh:
-        fh.write(json.dumps(event) + "\n")
+    path = history_path(model, env)
+    line = json.dumps(event) + "\n"
+    with open(path, "ab") as fh:
+        # A line torn by a crash has no newline: start on a line of our own.
+        if fh.tell() and not _ends_with_newline(path):
+            line = "\n" + line
+        fh.write(line.encode())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def read_history(model: str, env: str) -> list[dict[str, object]]:
+    """Every event of the history; a line that is not a JSON object (torn by a crash or
+    edited by hand) is skipped and reported, not fatal to rollback or history."""
     path = history_path(model, env)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events: list[dict[str, object]] = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            print(f"warning: {path}:{number} is not a history event (torn or edited): "
+                  "skipped", file=sys.stderr, flush=True)
+    return events
 
 
 def stop(model: str, env: str) -> Deployment:
     """Stop a model's server in an environment and forget its record."""
+    reap_orphans()
     dep = load_record(model, env)
     if dep is None:
         raise UsageError(f"no deployment of {model!r} in {env!r}; see `llmops status`")

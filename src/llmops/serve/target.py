@@ -37,6 +37,7 @@ class LocalTarget:
 
     def start(self, spec: ModelSpec, version: str) -> serve.Deployment:
         """Fetch the version, check its manifest, start its server beside the serving one."""
+        serve.reap_orphans()
         settings = self.config.serve_for(spec.name)
         mv = self.registry.get(spec.name, version)
         dest = state_subdir("deployments") / spec.name / mv.version
@@ -53,6 +54,7 @@ class LocalTarget:
             raise self.failed(spec.name, mv.version, "deploy", exc) from exc
 
     def serving(self, spec: ModelSpec) -> serve.Deployment:
+        serve.reap_orphans()
         dep = serve.load_record(spec.name, self.env)
         if dep is None:
             raise UsageError(f"no deployment of {spec.name} in {self.env}; see `llmops status`")
@@ -71,6 +73,7 @@ class LocalTarget:
 
     def start_previous(self, spec: ModelSpec) -> serve.Deployment:
         """Start the previous verified version again, with its recorded arguments."""
+        serve.reap_orphans()
         settings = self.config.serve_for(spec.name)
         current = serve.load_record(spec.name, self.env)
         event = previous_good(serve.read_history(spec.name, self.env),
@@ -96,6 +99,9 @@ class LocalTarget:
 
     def history(self, model: str) -> list[dict[str, Any]]:
         return serve.read_history(model, self.env)
+
+    def api_key(self) -> str:
+        return serve.local_api_key()
 
     def failed(self, model: str, version: str, action: str, exc: Exception,
                dep: serve.Deployment | None = None) -> StageFailed:

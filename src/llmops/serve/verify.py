@@ -35,7 +35,7 @@ class SmokeResult:
 
 
 def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_tokens: int,
-               timeout_s: float, match: str = "contains") -> SmokeResult:
+               timeout_s: float, api_key: str, match: str = "contains") -> SmokeResult:
     """GET /health and /v1/models, then one chat completion per golden question, scored as
     the golden set scores them (`match`)."""
     from openai import OpenAI
@@ -46,7 +46,7 @@ def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_to
         health = httpx.get(f"{root}/health", timeout=timeout_s)
         if health.status_code != 200:
             result.problems.append(f"/health answered {health.status_code}")
-        client = OpenAI(base_url=base_url, api_key="local", timeout=timeout_s, max_retries=0)
+        client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
         result.models = [m.id for m in client.models.list().data]
         if served_name not in result.models:
             result.problems.append(f"/v1/models lacks {served_name!r}: {result.models}")
@@ -96,13 +96,13 @@ def golden_floor(spec: ModelSpec, minimum: float | str | None) -> float | None:
 
 
 def run_checks(spec: ModelSpec, verify: VerifySettings, url: str, served_name: str,
-               ) -> tuple[Verification, list[str]]:
+               api_key: str) -> tuple[Verification, list[str]]:
     """The smoke test, then (if it passed) the bounded load test, against any endpoint
-    (a local server or a cluster's Service); what each broke."""
+    (a local server or a cluster's Service) with its API key; what each broke."""
     golden_set, golden = spec.golden_sets()[0]
     smoke = smoke_test(url, served_name, golden[: verify.golden_prompts],
                        spec.validation.eval.max_new_tokens, verify.request_timeout_s,
-                       golden_set.match)
+                       api_key, golden_set.match)
     problems, load = smoke.problems + accuracy_problems(
         smoke, golden_floor(spec, verify.min_golden_accuracy)), None
     if not problems and verify.load is not None:
@@ -111,7 +111,7 @@ def run_checks(spec: ModelSpec, verify: VerifySettings, url: str, served_name: s
               f"(≥ {cfg.min_requests} requests, {cfg.max_tokens} tokens each)", flush=True)
         result = load_test(url, served_name, [g.question for g in golden],
                            cfg.concurrency, cfg.duration_s, cfg.max_tokens,
-                           verify.request_timeout_s, cfg.min_requests)
+                           verify.request_timeout_s, cfg.min_requests, api_key=api_key)
         load = result.summary()
         problems += [f"load test: {p}" for p in load_problems(load, cfg)]
     return Verification(smoke, load), problems

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
-from llmops.errors import StageFailed, UsageError
+from llmops.digests import folder_digest
+from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.kubernetes.plan import ModelShape, Plan
 from llmops.kubernetes.target import KubernetesTarget
+from llmops.models.base import ensure_base_model
 from llmops.registry.base import MlflowRegistry, Registry
 from llmops.serve.target import LocalTarget
 from llmops.serve.verify import Verification, run_checks
@@ -66,12 +68,17 @@ class Target(Protocol):
 
     def history(self, model: str) -> list[dict[str, Any]]: ...
 
+    def api_key(self) -> str:
+        """The key clients of this target's endpoints present (`Authorization: Bearer`)."""
+        ...
+
 
 def target_for(env: str, ctx: Context) -> Target:
     """The target of `deploy/<env>.yml` (read once here, then passed down)."""
     config = load_deploy(env)
     if config.target == "kubernetes":
-        return KubernetesTarget(env, config, ctx.registry, ctx.settings.project_api)
+        return KubernetesTarget(env, config, ctx.registry, ctx.settings.project_api,
+                                ctx.settings.api_key)
     return LocalTarget(env, config, ctx.registry)
 
 
@@ -91,11 +98,37 @@ def pinned_version(model: str, env: str, version: str | None) -> str:
     return pin.version
 
 
+def check_identity(spec: ModelSpec, target: Target, version: str, registry: Registry) -> None:
+    """Before a deploy: the version registry/<env>.yml pins serves the pin's digest (the
+    files are verified against the registry's digest, so that must be the pinned one), and a
+    local deploy runs on the base model the version was trained on (`base_model.digest`,
+    recorded at registration), not on whatever folder has its name now."""
+    pin = load_pins(target.env).models.get(spec.name)
+    mv = registry.get(spec.name, version)
+    if pin is not None and pin.version == version and mv.digest != pin.digest:
+        raise CheckFailed(f"registry/{target.env}.yml pins {spec.name} {version} at "
+                          f"{pin.digest}, but the registry holds {mv.digest}; refusing to "
+                          "deploy it (promote the version again, or find out who changed it)")
+    want = mv.tags.get("base_model.digest")
+    if want and isinstance(target, LocalTarget):
+        base = Path(ensure_base_model(mv.base_model or spec.base_model))
+        if base.is_dir() and (have := folder_digest(base)) != want:
+            raise CheckFailed(f"{spec.name} {version} was trained on the base model {want}, "
+                              f"but {base} is now {have}; refusing to serve the adapter on "
+                              "another base (restore that base model, or retrain)")
+
+
 def verify_started(spec: ModelSpec, target: Target, started: Endpoint, action: str,
                    registry: Registry | None = None) -> Verified:
-    """Check a started version; commit it, or abort it (the previous one serves)."""
-    checked, problems = run_checks(spec, target.config.verify, started.url,
-                                   started.served_name)
+    """Check a started version; commit it, or abort it (the previous one serves). An
+    interruption (SIGTERM from a cancelled job, Ctrl-C) aborts it too, then goes on."""
+    try:
+        checked, problems = run_checks(spec, target.config.verify, started.url,
+                                       started.served_name, target.api_key())
+    except BaseException as exc:
+        target.abort(started, action, exc if isinstance(exc, Exception)
+                     else StageFailed(f"interrupted ({type(exc).__name__})"))
+        raise
     if problems:
         failure = StageFailed(f"verification of {started.model} {started.version} at "
                               f"{started.url} failed: " + "; ".join(problems))
@@ -116,6 +149,7 @@ def deploy_version(spec: ModelSpec, target: Target, version: str, registry: Regi
     """Start `version` on the target (step `deploy`) and verify it (step `verify`); a
     failure anywhere leaves the previous version serving (and raises StageFailed)."""
     steps = steps or Steps()
+    check_identity(spec, target, version, registry)
     started = steps("deploy", start_version, spec, target, version)
     return steps("verify", verify_started, spec, target, started, "deploy", registry)
 
@@ -124,7 +158,7 @@ def verify_env(spec: ModelSpec, target: Target) -> Verified:
     """Check what serves in the environment again (a CI verify job); switch nothing."""
     serving = target.serving(spec)
     checked, problems = run_checks(spec, target.config.verify, serving.url,
-                                   serving.served_name)
+                                   serving.served_name, target.api_key())
     if problems:
         raise StageFailed(f"{spec.name} {serving.version} at {serving.url}: "
                           + "; ".join(problems))
