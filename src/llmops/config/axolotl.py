@@ -8,6 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+# Keys the pipeline sets for each run: a config that sets them is refused (`llmops
+# check-config`), and `llmops init --from` removes them from the file it copies.
+OWNED_KEYS = ("output_dir", "mlflow_tracking_uri", "mlflow_run_name", "mlflow_experiment_name")
+
 
 class AxolotlDataset(BaseModel):
     """One entry of `datasets` / `test_datasets`; its format keys are read by
@@ -15,8 +19,10 @@ class AxolotlDataset(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    path: str = Field(min_length=1)
-    type: str = ""
+    path: str = Field(min_length=1, description="A JSONL or JSON file, relative to the "
+                      "repository (the data gate reads it).")
+    type: str = Field(default="", description="The format: chat_template, alpaca or "
+                      "completion (the ones every stage reads).")
 
     def entry(self) -> dict[str, Any]:
         """The entry as written."""
@@ -28,10 +34,14 @@ class AxolotlConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    base_model: str = Field(min_length=1)
-    sequence_len: int = Field(default=2048, ge=1)
-    datasets: list[AxolotlDataset] = Field(default_factory=list)
-    test_datasets: list[AxolotlDataset] = Field(default_factory=list)
+    base_model: str = Field(min_length=1, description="A Hub id or a path (relative to "
+                            "the repository).")
+    sequence_len: int = Field(default=2048, ge=1, description="Longest example, in tokens "
+                              "(the data gate counts those longer).")
+    datasets: list[AxolotlDataset] = Field(default_factory=list, description="Training sets "
+                                           "(at least one).")
+    test_datasets: list[AxolotlDataset] = Field(
+        default_factory=list, description="Eval sets: the release gate compares their loss.")
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @classmethod

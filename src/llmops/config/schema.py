@@ -63,14 +63,21 @@ class GoldenSet(Strict):
 class EvalSettings(Strict):
     """What the evaluate stage measures."""
 
-    golden: list[GoldenSet] = Field(min_length=1)
-    max_new_tokens: int = Field(default=48, ge=1, le=4096)
+    golden: list[GoldenSet] = Field(
+        min_length=1, description="The golden sets the candidate, the base and production "
+        "answer (through vLLM); their scores are the golden_* metrics.")
+    max_new_tokens: int = Field(default=48, ge=1, le=4096,
+                                description="Longest generated answer, in tokens.")
 
 
 class GateRule(Strict):
     """One release rule on one metric; every condition given must hold."""
 
-    metric: str
+    metric: str = Field(description="eval_loss, eval_perplexity, golden_accuracy, "
+                        "golden.<set>.accuracy, golden.<set>.rouge_l, format_empty_rate, "
+                        "format_template_leak_rate, format_truncated_rate, latency_p50_s, "
+                        "latency_p95_s; a name with loss, perplexity, latency, error or "
+                        "format_ is better lower.")
     min: float | None = Field(default=None, description="Candidate value at least this.")
     max: float | None = Field(default=None, description="Candidate value at most this.")
     min_gain_over_base: float | None = Field(
@@ -96,9 +103,11 @@ class GateRule(Strict):
 class ValidationConfig(Strict):
     """validation/<model>.yml: data expectations, evaluation sets and release gates."""
 
-    data: DataChecks = DataChecks()
-    eval: EvalSettings
-    gates: list[GateRule] = Field(min_length=1)
+    data: DataChecks = Field(default=DataChecks(), description="The data gate's thresholds.")
+    eval: EvalSettings = Field(description="What evaluation measures.")
+    gates: list[GateRule] = Field(
+        min_length=1, description="The release gate: every rule must hold, else nothing is "
+        "registered.")
     allow_trust_remote_code: bool = Field(
         default=False, description="Let the Axolotl YAML set `trust_remote_code: true`, which "
         "runs Python code from the model's repository when it trains and serves.")
@@ -153,9 +162,12 @@ class ServeSettings(Strict):
     serve: Literal["lora", "merged"] = Field(
         default="merged", description="The adapter merged into the weights (much faster on "
         "CPU), or as a LoRA module on the base.")
-    dtype: Literal["auto", "bfloat16", "float32"] = "bfloat16"
-    max_model_len: int = Field(default=1024, ge=16)
-    max_num_seqs: int = Field(default=64, ge=1)
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="bfloat16", description="--dtype of the served weights.")
+    max_model_len: int = Field(default=1024, ge=16, description="--max-model-len: longest "
+                               "prompt and answer, in tokens.")
+    max_num_seqs: int = Field(default=64, ge=1, description="--max-num-seqs: sequences "
+                              "decoded together.")
     kvcache_space_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE.")
     enforce_eager: bool = Field(
         default=False, description="Skip torch.compile: a faster first start, a slower decode "
@@ -179,7 +191,8 @@ class ServeSettings(Strict):
         default="none", description="w8a8-int8: serve the merged model with int8 decoder "
         "weights (one scale per output channel) and activations quantized per token at run "
         "time (llmops.models.quantize); needs serve: merged.")
-    startup_timeout_s: float = Field(default=600.0, gt=0)
+    startup_timeout_s: float = Field(default=600.0, gt=0, description="Seconds a new "
+                                     "server may take to answer its health check.")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments "
                                   "(not --trust-remote-code, --host, --config or --api-key).")
 
@@ -204,9 +217,13 @@ class LoadSettings(Strict):
     duration_s: float = Field(default=20.0, gt=0, description="Clients keep sending this long.")
     min_requests: int = Field(default=64, ge=1, description="Sent at least, however long.")
     max_tokens: int = Field(default=32, ge=1, description="Generated per request (ignore_eos).")
-    max_error_rate: float = Field(default=0.0, ge=0, le=1)
-    max_p99_latency_s: float | None = Field(default=None, gt=0)
-    min_tokens_per_s: float | None = Field(default=None, gt=0)
+    max_error_rate: float = Field(default=0.0, ge=0, le=1,
+                                  description="Largest share of failed requests.")
+    max_p99_latency_s: float | None = Field(
+        default=None, gt=0, description="Slowest 99th-percentile request time; null: any.")
+    min_tokens_per_s: float | None = Field(
+        default=None, gt=0, description="Fewest generated tokens per second, all clients "
+        "together; null: any.")
 
 
 class VerifySettings(Strict):
@@ -218,7 +235,8 @@ class VerifySettings(Strict):
         "a number, or 'gate' for the golden_accuracy minimum of the model's own gate "
         "(validation/<model>.yml); null: not checked. The served model can differ from the "
         "gated one (merged, int8).")
-    request_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: float = Field(default=120.0, gt=0,
+                                     description="Longest wait for one answer.")
     load: LoadSettings | None = Field(default_factory=LoadSettings,
                                       description="null: no load test.")
 
@@ -227,14 +245,19 @@ class GpuTarget(Strict):
     """A Kubernetes GPU target: what the parallelism planner and the manifests need."""
 
     gpu_type: str = Field(description="e.g. nvidia-a100-80gb (a node selector value).")
-    gpu_memory_gib: float = Field(gt=0)
-    gpus_per_node: int = Field(ge=1)
-    nodes: int = Field(default=1, ge=1)
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    quantization: Literal["fp8", "awq", "gptq"] | None = None
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    max_model_len: int = Field(default=8192, ge=16)
-    max_num_seqs: int = Field(default=16, ge=1)
+    gpu_memory_gib: float = Field(gt=0, description="Memory of one GPU.")
+    gpus_per_node: int = Field(ge=1, description="GPUs of one pod (tensor parallel).")
+    nodes: int = Field(default=1, ge=1, description="Pods of one server (pipeline parallel).")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="--dtype of the served weights.")
+    quantization: Literal["fp8", "awq", "gptq"] | None = Field(
+        default=None, description="vLLM's --quantization; null: none.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="Share of "
+                                          "each GPU's memory vLLM may use.")
+    max_model_len: int = Field(default=8192, ge=16, description="--max-model-len: longest "
+                               "prompt and answer, in tokens.")
+    max_num_seqs: int = Field(default=16, ge=1, description="--max-num-seqs: sequences "
+                              "decoded together (with max_model_len, sizes the KV cache).")
     serve: Literal["lora", "merged"] = Field(
         default="lora", description="Serve the adapter on its base, or the merged model.")
 
@@ -248,7 +271,8 @@ class NetworkPeer(Strict):
 
     namespace_labels: dict[str, str] | None = Field(
         default=None, description="e.g. {kubernetes.io/metadata.name: monitoring}.")
-    pod_labels: dict[str, str] | None = None
+    pod_labels: dict[str, str] | None = Field(
+        default=None, description="e.g. {app.kubernetes.io/name: gateway}.")
 
     @model_validator(mode="after")
     def _selects_something(self) -> NetworkPeer:
@@ -312,8 +336,11 @@ def is_hub_id(base: str) -> bool:
 class DeployConfig(Strict):
     """deploy/<env>.yml: one target environment."""
 
-    target: Literal["local", "kubernetes"]
-    gpu: GpuTarget | None = None
+    target: Literal["local", "kubernetes"] = Field(
+        description="local: vLLM processes on 127.0.0.1; kubernetes: manifests applied "
+        "with kubectl.")
+    gpu: GpuTarget | None = Field(default=None, description="The GPUs of a kubernetes "
+                                  "target (required there).")
     kubernetes: KubernetesSettings = Field(
         default_factory=KubernetesSettings, description="A kubernetes target's images, "
         "Secrets, NetworkPolicy peers and pod resources.")
@@ -328,10 +355,12 @@ class DeployConfig(Strict):
         default_factory=dict, description="Per model: the base model pods load for LoRA "
         "serving: a mounted path, or a Hub id pinned to a commit (`org/name@<revision>`), so "
         "that every pod serves the weights the adapter was trained on.")
-    serve: ServeSettings = ServeSettings()
-    verify: VerifySettings = VerifySettings()
+    serve: ServeSettings = Field(default=ServeSettings(), description="How a local target "
+                                 "serves every model.")
+    verify: VerifySettings = Field(default=VerifySettings(), description="The checks of "
+                                   "every new deployment before it serves.")
     models: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-model overrides of `serve`."
+        default_factory=dict, description="Per-model overrides of `serve` (any of its keys)."
     )
 
     @field_validator("base_models")
@@ -373,13 +402,14 @@ class DeployConfig(Strict):
 class Pin(Strict):
     """Which version of a model runs in an environment, and the digest of its manifest."""
 
-    version: str
-    digest: str
+    version: str = Field(description="SemVer of a registered version.")
+    digest: str = Field(description="sha256 of the version's manifest, checked when it is "
+                        "fetched.")
 
 
 class RegistryPins(Strict):
     """registry/<env>.yml: changed by merge request only."""
 
-    models: dict[str, Pin] = Field(default_factory=dict)
+    models: dict[str, Pin] = Field(default_factory=dict, description="Model name -> its pin.")
 
 

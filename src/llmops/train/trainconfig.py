@@ -12,11 +12,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from llmops.config.axolotl import OWNED_KEYS
 from llmops.errors import UsageError
 from llmops.redact import secret_keys
 
 VLLM_MAX_LORA_RANK = 512
-OWNED_KEYS = ("output_dir", "mlflow_tracking_uri", "mlflow_run_name", "mlflow_experiment_name")
 
 
 def project_problems(cfg: dict[str, Any], allow_remote_code: bool = False
