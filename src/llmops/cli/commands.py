@@ -229,3 +229,44 @@ def cmd_stop(args: argparse.Namespace) -> int:
     dep = stop(args.model, args.env)
     output.console.print(f"stopped {dep.model} {dep.version} ({dep.url}, pid {dep.pid})")
     return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Files written, then what to fill in; exit 2 when the config check finds problems."""
+    from llmops.stages.init import init_model
+
+    done = init_model(args.name, Path(args.source))
+    print(f"wrote {done.axolotl_path} (from {args.source}"
+          + (", comments kept" if done.comments_kept else ", dumped again: comments lost")
+          + ")")
+    for key in done.removed_keys:
+        print(f"  removed {key}: the pipeline sets it for each run")
+    print(f"wrote {done.validation_path} (data checks and gates, explained in comments)")
+    print(f"wrote {done.golden_path} (a template: replace its example rows)"
+          if done.golden_written else f"kept {done.golden_path} (already there)")
+    print(done.deploy_note)
+    for problem in done.problems:
+        output.error("config check", problem)
+    print("\nnext:")
+    for i, step in enumerate(done.next_steps(), start=1):
+        print(f"  {i}. {step}")
+    if done.problems:
+        raise UsageError(f"the files are written, but {done.axolotl_path} does not pass the "
+                         f"config check (above): fix it, then `llmops check-config "
+                         f"{done.name}`")
+    return 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from llmops.config.paths import repo_root
+    from llmops.config.reference import OUT, markdown
+
+    text = markdown()
+    if args.out == "-":
+        print(text, end="")
+        return 0
+    out = Path(args.out) if args.out else repo_root() / OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out or OUT}")
+    return 0

@@ -33,6 +33,7 @@ EPILOG = """examples:
   llmops validate-data tiny           # the data gate alone
   llmops validate-data --changed-since origin/main   # the models a change touches
   llmops check-config                 # every YAML, in seconds, no model loaded
+  llmops init my-bot --from ~/my-axolotl.yml         # bring your own model
   llmops register tiny --run <id> --version 1.2.0
   llmops promote tiny 1.2.0 --to production          # opens a merge request
   llmops promote tiny 1.2.0 --to production --local  # edits registry/production.yml
@@ -129,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func="cmd_status")
     model_env(sub, "stop", "stop a model's local server", "cmd_stop")
+    p = sub.add_parser(
+        "init", help="bring your own model: copy an Axolotl YAML in, write its validation "
+        "suite and golden-set template, check it",
+        description="Copy the Axolotl YAML to axolotl_configs/<name>.yml (the keys the "
+        "pipeline sets for each run removed, the rest as written), write validation/<name>.yml "
+        "(data checks and gates, explained in comments) and datasets/<name>/golden.jsonl (a "
+        "template to replace), then check the Axolotl YAML and list what to fill in. Exit 0 "
+        "when the files are written and the YAML passes the check; 2 when the name is taken or "
+        "invalid or the file is missing (nothing written), or when the check finds problems "
+        "in the YAML (files written: fix them, then `llmops check-config <name>`).")
+    p.add_argument("name", help="the new model's name: lowercase letters, digits and '-'")
+    p.add_argument("--from", dest="source", required=True, metavar="AXOLOTL_YML",
+                   help="your Axolotl training config")
+    p.set_defaults(func="cmd_init")
+    p = sub.add_parser("config-reference", help="write the configuration reference "
+                       "(docs/configuration.md) from the config schemas")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="where to write it (default: docs/configuration.md of the repository; "
+                        "- for standard output)")
+    p.set_defaults(func="cmd_config_reference")
     return parser
 
 

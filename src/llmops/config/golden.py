@@ -19,7 +19,8 @@ class GoldenItem:
 
 
 def read_golden(path: Path) -> list[GoldenItem]:
-    """A golden set: JSONL rows with non-empty 'question' and 'answer' strings."""
+    """A golden set: JSONL rows with non-empty 'question' and 'answer' strings (a row
+    marked `"example": true`, from `llmops init`'s template, is refused)."""
     items = []
     for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not raw.strip():
@@ -32,6 +33,9 @@ def read_golden(path: Path) -> list[GoldenItem]:
             isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")
         ):
             raise UsageError(f"{path}:{n}: a golden row needs non-empty 'question' and 'answer'")
+        if row.get("example") is True:  # `llmops init`'s template: never scored as is
+            raise UsageError(f"{path}:{n}: an example row of `llmops init`'s template: "
+                             "replace the examples with your own questions and answers")
         items.append(GoldenItem(row["question"], row["answer"]))
     if not items:
         raise UsageError(f"{path}: the golden set is empty")

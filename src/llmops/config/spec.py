@@ -4,6 +4,7 @@ every operator YAML. Loading checks the files and names the file, key and line o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,20 @@ class ModelSpec:
         validation suite, its datasets and its golden sets."""
         return [self.axolotl_path, repo_root() / "validation" / f"{self.name}.yml",
                 *(ref.path for ref in self.datasets), *self.golden_paths()]
+
+
+# A model's name is a file name in four folders, an MLflow and GitLab model name and part of
+# Kubernetes names (DNS-1123 labels: `<model>-<env>` at most 63 characters).
+MODEL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?")
+
+
+def check_model_name(name: str) -> str:
+    """`name` if a new model may have it; UsageError (exit 2) saying the rule otherwise."""
+    if not MODEL_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not a valid model name: lowercase letters, digits and "
+                         "'-', starting and ending with a letter or digit, at most 48 "
+                         "characters (it names files, registry entries and Kubernetes objects)")
+    return name
 
 
 def known_models() -> list[str]:
