@@ -92,7 +92,9 @@ def start_local_api(log: Path) -> LocalApi | None:
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
          "--lifespan", "on"],
-        env={**scrubbed_env(os.environ), **SERVER_ENV}, stdout=log_file, stderr=subprocess.STDOUT,
+        # Its own settings (a database URL may carry credentials), none of the pipeline's.
+        env={**scrubbed_env(os.environ, keep=[k for k in os.environ if k.startswith("PREFECT_")]),
+             **SERVER_ENV}, stdout=log_file, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     api = LocalApi(process, f"http://127.0.0.1:{port}/api", log, log_file)
     os.environ["PREFECT_API_URL"] = api.url
@@ -120,19 +122,23 @@ def release_via_prefect(model: str, env: str, version: str | None) -> tuple[Any,
     import time
 
     from llmops.config import load_model
+    from llmops.process.activity import activity
     from llmops.stages.data import check_config
+    from llmops.stages.steps import Steps
     from llmops.tracking import experiment_id
 
     spec = load_model(model)  # fail fast (exit 2) before Prefect starts
     started = time.time()
     api = start_local_api(Path(os.environ["PREFECT_HOME"]) / "api.log")
-    checked = time.perf_counter()
-    check_config(spec)
-    config_s = time.perf_counter() - checked
-    release = load_flow("release").release
-    experiment_id(spec.name)
+    first = Steps()  # reported like the flow's steps
+    first("check-config", check_config, spec)
+    config_s = first.seconds["check-config"]
+    with activity("loading the release flow and MLflow"):
+        release = load_flow("release").release
+        experiment_id(spec.name)
     if api is not None:
-        api.wait_healthy()
+        with activity(f"waiting for Prefect's API server (log: {api.log})"):
+            api.wait_healthy()
     summary = release(model=model, env=env, version=version, config_checked=True)
     summary.seconds = {"check-config": config_s, **summary.seconds}
     summary.work_seconds = {"check-config": config_s, **summary.work_seconds}
