@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from rich.markup import escape
 
-from llmops.cli.console import console
+from llmops.cli.console import QuietLogging, Terminal, command_log, console
 from llmops.errors import LlmopsError
 from llmops.redact import (
     install_logging_filter,
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmops", description="Release fine-tuned LLMs: validate, train, gate, register, "
         "deploy.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="stream the full output of Axolotl, vLLM, Prefect and the "
+                        "libraries to the terminal (default: spinners, a training progress "
+                        "bar, one line per stage; the rest in .llmops/logs/ and each run's "
+                        "own logs)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     p = sub.add_parser("release", help="run the whole release flow for a model")
     p.add_argument("model")
@@ -150,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write it (default: docs/configuration.md of the repository; "
                         "- for standard output)")
     p.set_defaults(func="cmd_config_reference")
+    for each in sub.choices.values():  # `llmops release -v tiny` as well as `llmops -v ...`
+        each.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="stream everything to the terminal (see llmops --help)")
     return parser
 
 
@@ -196,27 +204,65 @@ def end_process(code: int) -> NoReturn:
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    quiet: QuietLogging | None = None
     try:
         _embedded_env()
         # Secrets given to this process are redacted from what it prints and logs.
         remember_environment(os.environ)
         install_logging_filter()
         redact_standard_streams()
+        quiet = quiet_terminal(args.command, bool(getattr(args, "verbose", False)))
         from llmops.cli import commands  # here: `--help` and usage errors load no engine
+        from llmops.cli.output import StageLines
+        from llmops.stages.steps import reporting
 
-        return int(getattr(commands, args.func)(args))
+        with reporting(StageLines(on_start=quiet.reroute if quiet else None)):
+            return int(getattr(commands, args.func)(args))
     except LlmopsError as exc:
         console.print(f"[bold red]error:[/] {escape(redact(str(exc)))}", highlight=False)
+        _point_at_log(quiet, with_tail=False)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted")
+        _point_at_log(quiet, with_tail=False)
         return 130
     except Exception as exc:  # a bug or an unexpected failure: say what, and how to see more
         if os.environ.get("LLMOPS_DEBUG") == "1":
             raise
         console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(redact(str(exc)))}\n"
                       "(set LLMOPS_DEBUG=1 for the traceback)", highlight=False)
+        _point_at_log(quiet, with_tail=True)
         return 1
+
+
+def quiet_terminal(command: str, verbose: bool) -> QuietLogging | None:
+    """Spinners, a progress bar and stage lines for the engine's announcements; unless
+    `verbose`, warnings and third-party logs into `.llmops/logs/<command>-<time>.log`
+    (returned; None with -v: everything reaches the terminal as it always did)."""
+    from llmops.cli import output
+    from llmops.process import activity
+
+    output.VERBOSE = verbose
+    activity.install(Terminal(verbose))
+    if verbose:
+        return None
+    # In-process progress bars (the data gate's, datasets') are no log; the Axolotl process
+    # gets its bar back (`llmops.train.run`): the training progress is read from it.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    quiet = QuietLogging(command_log(command))
+    quiet.install()
+    return quiet
+
+
+def _point_at_log(quiet: QuietLogging | None, with_tail: bool) -> None:
+    """After a failure: where the command's full log is (and its last lines, for a failure
+    whose message carries no log of its own). A stage's own log (train.log, the server's
+    log) is already named, with its tail, in its error."""
+    if quiet is None or not quiet.path.is_file() or not quiet.path.stat().st_size:
+        return
+    if with_tail and (tail := quiet.tail(20).rstrip("\n")):
+        console.print(escape(redact(tail)), highlight=False, style="dim")
+    console.print(f"full log: {quiet.path}", highlight=False)
 
 
 if __name__ == "__main__":

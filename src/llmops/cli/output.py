@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,83 @@ from llmops.config.paths import run_folder
 if TYPE_CHECKING:
     from llmops.data import DataReport
     from llmops.stages.release import ReleaseSummary
+
+
+VERBOSE = False  # -v/--verbose: the CLI sets it
+
+
+class StageLines:
+    """The `Steps` reporter of the CLI: a spinner while a step runs (a line as it starts with
+    -v or where standard error is no terminal, e.g. a CI log), and a line as it ends (its
+    time and key number) or fails."""
+
+    def __init__(self, out: Console | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
+        self.out = out or console
+        self._on_start = on_start
+        self._spinners: dict[str, Any] = {}
+
+    def on_start(self, name: str) -> None:
+        if self._on_start is not None:  # the CLI moves newly added log handlers off the terminal
+            self._on_start()
+        from llmops.process.activity import activity
+
+        spinner = activity(f"▶ {name}")  # a spinner; a line with -v or in a CI log
+        spinner.__enter__()
+        self._spinners[name] = spinner
+
+    def _stop(self, name: str) -> None:
+        if (spinner := self._spinners.pop(name, None)) is not None:
+            spinner.__exit__(None, None, None)
+
+    def on_end(self, name: str, seconds: float, result: Any) -> None:
+        self._stop(name)
+        summary = key_number(name, result)
+        self.out.print(f"[green]✓[/] {escape(name):<13}{seconds:8.1f} s"
+                       + (f"  {escape(summary)}" if summary else ""), highlight=False)
+
+    def on_fail(self, name: str, seconds: float, exc: BaseException) -> None:
+        self._stop(name)
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        self.out.print(f"[bold red]✗[/] {escape(name):<13}{seconds:8.1f} s  {what} "
+                       "(reason below)", highlight=False)
+
+
+def key_number(name: str, result: Any) -> str:
+    """The one number worth a glance from a step's result: examples checked, final loss,
+    golden accuracy, gate verdict, version, URL ('' when the result has none)."""
+    if result is None:
+        return ""
+    if hasattr(result, "datasets") and hasattr(result, "passed"):  # a DataReport
+        examples = sum(getattr(ds, "examples", 0) for ds in result.datasets)
+        return (f"{examples} examples checked, "
+                + ("all checks passed" if result.passed else "checks failed"))
+    if hasattr(result, "adapter_dir") and isinstance(getattr(result, "metrics", None), dict):
+        m = result.metrics  # a TrainResult
+        loss = m.get("train_loss", m.get("loss"))
+        parts = [f"final loss {loss:.4g}" if isinstance(loss, int | float) else ""]
+        if isinstance(m.get("eval_loss"), int | float):
+            parts.append(f"eval loss {m['eval_loss']:.4g}")
+        return ", ".join(p for p in parts if p)
+    if hasattr(result, "results") and hasattr(result, "passed"):  # a GateDecision
+        return f"{'passed' if result.passed else 'refused'} ({len(result.results)} rules)"
+    if isinstance(getattr(result, "metrics", None), dict):  # an EvalReport
+        acc = {role: m["golden_accuracy"] for role, m in result.metrics.items()
+               if isinstance(m, dict) and "golden_accuracy" in m}
+        return ("golden accuracy " + ", ".join(f"{r} {a:.0%}" for r, a in acc.items())
+                if acc else "")
+    if hasattr(result, "check") and hasattr(result, "endpoint"):  # Verified
+        smoke, load = result.check.smoke, result.check.load
+        text = f"{result.endpoint.url}: {smoke.right}/{len(smoke.answers)} golden right"
+        if load:
+            text += (f"; load test {load['concurrency']} clients, {load['errors']} errors, "
+                     f"{load['tokens_per_s']} tok/s")
+        return text
+    if hasattr(result, "url") and hasattr(result, "version"):  # a started endpoint
+        return f"{result.version} at {result.url}"
+    if hasattr(result, "version") and hasattr(result, "digest"):  # a registered version
+        return f"version {result.version} (digest {str(result.digest)[:19]})"
+    return ""
 
 
 def error(label: str, message: str) -> None:
@@ -75,8 +153,15 @@ def print_summary(s: ReleaseSummary, total: float) -> None:
     )
 
 
-def print_data_report(report: DataReport) -> None:
-    """The data gate's table: check, status, observed, threshold, first offending lines."""
+def print_data_report(report: DataReport, verbose: bool | None = None) -> None:
+    """The data gate's table (check, status, observed, threshold, first offending lines) when
+    it refused the data or with -v; one line otherwise."""
+    if not (VERBOSE if verbose is None else verbose) and report.passed:
+        examples = sum(ds.examples for ds in report.datasets)
+        print(f"data gate: {report.model}: {examples} examples checked in "
+              f"{len(report.datasets)} dataset(s), all checks passed; report: "
+              f"{report.json_path}")
+        return
     table = Table(title=f"data gate: {report.model}")
     for col in ("dataset", "check", "status", "observed", "threshold", "lines"):
         table.add_column(col, overflow="fold")
@@ -89,7 +174,8 @@ def print_data_report(report: DataReport) -> None:
     for ds in report.datasets:
         print(f"{Path(ds.path).name}: {ds.examples} examples, tokens p50 {ds.token_p50} "
               f"p95 {ds.token_p95} max {ds.token_max}, sha256 {ds.sha256[:16]}…")
-    print(f"report: {report.json_path}\ndata docs: {report.docs_path}")
+    print(f"report: {report.html_path or report.json_path}\njson: {report.json_path}\n"
+          f"data docs: {report.docs_path}")
 
 
 def print_verification(verified: Any, action: str = "deployed") -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from llmops.config import GoldenSet, ServeSettings
 from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import CheckFailed
+from llmops.process.activity import activity
 from llmops.serve import process as serve
 
 # Special tokens of common chat templates: none may appear in a decoded answer.
@@ -141,8 +142,11 @@ def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
             server.wait_healthy(settings.startup_timeout_s)
         except Exception as exc:
             raise CheckFailed(f"vLLM could not load {name} with its adapters: {exc}") from exc
-        answers = generate(f"http://127.0.0.1:{server.port}/v1", ["base", *adapters], golden,
-                           max_tokens, settings.max_num_seqs, api_key)
+        roles = ["base", *adapters]
+        with activity(f"generating golden answers: {sum(len(i) for _, i in golden)} "
+                      f"questions × {', '.join(roles)}"):
+            answers = generate(f"http://127.0.0.1:{server.port}/v1", roles, golden,
+                               max_tokens, settings.max_num_seqs, api_key)
         rss = tree_rss_mb(server.proc.pid)
     finally:
         server.kill()

@@ -16,6 +16,7 @@ from typing import Any
 
 from llmops.config import ModelSpec, ServeSettings
 from llmops.data.reader import read_conversations
+from llmops.process.activity import activity
 
 
 @dataclass
@@ -76,7 +77,8 @@ def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> 
     model.eval()
     out: dict[str, dict[str, float]] = {}
     for role in ("base", *names):
-        with _adapter(model, None if role == "base" else role):
+        with activity(f"eval loss of {role} over {len(evals)} conversations"), \
+                _adapter(model, None if role == "base" else role):
             loss = eval_loss(model, tokenizer, evals)
         out[role] = {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
     return out

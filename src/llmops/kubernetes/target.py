@@ -22,6 +22,7 @@ from llmops.kubernetes import kubectl
 from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Plan, plan_for
 from llmops.models.base import ensure_base_model
+from llmops.process.activity import activity
 from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.process import read_history, record_event
 from llmops.serve.target import previous_good
@@ -113,10 +114,12 @@ class KubernetesTarget:
         binary = kubectl.kubectl(f"the manifests for {spec.name} in {self.env} are in {path}")
         url = self.endpoint(spec.name)  # before applying: a rollout that cannot be verified
         name, ns = kubectl.deployment_target(path)
-        print(f"applying {path}", flush=True)
-        kubectl.apply(binary, path)
+        with activity(f"applying {path}"):
+            kubectl.apply(binary, path)
         rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, ns, digest)
-        if not kubectl.rollout_status(binary, name, ns, ROLLOUT_TIMEOUT_S):
+        with activity(f"waiting for the rollout of {ns}/{name}"):
+            ready = kubectl.rollout_status(binary, name, ns, ROLLOUT_TIMEOUT_S)
+        if not ready:
             raise self.abort(rollout, "deploy", StageFailed(
                 f"deployment/{name} did not become ready within {ROLLOUT_TIMEOUT_S}s"))
         return rollout

@@ -222,9 +222,12 @@ def ensure_base_model(base_model: str) -> str:
     target = local_model_dir(parts[-1])
     if (target / "config.json").is_file():
         return str(target)
+    from llmops.process.activity import activity
+
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        BUILDERS[parts[-1]](tmp)
+        with activity(f"building the base model {target.name} (first use)"):
+            BUILDERS[parts[-1]](tmp)
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

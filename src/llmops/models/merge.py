@@ -23,10 +23,13 @@ def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        model.to(torch.bfloat16)  # type: ignore[call-arg]
-        model.save_pretrained(folder, max_shard_size=max_shard)
-        AutoTokenizer.from_pretrained(base_model).save_pretrained(folder)
+        from llmops.process.activity import activity
+
+        with activity(f"merging the adapter {adapter_dir.name}/ into its base"):
+            base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+            model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+            model.to(torch.bfloat16)  # type: ignore[call-arg]
+            model.save_pretrained(folder, max_shard_size=max_shard)
+            AutoTokenizer.from_pretrained(base_model).save_pretrained(folder)
 
     return built_once(out or adapter_dir / "merged", build, source=adapter_dir)

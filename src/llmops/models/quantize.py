@@ -52,8 +52,13 @@ def int8_model(merged: Path, out: Path | None = None) -> Path:
     from safetensors.torch import load_file, save_file
 
     from llmops.models.derived import built_once
+    from llmops.process.activity import activity
 
     def build(folder: Path) -> None:
+        with activity("quantizing the merged weights to int8 (w8a8)"):
+            _build(folder)
+
+    def _build(folder: Path) -> None:
         weight_map: dict[str, str] = {}
         for shard in sorted(merged.glob("*.safetensors")):
             tensors = {}

@@ -251,8 +251,11 @@ class Server:
 
     def wait_healthy(self, timeout_s: float) -> None:
         """Poll /health until 200; raise with the log's tail if it exits or times out."""
-        wait_for_health("vLLM", f"http://127.0.0.1:{self.port}/health", self.proc,
-                        self.log_path, timeout_s)
+        from llmops.process.activity import activity
+
+        with activity(f"starting vLLM on port {self.port} (log: {self.log_path})"):
+            wait_for_health("vLLM", f"http://127.0.0.1:{self.port}/health", self.proc,
+                            self.log_path, timeout_s)
 
     def kill(self) -> None:
         kill(self.proc.pid, self.sockets)
@@ -272,6 +275,7 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
     args = args_for(port)
     env_vars = {**scrubbed_env(os.environ, keep=SERVE_SECRETS), **server_env(settings, sockets),
                 "VLLM_API_KEY": api_key}
+    env_vars.pop("TQDM_DISABLE", None)  # the CLI's, for its own terminal: the log keeps bars
     log_path = workdir / "server.log"
     # Written before the launch: if this process dies before the server is recorded
     # (SIGKILL, a crash), the next command finds the server by its folder and stops it.
@@ -326,8 +330,7 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
     if settings.serve == "merged":
         from llmops.models.merge import merged_model
 
-        print(f"merging the {model} {version} adapter into its base for serving", flush=True)
-        weights = merged_model(base_model, adapter_dir)
+        weights = merged_model(base_model, adapter_dir)  # announced when it merges
         if settings.quantization == "w8a8-int8":
             from llmops.models.quantize import int8_model
 

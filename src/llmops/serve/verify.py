@@ -106,12 +106,14 @@ def run_checks(spec: ModelSpec, verify: VerifySettings, url: str, served_name: s
     problems, load = smoke.problems + accuracy_problems(
         smoke, golden_floor(spec, verify.min_golden_accuracy)), None
     if not problems and verify.load is not None:
+        from llmops.process.activity import activity
+
         cfg = verify.load
-        print(f"load test: {cfg.concurrency} clients × {cfg.duration_s:.0f} s "
-              f"(≥ {cfg.min_requests} requests, {cfg.max_tokens} tokens each)", flush=True)
-        result = load_test(url, served_name, [g.question for g in golden],
-                           cfg.concurrency, cfg.duration_s, cfg.max_tokens,
-                           verify.request_timeout_s, cfg.min_requests, api_key=api_key)
+        with activity(f"load test: {cfg.concurrency} clients × {cfg.duration_s:.0f} s "
+                      f"(≥ {cfg.min_requests} requests, {cfg.max_tokens} tokens each)"):
+            result = load_test(url, served_name, [g.question for g in golden],
+                               cfg.concurrency, cfg.duration_s, cfg.max_tokens,
+                               verify.request_timeout_s, cfg.min_requests, api_key=api_key)
         load = result.summary()
         problems += [f"load test: {p}" for p in load_problems(load, cfg)]
     return Verification(smoke, load), problems

@@ -24,6 +24,7 @@ from llmops.config import ModelSpec
 from llmops.config.paths import resolve_in_repo, run_folder, state_subdir
 from llmops.errors import StageFailed, UsageError
 from llmops.models.base import ensure_base_model
+from llmops.process import activity
 from llmops.process.health import log_tail
 from llmops.process.native import preloaded, tcmalloc
 from llmops.redact import redact, redact_mapping, scrubbed_env
@@ -154,13 +155,24 @@ def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[s
 
 
 def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
-    """Run `axolotl train`, echoing its progress and keeping a log; raise on failure."""
+    """Run `axolotl train` into its log (every line redacted); raise on failure. The
+    trainer's progress (step of total, loss, tokens/s, ETA) feeds the shell's progress bar
+    (`llmops.process.activity`); its lines are echoed to standard error only where the
+    shell streams child output (`-v`, or no shell) and LLMOPS_QUIET_TRAIN is not 1."""
+    from llmops.train.progress import ProgressParser
+
     gpus = _cuda_count()
     env = training_env(gpus)
     env["MLFLOW_RUN_ID"] = run_id
+    env.pop("TQDM_DISABLE", None)  # the trainer's own bar is what the progress reads
     cmd = axolotl_command(config_path, gpus, env)
-    print("training: " + " ".join(cmd), flush=True)
-    with open(log_path, "a", encoding="utf-8") as log:
+    command_line = redact("training: " + " ".join(cmd))
+    activity.note(command_line)
+    echo = activity.streaming() and os.environ.get("LLMOPS_QUIET_TRAIN") != "1"
+    parser = ProgressParser()
+    with open(log_path, "a", encoding="utf-8") as log, \
+            activity.progress("training") as update:
+        log.write(command_line + "\n")
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
@@ -168,8 +180,10 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
             for line in proc.stdout:
                 line = redact(line)
                 log.write(line)
-                if os.environ.get("LLMOPS_QUIET_TRAIN") != "1":
+                if echo:
                     sys.stderr.write(line)
+                if (state := parser.feed(line)) is not None:
+                    update(state.as_progress())
             code = proc.wait()
         except BaseException:  # interrupted: never leave a training process behind
             proc.terminate()
@@ -342,9 +356,8 @@ def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
     if cfg.get("merge_lora"):
         from llmops.models.merge import merged_model
 
-        print("merging the adapter into its base (merge_lora: true)", flush=True)
         client.log_artifacts(run_id, str(merged_model(cfg["base_model"], output_dir)),
-                             "merged")
+                             "merged")  # announced by merged_model (merge_lora: true)
     if (output_dir / "train.log").is_file():
         client.log_artifact(run_id, str(output_dir / "train.log"), "logs")
     metrics = {k: v for k, v in client.get_run(run_id).data.metrics.items()}
