@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.artifacts import publish_gate_report, published_refusals
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context
@@ -15,6 +16,8 @@ from llmops.stages.evaluation import evaluate_candidate
 @flow(name="evaluate", flow_run_name="{model}-{candidate}", log_prints=True)
 def evaluate(model: str, candidate: str) -> dict[str, Any]:
     """Base vs candidate (vs production); raises when the gate refuses the candidate."""
-    report, gate = evaluate_candidate(load_model(model), candidate, Context().registry,
-                                      PrefectSteps())
+    with published_refusals():  # a refusal's gate report reaches the Prefect UI too
+        report, gate = evaluate_candidate(load_model(model), candidate, Context().registry,
+                                          PrefectSteps())
+    publish_gate_report(gate)
     return {"metrics": report.metrics, "gate_report": str(gate)}

@@ -10,8 +10,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.artifacts import publish_data_report, publish_gate_report, published_refusals
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
+from llmops.config.paths import run_folder
 from llmops.stages import release as engine
 from llmops.stages.context import Context
 from llmops.stages.deployment import target_for
@@ -37,5 +39,9 @@ def release(model: str, env: str = "local", version: str | None = None,
     """Release `model` to `env` (local or Kubernetes); raises (and registers nothing) when a
     gate refuses it. `config_checked`: the caller has just checked the Axolotl YAML."""
     ctx = Context()
-    return engine.release(load_model(model), target_for(env, ctx), ctx, version,
-                          PrefectSteps(), config_checked, on_version=_name_run)
+    with published_refusals():  # the data or gate report of a refusal, in the Prefect UI
+        summary = engine.release(load_model(model), target_for(env, ctx), ctx, version,
+                                 PrefectSteps(), config_checked, on_version=_name_run)
+    publish_data_report(summary.data_report)
+    publish_gate_report(run_folder(model, summary.run_id) / "gate_report.json")
+    return summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.artifacts import published_refusals
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context
@@ -13,5 +14,6 @@ from llmops.stages.training import train_candidate
 @flow(name="train", flow_run_name="{model}-train", log_prints=True)
 def train(model: str, backend: str = "auto", resume: bool = False) -> dict[str, str]:
     """Train `model` on validated data; returns the MLflow run and the adapter folder."""
-    done = train_candidate(load_model(model), Context(), backend, resume, PrefectSteps())
+    with published_refusals():  # a refused data gate's report, in the Prefect UI
+        done = train_candidate(load_model(model), Context(), backend, resume, PrefectSteps())
     return {"run_id": done.run.run_id, "adapter_dir": str(done.result.adapter_dir)}

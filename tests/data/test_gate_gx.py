@@ -23,6 +23,7 @@ def test_clean_repo_datasets_pass(repo_copy: Path, tokenizer: Any) -> None:
     train = report.datasets[0]
     assert train.examples == 336 and 0 < train.token_p50 <= train.token_p95 <= train.token_max
     assert Path(report.docs_path).is_file()
+    assert "<style>" in Path(report.html_path).read_text()
 
 
 def test_a_faulty_file_fails_each_check_on_its_lines(repo_copy: Path, tokenizer: Any) -> None:
@@ -52,6 +53,9 @@ def test_a_faulty_file_fails_each_check_on_its_lines(repo_copy: Path, tokenizer:
     docs = Path(report.docs_path).parent
     assert SECRET not in body
     assert not any(SECRET in p.read_text(errors="ignore") for p in docs.rglob("*.html"))
+    html = Path(report.html_path).read_text()  # the offline report: each failing line
+    assert SECRET not in html and "https://" not in html
+    assert all(f"<td>{line}</td>" in html for lines in failed.values() for line in lines)
 
 
 def test_duplicates_within_the_allowed_share_pass_but_are_reported(repo_copy: Path,

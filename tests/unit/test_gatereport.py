@@ -18,7 +18,7 @@ def test_report_rows_columns_and_files(tmp_path: Path) -> None:
                "production": {"golden_accuracy": 0.7, "eval_loss": 1.0},
                "candidate": {"golden_accuracy": 0.8, "eval_loss": 1.5}}
     decision = gate_decision(rules, metrics["candidate"], metrics["base"], metrics["production"])
-    json_path, md_path = write(tmp_path, "bot", rules, decision, metrics, {"run": "abc"})
+    json_path, md_path, _ = write(tmp_path, "bot", rules, decision, metrics, {"run": "abc"})
     body = json.loads(json_path.read_text())
     assert body["passed"] is False
     assert [r["passed"] for r in body["rules"]] == [True, False]
@@ -34,7 +34,7 @@ def test_missing_values_show_as_dashes(tmp_path: Path) -> None:
     rules = [GateRule(metric="golden_accuracy", min=0.5)]
     metrics = {"base": {}, "candidate": {"golden_accuracy": math.nan}}
     decision = gate_decision(rules, metrics["candidate"], metrics["base"], None)
-    _, md = write(tmp_path, "bot", rules, decision, metrics, {})
+    _, md, _ = write(tmp_path, "bot", rules, decision, metrics, {})
     assert "| golden_accuracy | – | – | – | >= 0.5 | ❌ |" in md.read_text()
 
 

@@ -3,15 +3,14 @@
 Each boolean check becomes an `ExpectColumnValuesToBeInSet([True])` (with `mostly` where a
 threshold allows a share of failures), token lengths an `ExpectColumnValuesToBeBetween`,
 the size an `ExpectTableRowCountToBeBetween`. GX decides pass or fail and writes its Data
-Docs; our report adds the first offending line numbers and token statistics.
+Docs; our report (JSON, and HTML that needs no network: `htmlreport`) adds the first
+offending line numbers and token statistics.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,53 +27,10 @@ from llmops.data.features import (
     stream_lines,
 )
 from llmops.data.formats import format_of, to_messages
+from llmops.data.htmlreport import write_html
+from llmops.data.report import CheckResult, DataReport, DatasetReport
 from llmops.data.scan import fingerprint, normalised
 from llmops.digests import sha256_file
-
-
-@dataclass
-class CheckResult:
-    """One row of the report: a check, its verdict, and the first offending lines."""
-
-    check: str
-    passed: bool
-    observed: str
-    threshold: str
-    lines: list[int] = field(default_factory=list)
-
-
-@dataclass
-class DatasetReport:
-    path: str
-    split: str
-    sha256: str
-    examples: int
-    token_p50: int
-    token_p95: int
-    token_max: int
-    checks: list[CheckResult]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
-
-
-@dataclass
-class DataReport:
-    """The verdict over every dataset of a model, with where its reports are."""
-
-    model: str
-    datasets: list[DatasetReport]
-    json_path: str
-    docs_path: str
-    seconds: float
-
-    @property
-    def passed(self) -> bool:
-        return all(d.passed for d in self.datasets)
-
-    def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({**asdict(self), "passed": self.passed}, indent=2))
 
 
 def references(spec: ModelSpec) -> References:
@@ -207,7 +163,8 @@ def gx_context(folder: Path) -> Any:
 
 def validate_model_data(spec: ModelSpec, tokenizer: Any,
                         only: list[DatasetRef] | None = None) -> DataReport:
-    """Validate every dataset the Axolotl YAML names (or `only`); write JSON and Data Docs."""
+    """Validate every dataset the Axolotl YAML names (or `only`); write the JSON, the
+    self-contained HTML report (readable offline) and GX's Data Docs."""
     started = time.perf_counter()
     out = state_subdir("reports") / spec.name
     context = gx_context(out)
@@ -216,6 +173,7 @@ def validate_model_data(spec: ModelSpec, tokenizer: Any,
                for ref in (only or spec.datasets)]
     docs = out / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     report = DataReport(spec.name, reports, str(out / "data_report.json"), str(docs),
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, str(out / "data_report.html"))
     report.write_json(report.json_path)
+    write_html(report, report.html_path)
     return report

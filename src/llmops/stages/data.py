@@ -19,6 +19,7 @@ from llmops.config import (
 from llmops.config.paths import repo_root
 from llmops.data import DataReport, validate_model_data
 from llmops.data.changes import changed_files, models_touched
+from llmops.data.htmlreport import write_html
 from llmops.errors import CheckFailed, DataRefused, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.stages.runs import Run, mlflow_client
@@ -57,7 +58,8 @@ def check_all_configs(models: list[str] | None = None) -> list[ConfigCheck]:
 
 
 def check_data(spec: ModelSpec, only: list[DatasetRef] | None = None) -> DataReport:
-    """The data gate's verdict and reports (JSON, Data Docs); raises nothing on a failure."""
+    """The data gate's verdict and reports (JSON, HTML, Data Docs); raises nothing on a
+    failure."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ensure_base_model(spec.base_model))
@@ -65,12 +67,15 @@ def check_data(spec: ModelSpec, only: list[DatasetRef] | None = None) -> DataRep
 
 
 def record_data(run: Run, report: DataReport) -> None:
-    """Log the data report (written from `report`, which may come from the cache), the
-    Data Docs and the dataset inputs (sha256) to the release run."""
+    """Log the data report (written from `report`, which may come from the cache) as JSON
+    and as self-contained HTML (data/data_report.html, readable offline), the Data Docs and
+    the dataset inputs (sha256) to the release run."""
     path = run.folder / "data_report.json"
     report.write_json(path)
+    page = write_html(report, run.folder / "data_report.html")
     client = mlflow_client()
     client.log_artifact(run.run_id, str(path), "data")
+    client.log_artifact(run.run_id, str(page), "data")
     docs = Path(report.docs_path).parent
     if docs.is_dir():
         client.log_artifacts(run.run_id, str(docs), "data/docs")
@@ -86,7 +91,8 @@ def require_data(report: DataReport) -> DataReport:
             for ds in report.datasets for c in ds.checks if not c.passed
         ]
         raise DataRefused("data validation failed:\n" + "\n".join(lines)
-                          + f"\nreport: {report.json_path}\ndata docs: {report.docs_path}",
+                          + f"\nreport: {report.html_path or report.json_path}"
+                          + f"\njson: {report.json_path}\ndata docs: {report.docs_path}",
                           report)
     return report
 
