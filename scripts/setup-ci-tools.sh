@@ -9,6 +9,12 @@ if ! command -v rsync >/dev/null; then
     echo "setup-ci-tools: rsync is missing: install it (e.g. sudo apt-get install rsync)" >&2
     exit 2; }
 fi
+# Headless Chromium (Debian) for tests/e2e/test_mlflow_ui.py's screenshots of the MLflow UI;
+# that test skips, saying so, where it cannot be installed.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  bash scripts/apt-install.sh chromium ||
+    echo "setup-ci-tools: chromium is missing: the MLflow UI check will skip" >&2
+fi
 command -v npm >/dev/null || { echo "setup-ci-tools: npm is missing (Node 20)" >&2; exit 2; }
 if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GCL_VERSION" ]; then
   npm install --prefix .tools --no-audit --no-fund --silent "gitlab-ci-local@$GCL_VERSION"

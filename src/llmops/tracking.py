@@ -15,6 +15,15 @@ from llmops.config.paths import repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
 from llmops.redact import redact
 
+# MLflow 3's UI opens an experiment on the view its kind names (the `mlflow.experimentKind`
+# tag, values of the UI's ExperimentKind: `custom_model_development` is "Machine learning",
+# whose default tab is the runs table; untagged, it may open on the GenAI traces overview).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# The run tag naming the run's candidate as an MLflow 3 logged model (metrics and the
+# registered version link to it).
+MODEL_ID_TAG = "llmops.model_id"
+
 
 def tracking_uri() -> str:
     """The MLflow tracking URI in force (exported so that subprocesses share it), without
@@ -63,8 +72,12 @@ def experiment_id(model: str) -> str:
     try:
         found = mlflow.get_experiment_by_name(model)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before the kind was set
+                mlflow.MlflowClient().set_experiment_tag(found.experiment_id,
+                                                         EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return str(found.experiment_id)
-        return str(mlflow.create_experiment(model, artifact_location=artifact_root()))
+        return str(mlflow.create_experiment(model, artifact_location=artifact_root(),
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
     except Exception as exc:  # any transport or store failure means: cannot track
         # MLflow's own message may quote the URI: the whole message is redacted.
         raise UsageError(redact(

@@ -27,7 +27,7 @@ from llmops.digests import (  # noqa: F401  (the registry's own names for them)
     write_manifest,
 )
 from llmops.errors import UsageError
-from llmops.tracking import tracking_uri
+from llmops.tracking import MODEL_ID_TAG, tracking_uri
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
 
@@ -166,7 +166,11 @@ class MlflowRegistry:
 
         # One artifact folder per version: two versions of one run never share files.
         self.client.log_artifacts(run_id, str(folder), f"model/{version}")
-        source = f"{self.client.get_run(run_id).info.artifact_uri}/model/{version}"
+        run = self.client.get_run(run_id)
+        source = f"{run.info.artifact_uri}/model/{version}"
+        # The run's candidate as an MLflow 3 logged model (absent on older runs): the version
+        # points at it, and it lists the version.
+        model_id = run.data.tags.get(MODEL_ID_TAG)
         try:
             self.client.get_registered_model(name)
         except MlflowException as exc:
@@ -180,7 +184,8 @@ class MlflowRegistry:
         tags = {**lineage, "version": version, "digest": digest}
         try:
             registry_id = str(self.client.create_model_version(
-                name, source, run_id=run_id, tags=tags, description=f"{name} {version}").version)
+                name, source, run_id=run_id, tags=tags, description=f"{name} {version}",
+                model_id=model_id).version)
         except Exception:
             # A server may have made the version and lost the answer: look it up by run and
             # digest before reporting a failure, so that a retry never creates it twice.
@@ -193,8 +198,22 @@ class MlflowRegistry:
         except Exception:
             self.client.delete_model_version(name, registry_id)
             raise
+        if model_id:
+            self._link_model(model_id, name, registry_id)
         return ModelVersion(name, version, registry_id, source, run_id, digest,
                             lineage.get("base_model", ""), tags)
+
+    def _link_model(self, model_id: str, name: str, registry_id: str) -> None:
+        """List the version on its logged model (`mlflow.modelVersions`, the model page's
+        "Registered versions"): a tracking server does it itself, the embedded store not."""
+        import json
+
+        tags = self.client.get_logged_model(model_id).tags
+        linked = json.loads(tags.get("mlflow.modelVersions") or "[]")
+        entry = {"name": name, "version": registry_id}
+        if entry not in linked:
+            self.client.set_logged_model_tags(
+                model_id, {"mlflow.modelVersions": json.dumps([*linked, entry])})
 
     def get(self, name: str, version: str) -> ModelVersion:
         for mv in self._versions(name):

@@ -18,7 +18,7 @@ from llmops.evaluation.gates import GateDecision, gate_decision
 from llmops.models.base import ensure_base_model
 from llmops.redact import redact
 from llmops.registry.base import SEMVER, Registry
-from llmops.stages.runs import Run, mlflow_client, run_dir
+from llmops.stages.runs import Run, candidate_model_id, mlflow_client, run_dir
 from llmops.stages.steps import Steps
 from llmops.tracking import tracking_uri
 
@@ -58,9 +58,11 @@ def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry)
     run_id = candidate.run.run_id
     client = mlflow_client()
     now = int(time.time() * 1000)
+    model_id = candidate_model_id(run_id)  # the candidate's metrics show on its model page
     for role, metrics in report.metrics.items():
         for name, value in metrics.items():
-            client.log_metric(run_id, f"{role}.{name}", value, timestamp=now)
+            client.log_metric(run_id, f"{role}.{name}", value, timestamp=now,
+                              model_id=model_id if role == "candidate" else None)
     path = candidate.run.folder / "eval_report.json"
     path.write_text(json.dumps(asdict(report), indent=2))
     client.log_artifact(run_id, str(path), "eval")

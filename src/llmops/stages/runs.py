@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from llmops.config import ModelSpec
 from llmops.config.paths import run_folder
 from llmops.redact import redact_mapping
-from llmops.tracking import experiment_id, tracking_uri
+from llmops.tracking import MODEL_ID_TAG, experiment_id, tracking_uri
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,75 @@ def release_run(spec: ModelSpec, tags: dict[str, str], version: str | None = Non
         ok = True
     finally:
         finish_run(run, ok)
+
+
+@contextmanager
+def stage_run(parent: Run, stage: str) -> Iterator[str]:
+    """A nested MLflow run (MLflow's `mlflow.parentRunId` tag: the runs page lists it under
+    `parent`) for one stage of the release: FINISHED or FAILED, with its `seconds`. Metrics
+    and artifacts stay on the parent; the child shows which stage ran, how long, and how it
+    ended. Yields the child's run id."""
+    client = mlflow_client()
+    started = time.time()
+    child = client.create_run(
+        client.get_run(parent.run_id).info.experiment_id,
+        run_name=f"{parent.name or parent.run_id[:8]} {stage}",
+        tags={"mlflow.parentRunId": parent.run_id, "llmops.stage": stage,
+              "llmops.model": parent.model})
+    ok = False
+    try:
+        yield str(child.info.run_id)
+        ok = True
+    finally:
+        client.log_metric(child.info.run_id, "seconds", round(time.time() - started, 3))
+        client.set_terminated(child.info.run_id, "FINISHED" if ok else "FAILED")
+
+
+# What of a training folder is the candidate (the files a registered version ships).
+MODEL_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def log_candidate_model(run: Run, adapter_dir: Path, base_model: str) -> str:
+    """The run's adapter as an MLflow 3 logged model: linked to the run (its output, listed
+    in the runs page's Models column), holding the adapter files and the run's latest
+    metrics; its id is the run's `llmops.model_id` tag. Returns the model id."""
+    from mlflow.entities import LoggedModelOutput, Metric
+
+    client = mlflow_client()
+    info = client.get_run(run.run_id)
+    model = client.create_logged_model(
+        info.info.experiment_id, name=run.model, source_run_id=run.run_id,
+        params={"base_model": base_model}, tags={"llmops.model": run.model},
+        model_type="peft-lora")
+    model_id = str(model.model_id)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in MODEL_FILES:
+                if (adapter_dir / name).is_file():
+                    (Path(tmp) / name).symlink_to((adapter_dir / name).resolve())
+            client.log_model_artifacts(model_id, tmp)
+        client.log_outputs(run.run_id, [LoggedModelOutput(model_id, step=0)])
+        latest = []
+        for key in info.data.metrics:
+            if key.startswith("system/"):
+                continue
+            history = client.get_metric_history(run.run_id, key)
+            if history:
+                last = max(history, key=lambda m: (m.step, m.timestamp))
+                latest.append(Metric(key, last.value, last.timestamp, last.step,
+                                     model_id=model_id, run_id=run.run_id))
+        if latest:
+            client.log_batch(run.run_id, metrics=latest)
+        client.finalize_logged_model(model_id, "READY")
+    except BaseException:
+        client.finalize_logged_model(model_id, "FAILED")
+        raise
+    client.set_tag(run.run_id, MODEL_ID_TAG, model_id)
+    return model_id
+
+
+def candidate_model_id(run_id: str) -> str | None:
+    """The logged model of a run's candidate (None for a run trained before they were
+    logged)."""
+    tags: Mapping[str, str] = mlflow_client().get_run(run_id).data.tags
+    return tags.get(MODEL_ID_TAG)

@@ -7,16 +7,19 @@ from dataclasses import dataclass
 from llmops.config import ModelSpec
 from llmops.stages.context import Context
 from llmops.stages.data import check_config, validate_data
-from llmops.stages.runs import Run, release_run
+from llmops.stages.runs import Run, log_candidate_model, release_run
 from llmops.stages.steps import Steps
 from llmops.train.run import TrainResult, choose_backend, interrupted_run, train
 
 
 def train_stage(spec: ModelSpec, run: Run, backend: str = "auto",
                 resume: bool = False) -> TrainResult:
-    """Axolotl (or Unsloth on one CUDA GPU) into the run; `resume`: from its checkpoint."""
+    """Axolotl (or Unsloth on one CUDA GPU) into the run; `resume`: from its checkpoint.
+    The adapter becomes the run's MLflow logged model (`llmops.model_id`)."""
     checkpoint = interrupted_run(spec)[2] if resume else None
-    return train(spec, run.run_id, run.name, choose_backend(backend), checkpoint)
+    result = train(spec, run.run_id, run.name, choose_backend(backend), checkpoint)
+    log_candidate_model(run, result.adapter_dir, result.base_model)
+    return result
 
 
 @dataclass(frozen=True)
