@@ -39,9 +39,15 @@ def test_failed_gate_registers_nothing_and_starts_no_server(
     assert "FAILED: eval_loss: gain over base" in done.stderr
     client = mlflow_client(home)
     assert client.search_model_versions("name='tiny'") == []
-    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.mlflow.parentRunId IS NULL")
     assert [r.info.status for r in runs] == ["FAILED"]
     assert runs[0].data.tags["gate.passed"] == "false"
+    # Its stages are nested runs: each with its time, the gate's marked as where it ended.
+    stages = {r.data.tags["llmops.stage"]: r.info.status for r in client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{runs[0].info.run_id}'")}
+    assert stages == {"check-data": "FINISHED", "record-data": "FINISHED",
+                      "train": "FINISHED", "evaluate": "FINISHED", "gate": "FAILED"}
     assert not list((home / "deployments").glob("*.json")) if (home / "deployments").exists() \
         else True
 

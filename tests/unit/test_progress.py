@@ -210,7 +210,7 @@ def test_third_party_warnings_go_to_the_log_file_not_the_terminal(
         try:
             raise ConnectionError("http://u:tb-secret-4711@mlflow:5000 refused")
         except ConnectionError:
-            logging.getLogger("mlflow.store_test").exception("request failed")
+            logging.getLogger("somelib.store_test").exception("request failed")
     finally:
         quiet.uninstall()
         logging.root.handlers[:] = root_handlers

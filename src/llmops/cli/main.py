@@ -249,6 +249,11 @@ def quiet_terminal(command: str, verbose: bool) -> QuietLogging | None:
     # In-process progress bars (the data gate's, datasets') are no log; the Axolotl process
     # gets its bar back (`llmops.train.run`): the training progress is read from it.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # MLflow attaches its own terminal handler on import unless told not to: its records
+    # (database migrations, retries) then reach the command's log file like the others.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    # "View run at …" after every run a remote server ends: the summary names the run.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     quiet = QuietLogging(command_log(command))
     quiet.install()
     return quiet

@@ -125,7 +125,7 @@ def print_summary(s: ReleaseSummary, total: float) -> None:
     table.add_row("orchestration", f"{total - work:.1f} s ({(total - work) / total:.1%}): "
                   "total minus time inside the stages")
     table.add_row("data report", s.data_report)
-    table.add_row("data docs", s.data_docs)
+    table.add_row("data docs", f"{s.data_docs} (styled with internet access only)")
     table.add_row("MLflow run", f"{s.run_id} ({s.run_name})")
     table.add_row("MLflow UI", ui_hint())
     for role in ("base", "candidate"):

@@ -88,6 +88,7 @@ def build_tiny_tokenizer() -> Any:
         vocab_size=1024,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # drawn by the Rust library on the terminal, around any logging
     )
     bpe.train_from_iterator(_corpus()[0], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(

@@ -49,6 +49,9 @@ def build_package(spec: ModelSpec, run_id: str,
     shutil.copy2(folder_in / "axolotl.resolved.yml", folder / "axolotl.yml")
     for name in ("gate_report.json", "gate_report.md", "data_report.json", "eval_report.json"):
         shutil.copy2(folder_in / name, folder / name)
+    for name in ("gate_report.html", "data_report.html"):  # offline reports (newer runs)
+        if (folder_in / name).is_file():
+            shutil.copy2(folder_in / name, folder / name)
     lineage = redact_mapping({
         "run_id": run_id,
         "base_model": str(resolved["base_model"]),
@@ -66,7 +69,8 @@ def build_package(spec: ModelSpec, run_id: str,
 # The files of a package, and of release notes, that this pipeline writes (the weights
 # and the tokenizer are the trainer's and are shipped as they are).
 AUTHORED = ("axolotl.yml", "README.md", "gate_report.json", "gate_report.md",
-            "data_report.json", "eval_report.json", "notes.md")
+            "data_report.json", "eval_report.json", "notes.md", "gate_report.html",
+            "data_report.html")
 
 
 def redact_files(folder: Path) -> None:

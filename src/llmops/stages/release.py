@@ -15,7 +15,7 @@ from llmops.stages.data import check_config, check_data, record_data, require_da
 from llmops.stages.deployment import Target, deploy_version
 from llmops.stages.evaluation import CandidateRef, evaluate_stage, gate_stage
 from llmops.stages.registration import register_stage
-from llmops.stages.runs import release_run
+from llmops.stages.runs import release_run, stage_run
 from llmops.stages.steps import Steps
 from llmops.stages.training import train_stage
 
@@ -56,21 +56,29 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
         registry = ctx.registry
         with release_run(spec, ctx.run_tags, version) as run:
             out.run_id, out.run_name = run.run_id, run.name
-            report = steps("check-data", check_data, spec)
-            steps("record-data", record_data, run, report)
+
+            def stage(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+                # Each stage is also a nested run of the release's (the MLflow UI lists
+                # them under it, with their time and outcome); evidence stays on the parent.
+                with stage_run(run, name):
+                    return steps(name, fn, *args)
+
+            report = stage("check-data", check_data, spec)
+            stage("record-data", record_data, run, report)
             data = require_data(report)
-            out.data_report, out.data_docs = data.json_path, data.docs_path
-            trained = steps("train", train_stage, spec, run)
+            out.data_report, out.data_docs = data.html_path or data.json_path, data.docs_path
+            trained = stage("train", train_stage, spec, run)
             candidate = CandidateRef(run, trained.base_model, trained.adapter_dir)
-            evaluated = steps("evaluate", evaluate_stage, spec, candidate, registry)
+            evaluated = stage("evaluate", evaluate_stage, spec, candidate, registry)
             out.metrics = evaluated.metrics
-            decision = steps("gate", gate_stage, spec, evaluated, run)
+            decision = stage("gate", gate_stage, spec, evaluated, run)
             out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]
-            mv = steps("register", register_stage, spec, run, version, ctx)
+            mv = stage("register", register_stage, spec, run, version, ctx)
             out.version = mv.version
             if on_version is not None:
                 on_version(mv.version)
-            verified = deploy_version(spec, target, mv.version, registry, steps)
+            with stage_run(run, "deploy"):
+                verified = deploy_version(spec, target, mv.version, registry, steps)
         out.endpoint, out.served_name = verified.endpoint.url, verified.endpoint.served_name
         smoke = verified.check.smoke
         out.smoke_answer = str(smoke.answers[0]["answer"]) if smoke.answers else ""
