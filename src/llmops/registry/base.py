@@ -92,6 +92,27 @@ def registration_lock(name: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextmanager
+def staging_beside(dest: Path) -> Iterator[Path]:
+    """A fresh folder beside `dest` (same file system: the final rename is atomic) for a
+    download, removed with whatever it still holds when the block ends."""
+    import tempfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def put_in_place(verified: Path, dest: Path) -> None:
+    """A verified folder in place of `dest` (whatever `dest` held before is gone)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    verified.rename(dest)
+
+
 class Registry(Protocol):
     """What the pipeline needs from a model registry backend."""
 
@@ -225,21 +246,13 @@ class MlflowRegistry:
     def download(self, mv: ModelVersion, dest: Path) -> Path:
         """Fetch the version's files into a fresh folder beside `dest`, check them against
         its manifest (no unlisted file either), and only then put them in place of `dest`."""
-        import tempfile
-
         import mlflow
 
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
+        with staging_beside(dest) as staging:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source,
                                                              dst_path=str(staging)))
             verify_manifest(local, mv.digest)
-            if dest.exists():
-                shutil.rmtree(dest)
-            local.rename(dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            put_in_place(local, dest)
         return dest
 
     def set_alias(self, name: str, alias: str, mv: ModelVersion) -> None:

@@ -17,8 +17,6 @@ python-gitlab has no model-registry manager, so this uses its raw `http_*` metho
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,8 @@ from llmops.registry.base import (
     MANIFEST,
     ModelVersion,
     parse_semver,
+    put_in_place,
+    staging_beside,
     verify_manifest,
     write_manifest,
 )
@@ -318,18 +318,12 @@ class GitlabRegistry:
         written outside it, nothing stale or unlisted is left in it, and a failure leaves
         no half-fetched files."""
         body, files = self._manifest(mv)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
+        with staging_beside(dest) as staging:
             (staging / MANIFEST).write_bytes(body)
             for rel in files:
                 self._download(mv.registry_id, rel, inside(staging, rel))
             verify_manifest(staging, mv.digest)
-            if dest.exists():
-                shutil.rmtree(dest)
-            staging.rename(dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            put_in_place(staging, dest)
         return dest
 
 
