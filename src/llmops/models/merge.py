@@ -25,7 +25,7 @@ def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
 
         from llmops.process.activity import activity
 
-        with activity(f"merging the adapter {adapter_dir.name}/ into its base"):
+        with activity("merging the adapter into its base model"):
             base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
             model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
             model.to(torch.bfloat16)  # type: ignore[call-arg]
