@@ -5,8 +5,6 @@ flag, and third-party warnings kept in the command's log, off the terminal."""
 from __future__ import annotations
 
 import io
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from llmops.cli import output
-from llmops.cli.console import QuietLogging, Terminal, format_seconds
+from llmops.cli.console import Terminal, format_seconds
 from llmops.cli.main import build_parser
 from llmops.process import activity
 from llmops.stages.steps import Steps, reporting
@@ -183,49 +181,54 @@ def test_the_verbose_flag_parses_before_or_after_the_command() -> None:
     assert parser.parse_args(["--verbose", "status"]).verbose is True
 
 
-def test_third_party_warnings_go_to_the_log_file_not_the_terminal(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+# Run in a fresh interpreter, as the CLI is: what earlier tests left in this process's
+# logging and warnings machinery (handlers, filters, pytest's own capture) is not the CLI's.
+QUIET_SCRIPT = """
+import logging, sys, warnings
+from pathlib import Path
+from llmops.cli.console import QuietLogging
+from llmops.redact import remember
+
+third = logging.getLogger("transformers.modeling_utils_test")
+terminal = logging.StreamHandler(sys.stderr)
+third.addHandler(terminal)  # as transformers does on import
+quiet = QuietLogging(Path(sys.argv[1]))
+quiet.install()
+warnings.simplefilter("always")
+warnings.warn("TypedStorage is deprecated", UserWarning, stacklevel=1)
+third.warning("Some weights of the model were not initialized")
+logging.getLogger("prefect.flow_runs").error("Finished in state Failed()")
+late = logging.getLogger("torch._dynamo_test")
+late.addHandler(logging.StreamHandler(sys.stderr))  # imported after the setup
+late.propagate = False
+late.warning("Enum subclass ... register_constant() is deprecated")
+remember(["tb-secret-4711"])
+try:
+    raise ConnectionError("http://u:tb-secret-4711@mlflow:5000 refused")
+except ConnectionError:
+    logging.getLogger("somelib.store_test").exception("request failed")
+quiet.uninstall()
+print("terminal still attached" if terminal in third.handlers else "terminal detached")
+"""
+
+
+def test_third_party_warnings_go_to_the_log_file_not_the_terminal(tmp_path: Path) -> None:
+    import subprocess
     import sys
 
-    third = logging.getLogger("transformers.modeling_utils_test")
-    terminal = logging.StreamHandler(sys.stderr)
-    third.addHandler(terminal)  # as transformers does on import
-    root_handlers, root_level = list(logging.root.handlers), logging.root.level
-    quiet = QuietLogging(tmp_path / "release-x.log")
-    try:
-        quiet.install()
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.warn("TypedStorage is deprecated", UserWarning, stacklevel=1)
-        third.warning("Some weights of the model were not initialized")
-        logging.getLogger("prefect.flow_runs").error("Finished in state Failed()")
-        late = logging.getLogger("torch._dynamo_test")
-        late.addHandler(logging.StreamHandler(sys.stderr))  # imported after the setup
-        late.propagate = False
-        late.warning("Enum subclass ... register_constant() is deprecated")
-        from llmops.redact import remember
-
-        remember(["tb-secret-4711"])
-        try:
-            raise ConnectionError("http://u:tb-secret-4711@mlflow:5000 refused")
-        except ConnectionError:
-            logging.getLogger("somelib.store_test").exception("request failed")
-    finally:
-        quiet.uninstall()
-        logging.root.handlers[:] = root_handlers
-        logging.root.setLevel(root_level)
-        third.removeHandler(quiet.handler)
-        third.propagate = True
-    err = capsys.readouterr().err
+    log = tmp_path / "release-x.log"
+    done = subprocess.run([sys.executable, "-c", QUIET_SCRIPT, str(log)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    err = done.stderr
     assert "TypedStorage" not in err and "Some weights" not in err and "Failed()" not in err
-    logged = (tmp_path / "release-x.log").read_text()
+    logged = log.read_text()
     assert "TypedStorage is deprecated" in logged and "Some weights" in logged
     assert "Finished in state Failed()" in logged
     assert logged.count("register_constant() is deprecated") == 1
     assert "register_constant" not in err
     assert "request failed" in logged and "tb-secret-4711" not in logged + err  # traceback too
-    assert terminal not in third.handlers
+    assert done.stdout.strip() == "terminal detached"
 
 
 def test_the_data_gate_is_one_line_when_it_passes(capsys: pytest.CaptureFixture[str]) -> None:
