@@ -39,8 +39,11 @@ _URI_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31}://)([^/\s@:]{1,256}
 # `MLFLOW_TRACKING_PASSWORD`, `credentials`, `private_key`. `tokenizer_type` or
 # `max_new_tokens` are not secrets: whole segments are compared, not substrings.
 _SECRET_SEGMENTS = frozenset({
-    "token", "secret", "secrets", "password", "passwd", "pwd", "passphrase", "credential",
+    "token", "secret", "secrets", "password", "passwd", "passphrase", "credential",
     "credentials", "apikey", "auth", "cookie", "jwt"})
+# Names that look secret but hold paths every process has (the working directory, an
+# agent's socket): remembered, they would redact ordinary paths from every line printed.
+_NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "XAUTHORITY"})
 # The pipeline's own secrets, which no tool it runs needs.
 PIPELINE_SECRETS = frozenset({
     "GITLAB_TOKEN", "LLMOPS_REGISTRY_TOKEN", "LLMOPS_API_KEY", "MLFLOW_TRACKING_TOKEN",
@@ -54,6 +57,8 @@ _known_pattern: re.Pattern[str] | None = None
 
 def is_secret_name(name: str) -> bool:
     """Whether a key or variable name says its value is a secret (`*_KEY` included)."""
+    if name.upper() in _NOT_SECRET:
+        return False
     segments = [s for s in re.split(r"[^a-z0-9]+", name.lower()) if s]
     return bool(segments) and (segments[-1] == "key"
                                or any(s in _SECRET_SEGMENTS for s in segments))

@@ -24,6 +24,7 @@ def clean() -> Iterator[None]:
     ("MLFLOW_TRACKING_PASSWORD", True), ("api_key", True), ("apikey", True),
     ("tokenizer_type", False), ("max_new_tokens", False), ("special_tokens", False),
     ("keyboard", False), ("author", False), ("MLFLOW_TRACKING_URI", False),
+    ("PWD", False), ("OLDPWD", False), ("SSH_AUTH_SOCK", False),
 ])
 def test_secret_names_are_whole_segments(name: str, secret: bool) -> None:
     assert r.is_secret_name(name) is secret
@@ -49,6 +50,14 @@ def test_the_settings_remember_the_environments_secrets() -> None:
     Settings.from_env(env)
     text = "a plain-looking-1234 b reg-987654 c Pw-0000xyz d /home/me"
     assert r.redact(text) == "a [REDACTED] b [REDACTED] c [REDACTED] d /home/me"
+
+
+def test_the_working_directory_is_not_a_secret() -> None:
+    """PWD is in every environment: remembered, it redacted every path printed."""
+    Settings.from_env({"PWD": "/srv/checkout", "OLDPWD": "/home/me",
+                       "SSH_AUTH_SOCK": "/tmp/ssh-x/agent.1"})
+    assert r.redact("report: /srv/checkout/.llmops/x.html") == \
+        "report: /srv/checkout/.llmops/x.html"
 
 
 def test_short_values_are_not_remembered() -> None:
