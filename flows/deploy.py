@@ -8,15 +8,24 @@ from prefect import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context
-from llmops.stages.deployment import deploy_version, pinned_version, target_for, verify_env
+from llmops.stages.deployment import (
+    PinKeeper,
+    deploy_version,
+    pinned_version,
+    target_for,
+    verify_env,
+)
 
 
 @flow(name="deploy", flow_run_name="{model}-{env}-deploy", log_prints=True)
-def deploy(model: str, env: str = "local", version: str | None = None) -> dict[str, str]:
-    """Serve `version` (default: registry/<env>.yml's pin) in `env` once it verifies."""
+def deploy(model: str, env: str = "local", version: str | None = None,
+           local: bool = False) -> dict[str, str]:
+    """Serve `version` (default: registry/<env>.yml's pin) in `env` once it verifies; a
+    failed deploy of a pinned environment pins what serves (merge request, or `local`)."""
     ctx = Context()
     done = deploy_version(load_model(model), target_for(env, ctx),
-                          pinned_version(model, env, version), ctx.registry, PrefectSteps())
+                          pinned_version(model, env, version), ctx.registry, PrefectSteps(),
+                          PinKeeper(ctx, local))
     return {"version": done.endpoint.version, "url": done.endpoint.url}
 
 

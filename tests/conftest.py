@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 def repo_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A copy of the repository's declarative folders, used as LLMOPS_ROOT (safe to edit)."""
     root = tmp_path / "repo"
-    for folder in ("axolotl_configs", "validation", "deploy", "registry", "datasets", "flows"):
+    for folder in ("axolotl_configs", "validation", "deploy", "registry", "datasets", "flows",
+                   "requirements"):  # serve.lock: the engine version deploy/ must serve
         shutil.copytree(REPO / folder, root / folder)
     monkeypatch.setenv("LLMOPS_ROOT", str(root))
     monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "state"))
@@ -55,3 +57,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="slow: run with -m slow (make test-slow)"))
         if "gpu" in item.keywords and not cuda:
             item.add_marker(pytest.mark.skip(reason="gpu: needs a CUDA device"))
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Kubernetes 1.20 control plane on 127.0.0.1 with two simulated nodes of one A100 each
+    (tests/k8s_sim): built once per machine by scripts/k8s-sim/build.sh, started once per
+    session (about 10 s), stopped at its end. For `slow` tests only."""
+    from k8s_sim.cluster import Cluster, build
+
+    cluster = Cluster(build(), tmp_path_factory.mktemp("k8s"), gpus=1, nodes=2,
+                      labels={"nvidia.com/gpu.product": "nvidia-a100-80gb"}).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

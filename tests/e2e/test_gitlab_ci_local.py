@@ -1,5 +1,6 @@
 """The tag pipeline of .gitlab-ci.yml, run for real by gitlab-ci-local (shell executor) on
-CPU: tiny model, the local MLflow store, and the GitLab emulator as the model registry."""
+CPU: tiny model, the local MLflow store, and the GitLab emulator as the model registry; then
+its staging jobs again with STAGING_ENV a Kubernetes target on the simulated cluster."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from gitlab_emulator import GitlabEmulator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -30,9 +33,31 @@ def scratch_clone(tmp_path: Path, repo: Path) -> Path:
     return clone
 
 
+def k8s_staging_yml(endpoint: str) -> str:
+    """A Kubernetes staging target on the simulated cluster (tests/k8s_sim)."""
+    return yaml.safe_dump({
+        "target": "kubernetes",
+        "gpu": {"gpu_type": "nvidia-a100-80gb", "gpu_memory_gib": 80, "gpus_per_node": 1,
+                "max_model_len": 512, "max_num_seqs": 4, "serve": "lora"},
+        "registry_api": "http://gitlab.invalid/api/v4/projects/1",
+        "endpoint": endpoint,
+        "kubernetes": {"vllm_image": "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64,
+                       "namespace": "ci-staging", "progress_deadline_s": 15},
+        "verify": {"golden_prompts": 2, "min_golden_accuracy": None,
+                   "load": {"concurrency": 2, "duration_s": 2, "min_requests": 2,
+                            "max_tokens": 8}},
+    })
+
+
+def run_id_of(version: Any) -> str:
+    tags = version.tags
+    pairs = tags.items() if isinstance(tags, dict) else ((t["key"], t["value"]) for t in tags)
+    return next(str(v) for k, v in pairs if k == "run_id")
+
+
 def test_tag_pipeline_runs_every_job(
         tmp_path: Path, repo_root: Path, fresh_home: Callable[[Path], Path],
-        run_llmops: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+        run_llmops: Callable[..., subprocess.CompletedProcess[str]], k8s_cluster: Any) -> None:
     gcl = repo_root / GCL
     if not gcl.exists():
         pytest.fail("gitlab-ci-local is not installed: run `bash scripts/setup-ci-tools.sh`")
@@ -69,6 +94,51 @@ def test_tag_pipeline_runs_every_job(
             record = json.loads((home / "deployments" / "tiny-local.json").read_text())
             assert record["version"] == "0.1.0"
             assert "release notes for tiny 0.1.0" in output
+
+            # STAGING_ENV a Kubernetes target: the simulated cluster, reached as the GitLab
+            # agent is (KUBE_CONTEXT names the kubeconfig's context). No pod can answer
+            # there, so its endpoint is the local server of 0.1.0 this pipeline left running.
+            k8s_cluster.namespace("ci-staging")
+            (clone / "deploy" / "k8s-staging.yml").write_text(
+                k8s_staging_yml(f"http://127.0.0.1:{record['port']}/v1"))
+            subprocess.run(["git", "add", "deploy/k8s-staging.yml"], cwd=clone, check=True)
+            subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com",
+                            "commit", "-qm", "staging on Kubernetes"], cwd=clone, check=True)
+            k8s = {**variables, "STAGING_ENV": "k8s-staging", "KUBE_CONTEXT": "sim",
+                   "LLMOPS_API_KEY": (home / "api-key").read_text().strip()}
+            cluster_env = {**env, "KUBECONFIG": str(k8s_cluster.kubeconfig),
+                           "PATH": f"{k8s_cluster.bin}{os.pathsep}{env['PATH']}"}
+
+            def jobs(*names: str, **more: str) -> subprocess.CompletedProcess[str]:
+                argv = [str(gcl), *names, "--force-shell-executor", "--unset-variable",
+                        "CI_COMMIT_BRANCH", "--ignore-predefined-vars", "CI_COMMIT_TAG"]
+                for key, value in {**k8s, **more}.items():
+                    argv += ["--variable", f"{key}={value}"]
+                ran = subprocess.run(argv, cwd=clone, env=cluster_env, capture_output=True,
+                                     text=True, timeout=1200)
+                (tmp_path / f"{'-'.join(names)}.log").write_text(ran.stdout + ran.stderr)
+                return ran
+
+            staged = jobs("deploy-staging", "verify-staging")
+            said = staged.stdout + staged.stderr
+            assert staged.returncode == 0, said[-6000:]
+            assert "PASS  verify-staging" in said or "verify-staging finished in" in said
+            deployment = k8s_cluster.json("-n", "ci-staging", "get", "deployment/tiny-k8s-staging")
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            assert labels["llmops/version"] == "0.1.0"
+
+            # A second tag whose pods never become ready: undone, 0.1.0 serves on.
+            k8s_cluster.keep_unready({"llmops/version": "0.2.0"})
+            (first,) = gl.state.versions.values()
+            second = jobs("register", "deploy-staging", CI_COMMIT_TAG="v0.2.0",
+                          LLMOPS_RUN_ID=run_id_of(first))
+            said = second.stdout + second.stderr
+            assert second.returncode != 0, said[-6000:]
+            assert "did not become ready" in said and "0.1.0 serves again" in said, said[-6000:]
+            deployment = k8s_cluster.json("-n", "ci-staging", "get", "deployment/tiny-k8s-staging")
+            assert deployment["spec"]["template"]["metadata"]["labels"]["llmops/version"] == \
+                "0.1.0"
+            assert token not in said
         finally:
             run_llmops("stop", "tiny", root=clone, home=home)
             shutil.rmtree(clone / ".gitlab-ci-local", ignore_errors=True)

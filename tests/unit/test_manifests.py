@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes_validate import validate
 
 from llmops.config import GpuTarget
 from llmops.config.schema import KubernetesSettings
 from llmops.errors import UsageError
-from llmops.kubernetes.kubectl import deployment_target
 from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Target, plan
 
@@ -59,7 +57,8 @@ def test_tensor_parallel_equals_the_gpu_limit_and_probes_shm_metrics() -> None:
     tp = int(args[args.index("--tensor-parallel-size") + 1])
     # 8B on 24 GiB GPUs: usable 24·0.9 − 2 = 19.6; TP=1 needs 14.96 + 16 = 30.96 → TP=2
     # gives 7.48 + 8 = 15.48 ✓.
-    assert tp == 2 == vllm["resources"]["limits"]["nvidia.com/gpu"] == \
+    assert tp == 2
+    assert "2" == vllm["resources"]["limits"]["nvidia.com/gpu"] == \
         vllm["resources"]["requests"]["nvidia.com/gpu"]
     assert vllm["readinessProbe"]["httpGet"]["path"] == "/health"
     assert vllm["startupProbe"]["httpGet"]["path"] == "/health"
@@ -96,19 +95,34 @@ def test_names_are_dns_labels() -> None:
     assert k8s_name("Support_Bot-Production") == "support-bot-production"
 
 
-def test_rollout_checks_look_where_apply_put_the_deployment(tmp_path: Path) -> None:
-    docs = rendered(gpu())
-    path = tmp_path / "manifests.yml"
-    path.write_text(yaml.safe_dump_all(docs))
-    # Rendered without a namespace: `kubectl apply` uses the context's, and so must
-    # `rollout status` and `rollout undo` (no -n, not "default").
-    assert deployment_target(path) == ("support-bot-production", [])
-    by_kind(docs)["Deployment"]["metadata"]["namespace"] = "ml-serving"
-    path.write_text(yaml.safe_dump_all(docs))
-    assert deployment_target(path) == ("support-bot-production", ["-n", "ml-serving"])
-    path.write_text(yaml.safe_dump_all([docs[0]]))
-    with pytest.raises(UsageError, match="no Deployment"):
-        deployment_target(path)
+def test_every_object_goes_to_the_targets_namespace_and_none_without_one() -> None:
+    """Without `kubernetes.namespace` kubectl uses the context's (never "default")."""
+    assert all("namespace" not in d["metadata"] for d in rendered(gpu()))
+    docs = rendered(gpu(), KubernetesSettings(vllm_image=VLLM_IMAGE, namespace="ml-serving"))
+    assert {d["metadata"]["namespace"] for d in docs} == {"ml-serving"}
+
+
+def test_a_disruption_budget_in_the_api_version_the_cluster_serves() -> None:
+    """Kubernetes 1.20 serves policy/v1beta1 only; current clusters policy/v1 (discovery
+    decides, as Helm charts do); one replica gets no budget (it would block drains)."""
+    assert "PodDisruptionBudget" not in by_kind(rendered(gpu()))
+    two = KubernetesSettings(vllm_image=VLLM_IMAGE, replicas=2, progress_deadline_s=900)
+    g = gpu()
+    p = plan(SHAPE, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
+                           max_model_len=g.max_model_len, max_num_seqs=g.max_num_seqs))
+
+    def budget(apis: set[str] | None) -> dict:  # type: ignore[type-arg]
+        return by_kind(render(RELEASE, "production", g, p, two, apis))["PodDisruptionBudget"]
+
+    assert budget({"v1", "apps/v1", "policy/v1beta1"})["apiVersion"] == "policy/v1beta1"
+    assert budget({"policy/v1", "policy/v1beta1"})["apiVersion"] == "policy/v1"
+    assert budget(None)["apiVersion"] == "policy/v1"  # --render, no cluster asked
+    assert budget(None)["spec"]["minAvailable"] == 1
+    with pytest.raises(UsageError, match="serves none of policy/v1"):
+        budget({"v1", "apps/v1"})
+    deployment = by_kind(render(RELEASE, "production", g, p, two))["Deployment"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["progressDeadlineSeconds"] == 900
 
 
 def test_local_and_kubernetes_servers_share_one_definition_of_the_vllm_arguments(

@@ -139,7 +139,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                                                         Path(args.render))
         print(f"rendered {count} manifests to {path} ({plan})")
         return 0
-    output.print_verification(deployment.deploy_version(spec, target, version, ctx.registry))
+    output.print_verification(deployment.deploy_version(
+        spec, target, version, ctx.registry, pins=deployment.PinKeeper(ctx, args.local)))
     return 0
 
 
@@ -185,8 +186,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     ctx = Context()
     target = deployment.target_for(args.env, ctx)
-    output.print_verification(deployment.rollback_env(load_model(args.model), target,
-                                                      ctx.registry))
+    output.print_verification(deployment.rollback_env(
+        load_model(args.model), target, ctx.registry,
+        pins=deployment.PinKeeper(ctx, args.local)))
     return 0
 
 

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="local")
     p.add_argument("--version", help="SemVer (default: the pin in registry/<env>.yml)")
     p.add_argument("--render", metavar="DIR", help="write Kubernetes manifests, apply nothing")
+    p.add_argument("--local", action="store_true", help="after a rollback of a pinned "
+                   "environment, edit its pin file here instead of opening a merge request")
     p.set_defaults(func="cmd_deploy")
     p = sub.add_parser("train", help="data gate, then fine-tune into a new MLflow run")
     p.add_argument("model")
@@ -124,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True)
     p.add_argument("--out", default="release", help="folder to write (default: release/)")
     p.set_defaults(func="cmd_release_notes")
-    model_env(sub, "rollback", "serve the previous verified version again", "cmd_rollback")
+    p = model_env(sub, "rollback", "serve the previous verified version again",
+                  "cmd_rollback")
+    p.add_argument("--local", action="store_true", help="pin the version now serving by "
+                   "editing registry/<env>.yml here instead of opening a merge request")
     p = model_env(sub, "history", "what was deployed where, when, and how it went",
                   "cmd_history")
     p.add_argument("--last", type=int, default=20, help="show the last N events")

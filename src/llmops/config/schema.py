@@ -263,6 +263,10 @@ class GpuTarget(Strict):
 
 
 IMAGE_BY_DIGEST = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+# Production's vLLM: the release requirements/serve.lock pins (llmops.engine checks they
+# agree). The digest is a placeholder (llmops.engine.DIGEST_PLACEHOLDER) until the platform
+# team pins the real one: `docker buildx imagetools inspect vllm/vllm-openai:v0.32.0`.
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64
 
 
 class NetworkPeer(Strict):
@@ -286,9 +290,11 @@ class KubernetesSettings(Strict):
     """deploy/<env>.yml `kubernetes:`: images, Secrets, who may connect, pod resources."""
 
     vllm_image: str | None = Field(
-        default=None, description="vLLM's OpenAI server image, pinned by digest "
-        "(name@sha256:…); required to render. Also runs the init container's fetch (it "
-        "needs only python3), unless fetch_image is set.")
+        default=VLLM_IMAGE, description="vLLM's OpenAI server image, pinned by digest "
+        "(name@sha256:…): the release requirements/serve.lock pins, the vLLM that evaluates "
+        "(one engine version: `llmops check-config` refuses another, and the placeholder "
+        "digest sha256:000…). Also runs the init container's fetch (it needs only python3), "
+        "unless fetch_image is set.")
     fetch_image: str | None = Field(
         default=None, description="The init container's image (name@sha256:…); default: "
         "vllm_image.")
@@ -313,6 +319,19 @@ class KubernetesSettings(Strict):
             namespace_labels={"kubernetes.io/metadata.name": "monitoring"},
             pod_labels={"app.kubernetes.io/name": "prometheus"}),
         description="Prometheus, admitted to the port that serves /metrics.")
+    context: str | None = Field(
+        default=None, description="The kubeconfig context of the cluster (kubectl "
+        "--context); in GitLab CI the agent's, `<agent project path>:<agent name>`; "
+        "default: the kubeconfig's current context.")
+    namespace: str | None = Field(
+        default=None, description="The namespace the model is served in (every object is "
+        "rendered into it); default: the context's namespace.")
+    replicas: int = Field(default=1, ge=1, description="Pods serving the model; above one, "
+                          "a PodDisruptionBudget keeps all but one through node drains.")
+    progress_deadline_s: int = Field(
+        default=1800, ge=10, description="A rollout that makes no progress this long fails "
+        "and is undone (the Deployment's progressDeadlineSeconds): long enough to fetch "
+        "the weights and start vLLM.")
     cpu_per_gpu: float = Field(default=4, gt=0, description="CPU cores requested per GPU.")
     memory_gib_per_gpu: float = Field(
         default=32, gt=0, description="Memory requested and limited per GPU (host RAM for "

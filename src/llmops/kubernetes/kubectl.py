@@ -1,22 +1,28 @@
-"""kubectl, as the Kubernetes target drives it: apply, rollout status, rollout undo.
+"""kubectl, as the Kubernetes target drives it: discovery, server-side apply, rollout status,
+why a rollout is not ready, and undo to a given revision.
 
-Without kubectl or a configured cluster the calls raise UsageError (exit 2) and say where the
-rendered manifests are.
+Every call names the target's context (`kubernetes.context`, e.g. the GitLab agent's
+`group/agents:prod`) and namespace (`kubernetes.namespace`) when deploy/<env>.yml sets them,
+else the kubeconfig's current ones. Without kubectl or a configured cluster the calls raise
+UsageError (exit 2) and say where the rendered manifests are.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from llmops.errors import UsageError
+from llmops.errors import StageFailed, UsageError
 from llmops.redact import PIPELINE_SECRETS
 
 FIELD_MANAGER = "llmops"
+REVISION = "deployment.kubernetes.io/revision"
+VERSION_LABEL = "llmops/version"
 
 
 def _env() -> dict[str, str]:
@@ -25,46 +31,120 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in PIPELINE_SECRETS}
 
 
-def deployment_target(path: Path) -> tuple[str, list[str]]:
-    """The rendered Deployment's name, and the `-n` arguments that reach it: its own
-    namespace if the manifest names one, else none, so that `rollout status` and `undo`
-    look where `kubectl apply` put it (the context's namespace, not always `default`)."""
-    for doc in yaml.safe_load_all(path.read_text()):
-        if doc and doc.get("kind") == "Deployment":
-            meta = doc["metadata"]
-            namespace = meta.get("namespace")
-            return str(meta["name"]), ["-n", str(namespace)] if namespace else []
-    raise UsageError(f"{path}: no Deployment among the rendered manifests")
+@dataclass(frozen=True)
+class Kubectl:
+    """kubectl bound to one cluster context and namespace."""
 
+    binary: str
+    context: str | None = None
+    namespace: str | None = None
 
-def kubectl(what: str) -> str:
-    """The kubectl binary, once a cluster is configured (UsageError naming `what` if not)."""
-    binary = shutil.which("kubectl")
-    if binary is None:
-        raise UsageError(f"kubectl not found: {what}; install kubectl and configure the "
-                         "cluster (KUBECONFIG), or apply them with your own tooling")
-    context = subprocess.run([binary, "config", "current-context"], capture_output=True,
-                             text=True, env=_env())
-    if context.returncode != 0:
-        raise UsageError(f"no Kubernetes cluster configured ({context.stderr.strip()}): "
-                         f"{what}")
-    return binary
+    @classmethod
+    def find(cls, what: str, context: str | None = None,
+             namespace: str | None = None) -> Kubectl:
+        """kubectl, once a cluster is configured (UsageError naming `what` if not)."""
+        binary = shutil.which("kubectl")
+        if binary is None:
+            raise UsageError(f"kubectl not found: {what}; install kubectl and configure the "
+                             "cluster (KUBECONFIG), or apply them with your own tooling")
+        found = cls(binary, context, namespace)
+        probe = found.run("config", "current-context", namespaced=False)
+        if probe.returncode != 0 and context is None:
+            raise UsageError(f"no Kubernetes cluster configured ({probe.stderr.strip()}): "
+                             f"{what}")
+        return found
 
+    def argv(self, *args: str, namespaced: bool = True) -> list[str]:
+        out = [self.binary]
+        if self.context:
+            out += ["--context", self.context]
+        if namespaced and self.namespace:
+            out += ["--namespace", self.namespace]
+        return [*out, *args]
 
-def apply(binary: str, path: Path) -> None:
-    """Server-side apply of every manifest in `path`, owned by llmops' field manager."""
-    subprocess.run([binary, "apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
-                    "--force-conflicts", "-f", str(path)], check=True, env=_env())
+    def run(self, *args: str, namespaced: bool = True,
+            timeout: float | None = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args, namespaced=namespaced), capture_output=True,
+                              text=True, env=_env(), timeout=timeout)
 
+    def get(self, *args: str) -> dict[str, Any] | None:
+        """`kubectl get … -o json`, None when it does not exist."""
+        done = self.run("get", *args, "-o", "json")
+        if done.returncode != 0:
+            if "NotFound" in done.stderr:
+                return None
+            raise StageFailed(f"kubectl get {' '.join(args)}: {done.stderr.strip()}")
+        parsed: dict[str, Any] = json.loads(done.stdout)
+        return parsed
 
-def rollout_status(binary: str, name: str, ns: list[str], timeout_s: int) -> bool:
-    """Wait until deployment/`name` is rolled out; False when it is not within the time."""
-    done = subprocess.run([binary, *ns, "rollout", "status", f"deployment/{name}",
-                           f"--timeout={timeout_s}s"], env=_env())
-    return done.returncode == 0
+    def api_versions(self) -> set[str]:
+        """What the API server serves (`kubectl api-versions`: discovery)."""
+        done = self.run("api-versions", namespaced=False)
+        if done.returncode != 0:
+            raise StageFailed(f"kubectl api-versions: {done.stderr.strip()}")
+        return set(done.stdout.split())
 
+    def apply(self, path: Path) -> None:
+        """Server-side apply of every manifest in `path`, owned by llmops' field manager."""
+        done = self.run("apply", "--server-side", f"--field-manager={FIELD_MANAGER}",
+                        "--force-conflicts", "-f", str(path))
+        if done.returncode != 0:
+            raise StageFailed(f"kubectl apply -f {path} failed: {done.stderr.strip()}")
 
-def rollout_undo(binary: str, name: str, ns: list[str]) -> bool:
-    """Back to the Deployment's previous ReplicaSet (previous version and arguments)."""
-    return subprocess.run([binary, *ns, "rollout", "undo", f"deployment/{name}"],
-                          env=_env()).returncode == 0
+    def rollout_status(self, name: str, timeout_s: int) -> tuple[bool, str]:
+        """Wait until deployment/`name` is rolled out: (done, kubectl's last words). It
+        fails early when the Deployment exceeds its progressDeadlineSeconds."""
+        done = self.run("rollout", "status", f"deployment/{name}", f"--timeout={timeout_s}s",
+                        timeout=timeout_s + 60)
+        said = (done.stderr or done.stdout).strip().splitlines()
+        return done.returncode == 0, said[-1] if said else ""
+
+    def undo(self, name: str, revision: int | None = None) -> tuple[bool, str]:
+        """Back to `revision` of the Deployment (default: the previous one)."""
+        args = ["rollout", "undo", f"deployment/{name}"]
+        if revision is not None:
+            args.append(f"--to-revision={revision}")
+        done = self.run(*args)
+        return done.returncode == 0, (done.stderr or done.stdout).strip()
+
+    def revisions(self, name: str) -> dict[str, int]:
+        """{version: its latest revision} of the Deployment's ReplicaSets."""
+        listing = self.get("replicasets") or {"items": []}
+        out: dict[str, int] = {}
+        for rs in listing["items"]:
+            meta = rs["metadata"]
+            if not any(o.get("kind") == "Deployment" and o.get("name") == name
+                       for o in meta.get("ownerReferences", [])):
+                continue
+            version = rs["spec"]["template"]["metadata"].get("labels", {}).get(VERSION_LABEL)
+            revision = int(meta.get("annotations", {}).get(REVISION, "0"))
+            if version and revision > out.get(version, 0):
+                out[version] = revision
+        return out
+
+    def serving_version(self, name: str) -> str | None:
+        """The version the Deployment's pod template runs now (None: no such Deployment)."""
+        deployment = self.get(f"deployment/{name}")
+        if deployment is None:
+            return None
+        labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+        return str(labels.get(VERSION_LABEL)) if VERSION_LABEL in labels else None
+
+    def why_not_ready(self, name: str, selector: str) -> str:
+        """What the Deployment and its pods say: the progress condition, the scheduler's
+        reason for a pending pod, a pod that is running but not ready."""
+        reasons: list[str] = []
+        deployment = self.get(f"deployment/{name}")
+        for cond in (deployment or {}).get("status", {}).get("conditions", []):
+            if cond.get("status") != "True" or cond.get("reason") == "ProgressDeadlineExceeded":
+                reasons.append(f"{cond.get('reason')}: {cond.get('message')}")
+        pods = self.get("pods", "-l", selector) or {"items": []}
+        for pod in pods["items"]:
+            pod_name = pod["metadata"]["name"]
+            for cond in pod.get("status", {}).get("conditions", []):
+                if cond.get("type") == "PodScheduled" and cond.get("status") != "True":
+                    reasons.append(f"pod {pod_name} not scheduled: {cond.get('message')}")
+                elif cond.get("type") == "Ready" and cond.get("status") != "True" and \
+                        pod.get("status", {}).get("phase") == "Running":
+                    reasons.append(f"pod {pod_name} is running but not ready")
+        return "; ".join(dict.fromkeys(reasons)) or "no reason reported"

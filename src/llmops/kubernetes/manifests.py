@@ -124,9 +124,34 @@ def network_policy(name: str, labels: dict[str, str],
     }
 
 
+# What current clusters serve; a cluster's discovery (`kubectl api-versions`) decides which
+# of these to render, as Helm charts do (Kubernetes 1.20 has only policy/v1beta1).
+PDB_API_VERSIONS = ("policy/v1", "policy/v1beta1")
+
+
+def served(candidates: tuple[str, ...], apis: set[str] | None) -> str:
+    """The first of `candidates` the cluster serves (None: no cluster asked, the newest)."""
+    if apis is None:
+        return candidates[0]
+    for version in candidates:
+        if version in apis:
+            return version
+    raise UsageError(f"the cluster serves none of {', '.join(candidates)}")
+
+
+def disruption_budget(name: str, labels: dict[str, str], replicas: int,
+                      apis: set[str] | None) -> dict[str, Any]:
+    """All but one pod through voluntary disruptions (node drains, upgrades)."""
+    return {"apiVersion": served(PDB_API_VERSIONS, apis), "kind": "PodDisruptionBudget",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"minAvailable": replicas - 1,
+                     "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}}
+
+
 def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
-           k8s: KubernetesSettings) -> list[dict[str, Any]]:
-    """The manifests, as dicts (yaml.safe_dump_all them to apply with kubectl)."""
+           k8s: KubernetesSettings, apis: set[str] | None = None) -> list[dict[str, Any]]:
+    """The manifests, as dicts (yaml.safe_dump_all them to apply with kubectl); `apis`, the
+    cluster's API versions (discovery), picks the versions it serves."""
     if not plan.fits:
         raise UsageError(f"{release.model} does not fit {env}: {plan.explanation}")
     if plan.pipeline_parallel > 1:
@@ -134,9 +159,10 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                          "parallel over Ray); multi-node rendering is not built yet")
     if k8s.vllm_image is None:
         raise UsageError(f"deploy/{env}.yml: kubernetes.vllm_image: not set; give vLLM's image "
-                         "pinned by digest, e.g. vllm/vllm-openai:v0.11.0@sha256:<digest> "
-                         "(`docker buildx imagetools inspect vllm/vllm-openai:v0.11.0` prints "
-                         "it): a tag can be moved to other content")
+                         "pinned by digest, vllm/vllm-openai:v<the vLLM of requirements/"
+                         "serve.lock>@sha256:<digest> (`docker buildx imagetools inspect "
+                         "vllm/vllm-openai:v<version>` prints it): a tag can be moved to "
+                         "other content")
     name = k8s_name(f"{release.model}-{env}")
     labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llmops",
               "llmops/model": k8s_name(release.model), "llmops/version": release.version}
@@ -155,11 +181,13 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                 # getpass.getuser() (torch's compile cache paths) fails for a uid with no
                 # /etc/passwd entry unless USER is set.
                 {"name": "USER", "value": "vllm"}],
-        "ports": [{"containerPort": PORT, "name": "http"}],
+        "ports": [{"containerPort": PORT, "name": "http", "protocol": "TCP"}],
         # No CPU limit: throttling a server's CPU stalls its GPUs.
+        # Quantities are strings: server-side apply checks the typed schema, which a bare
+        # integer fails.
         "resources": {"requests": {"cpu": f"{k8s.cpu_per_gpu * gpus:g}", "memory": memory,
-                                   "nvidia.com/gpu": gpus},
-                      "limits": {"memory": memory, "nvidia.com/gpu": gpus}},
+                                   "nvidia.com/gpu": str(gpus)},
+                      "limits": {"memory": memory, "nvidia.com/gpu": str(gpus)}},
         "securityContext": container_security(),
         "readinessProbe": {**probe, "periodSeconds": 10},
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 90},
@@ -191,7 +219,10 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "replicas": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "replicas": k8s.replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            # No progress this long (weights fetched, vLLM healthy): the rollout fails.
+            "progressDeadlineSeconds": k8s.progress_deadline_s,
             "template": {
                 "metadata": {"labels": labels, "annotations": {
                     "prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
@@ -220,11 +251,19 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
     service = {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
         "spec": {"selector": {"app.kubernetes.io/name": name},
-                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]},
+                 # `protocol` is a key of the ports list: server-side apply needs it.
+                 "ports": [{"name": "http", "port": PORT, "targetPort": PORT,
+                            "protocol": "TCP"}]},
     }
     config = {"apiVersion": "v1", "kind": "ConfigMap",
               "metadata": {"name": f"{name}-fetch", "labels": labels},
               "data": shipped_sources()}
     # The NetworkPolicy before the Deployment: `kubectl apply` goes in order, so no pod
     # runs before the policy that guards it.
-    return [config, network_policy(name, labels, k8s), deployment, service]
+    docs = [config, network_policy(name, labels, k8s), deployment, service]
+    if k8s.replicas > 1:
+        docs.append(disruption_budget(name, labels, k8s.replicas, apis))
+    if k8s.namespace:
+        for doc in docs:
+            doc["metadata"]["namespace"] = k8s.namespace
+    return docs

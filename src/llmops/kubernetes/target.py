@@ -1,15 +1,18 @@
 """The Kubernetes target: render the manifests, apply them, wait for the rollout, undo it.
 
 The engine (`llmops.stages.deployment`) drives it exactly like the local target: a new
-version is rolled out, verified against the target's endpoint (`endpoint:` in
-deploy/<env>.yml, the URL of its Service or gateway), then recorded; a rollout that never
-becomes ready, or fails verification, is undone (`kubectl rollout undo`), so the previous
-ReplicaSet serves. Every outcome is appended to the environment's history.
+version is rolled out (server-side apply, `rollout status` up to the Deployment's progress
+deadline), verified against the target's endpoint (`endpoint:` in deploy/<env>.yml, the URL
+of its Service or gateway), then recorded; a rollout that never becomes ready, or fails
+verification, is undone to the revision of the version that served before
+(`kubectl rollout undo --to-revision`), and the history says why (the scheduler's reason
+for a pending pod, a pod that never became ready). What serves is read from the cluster:
+the Deployment's pod template carries the version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import yaml
 from llmops.config import DeployConfig, ModelSpec, Pin, load_pins
 from llmops.config.paths import state_subdir
 from llmops.errors import LlmopsError, StageFailed, UsageError
-from llmops.kubernetes import kubectl
+from llmops.kubernetes.kubectl import Kubectl
 from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Plan, plan_for
 from llmops.models.base import ensure_base_model
@@ -27,8 +30,6 @@ from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.process import read_history, record_event
 from llmops.serve.target import previous_good
 from llmops.serve.verify import Verification
-
-ROLLOUT_TIMEOUT_S = 1800
 
 
 @dataclass
@@ -41,8 +42,8 @@ class ClusterRollout:
     url: str
     served_name: str
     deployment: str
-    namespace: list[str] = field(default_factory=list)
     digest: str = ""
+    previous: str | None = None  # the version that served before (undo goes back to it)
 
 
 @dataclass
@@ -63,18 +64,26 @@ class KubernetesTarget:
                              "LLMOPS_API_KEY (a masked CI variable) to the Secret's api-key")
         return self.endpoint_key
 
+    def kubectl(self, what: str) -> Kubectl:
+        k8s = self.config.kubernetes
+        return Kubectl.find(what, k8s.context, k8s.namespace)
+
+    def name(self, model: str) -> str:
+        return k8s_name(f"{model}-{self.env}")
+
     def plan(self, spec: ModelSpec) -> tuple[ModelShape, Plan]:
         """How the model is spread over the target's GPUs (tensor/pipeline parallel)."""
         assert self.config.gpu is not None  # DeployConfig requires it for kubernetes
         shape = ModelShape.from_dir(Path(ensure_base_model(spec.base_model)))
         return shape, plan_for(shape, self.config.gpu)
 
-    def render(self, spec: ModelSpec, version: str, out: Path) -> tuple[Path, int, Plan]:
+    def render(self, spec: ModelSpec, version: str, out: Path,
+               apis: set[str] | None = None) -> tuple[Path, int, Plan]:
         """Write the version's manifests to `out`: (file, number of objects, plan)."""
-        return self._render(spec, version, self.digest(spec.name, version), out)
+        return self._render(spec, version, self.digest(spec.name, version), out, apis)
 
     def _render(self, spec: ModelSpec, version: str, digest: str,
-                out: Path) -> tuple[Path, int, Plan]:
+                out: Path, apis: set[str] | None) -> tuple[Path, int, Plan]:
         api = self.config.registry_api or self.project_api
         if api is None:
             raise UsageError(f"deploy/{self.env}.yml: registry_api: not set (nor CI_API_V4_URL)")
@@ -83,7 +92,7 @@ class KubernetesTarget:
         base = self.config.base_models.get(spec.name, spec.base_model)
         release = Release(spec.name, version, digest, base, api,
                           lora_rank=spec.axolotl.lora_rank)
-        docs = render(release, self.env, self.config.gpu, plan, self.config.kubernetes)
+        docs = render(release, self.env, self.config.gpu, plan, self.config.kubernetes, apis)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.name}-{self.env}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -106,31 +115,52 @@ class KubernetesTarget:
                              f"Service or gateway that serves {model} (…/v1) to verify it")
         return self.config.endpoint.rstrip("/")
 
+    def rollout_timeout_s(self) -> int:
+        # The Deployment fails itself at its progress deadline; this only guards a hang.
+        return self.config.kubernetes.progress_deadline_s + 120
+
     def start(self, spec: ModelSpec, version: str) -> ClusterRollout:
-        """Render and apply the version's manifests; wait for the rollout (undone if it
-        never becomes ready)."""
+        """Render the version's manifests for what the cluster serves, apply them, wait
+        for the rollout (undone if it never becomes ready)."""
         digest = self.digest(spec.name, version)
-        path, _, _ = self._render(spec, version, digest, state_subdir("manifests") / self.env)
-        binary = kubectl.kubectl(f"the manifests for {spec.name} in {self.env} are in {path}")
+        out = state_subdir("manifests") / self.env
         url = self.endpoint(spec.name)  # before applying: a rollout that cannot be verified
-        name, ns = kubectl.deployment_target(path)
+        kc = self.kubectl(f"the manifests for {spec.name} in {self.env} go to {out}")
+        path, _, _ = self._render(spec, version, digest, out, kc.api_versions())
+        name = self.name(spec.name)
+        rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, digest,
+                                 previous=kc.serving_version(name))
         with activity(f"applying {path}"):
-            kubectl.apply(binary, path)
-        rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, ns, digest)
-        with activity(f"waiting for the rollout of {ns}/{name}"):
-            ready = kubectl.rollout_status(binary, name, ns, ROLLOUT_TIMEOUT_S)
-        if not ready:
-            raise self.abort(rollout, "deploy", StageFailed(
-                f"deployment/{name} did not become ready within {ROLLOUT_TIMEOUT_S}s"))
+            kc.apply(path)
+        self.await_rollout(kc, rollout, "deploy")
         return rollout
 
+    def await_rollout(self, kc: Kubectl, rollout: ClusterRollout, action: str) -> None:
+        """`rollout status`; a rollout that is not ready by its deadline is undone."""
+        name = rollout.deployment
+        with activity(f"waiting for the rollout of deployment/{name} ({rollout.version})"):
+            ready, said = kc.rollout_status(name, self.rollout_timeout_s())
+        if not ready:
+            why = kc.why_not_ready(name, f"app.kubernetes.io/name={name}")
+            raise self.abort(rollout, action, StageFailed(
+                f"deployment/{name} ({rollout.version}) did not become ready: {said} ({why})"))
+
     def serving(self, spec: ModelSpec) -> ClusterRollout:
-        """The endpoint, and the version the history says serves there."""
-        served = [e for e in self.history(spec.name) if e.get("result") in ("serving",
-                                                                             "restored")]
-        version = str(served[-1]["version"]) if served else "unknown"
-        return ClusterRollout(spec.name, self.env, version, self.endpoint(spec.name),
-                              spec.name, k8s_name(f"{spec.name}-{self.env}"))
+        """The endpoint, and the version the cluster's Deployment runs."""
+        name, url = self.name(spec.name), self.endpoint(spec.name)
+        kc = self.kubectl(f"cannot tell what serves {spec.name} in {self.env}")
+        version = kc.serving_version(name)
+        if version is None:
+            raise UsageError(f"no deployment/{name} in {self.env}'s cluster; deploy it with "
+                             f"`llmops deploy {spec.name} --env {self.env}`")
+        return ClusterRollout(spec.name, self.env, version, url, spec.name, name,
+                              self._digest_served(spec.name, version))
+
+    def _digest_served(self, model: str, version: str) -> str:
+        for event in reversed(self.history(model)):
+            if event.get("version") == version and event.get("digest"):
+                return str(event["digest"])
+        return ""
 
     def commit(self, rollout: ClusterRollout, action: str, checked: Verification) -> None:
         record_event(rollout.model, self.env, rollout.version, action, "serving",
@@ -138,30 +168,59 @@ class KubernetesTarget:
                      extra={"digest": rollout.digest, "deployment": rollout.deployment})
 
     def abort(self, rollout: ClusterRollout, action: str, exc: Exception) -> StageFailed:
-        """`kubectl rollout undo`: the previous ReplicaSet serves again."""
-        binary = kubectl.kubectl("cannot undo the rollout")
-        undone = kubectl.rollout_undo(binary, rollout.deployment, rollout.namespace)
-        record_event(rollout.model, self.env, rollout.version, action, "failed", str(exc))
-        now = ("rolled back with `kubectl rollout undo`: the previous ReplicaSet serves"
-               if undone else f"`kubectl rollout undo deployment/{rollout.deployment}` "
-               "failed too")
-        return StageFailed(f"{exc}\n{now}")
+        """Back to the revision of the version that served before; the history says why."""
+        record_event(rollout.model, self.env, rollout.version, action, "failed", str(exc),
+                     extra={"deployment": rollout.deployment})
+        return StageFailed(f"{exc}\n{self.undo_to(rollout, rollout.previous)}")
+
+    def undo_to(self, rollout: ClusterRollout, version: str | None) -> str:
+        """Roll deployment/<name> back to `version`'s ReplicaSet; say what serves now."""
+        name = rollout.deployment
+        if version is None or version == rollout.version:
+            return (f"nothing to roll back to: no earlier version of {rollout.model} served "
+                    f"in {self.env}; deployment/{name} stays as it is")
+        try:
+            kc = self.kubectl(f"cannot undo deployment/{name}")
+            revision = kc.revisions(name).get(version)
+            undone, said = kc.undo(name, revision)
+            if undone:
+                ready, said = kc.rollout_status(name, self.rollout_timeout_s())
+        except (LlmopsError, OSError) as exc:
+            undone, said = False, str(exc)
+        if not undone or not ready:
+            record_event(rollout.model, self.env, version, "rollback", "failed", said)
+            return f"`kubectl rollout undo deployment/{name}` to {version} failed too: {said}"
+        record_event(rollout.model, self.env, version, "rollback", "restored",
+                     f"undone after {rollout.version} failed",
+                     extra={"deployment": name, "revision": revision})
+        return (f"rolled back with `kubectl rollout undo` (revision {revision}): "
+                f"{rollout.model} {version} serves again")
 
     def start_previous(self, spec: ModelSpec) -> ClusterRollout:
-        """`kubectl rollout undo` to the previous revision, and wait for it."""
+        """`kubectl rollout undo` to the revision of the previous verified version (not
+        merely the previous revision, which may be a rollout that failed), and wait."""
         current = self.serving(spec)
         event = previous_good(self.history(spec.name), current.version, need_args=False)
-        name = current.deployment
-        binary = kubectl.kubectl(f"cannot roll back deployment/{name}")
-        print(f"rolling back {spec.name} in {self.env}: {current.version} → "
-              f"{event['version'] if event else 'the previous revision'}", flush=True)
-        if not kubectl.rollout_undo(binary, name, current.namespace):
-            raise StageFailed(f"kubectl rollout undo deployment/{name} failed")
-        if not kubectl.rollout_status(binary, name, current.namespace, ROLLOUT_TIMEOUT_S):
-            raise StageFailed(f"deployment/{name} did not become ready after the undo")
-        return ClusterRollout(spec.name, self.env, str(event["version"]) if event else
-                              "previous", current.url, spec.name, name, current.namespace,
-                              str(event.get("digest", "")) if event else "")
+        if event is None:
+            raise UsageError(f"no earlier verified deployment of {spec.name} in {self.env} "
+                             "to roll back to; see `llmops history`")
+        version, name = str(event["version"]), current.deployment
+        kc = self.kubectl(f"cannot roll back deployment/{name}")
+        revision = kc.revisions(name).get(version)
+        if revision is None:
+            raise UsageError(f"deployment/{name} keeps no ReplicaSet of {spec.name} {version} "
+                             "(revisionHistoryLimit); deploy it again with `llmops deploy "
+                             f"{spec.name} --env {self.env} --version {version}`")
+        print(f"rolling back {spec.name} in {self.env}: {current.version} → {version} "
+              f"(revision {revision})", flush=True)
+        rollout = ClusterRollout(spec.name, self.env, version, current.url, spec.name,
+                                 name, str(event.get("digest", "")), previous=current.version)
+        undone, said = kc.undo(name, revision)
+        if not undone:
+            raise StageFailed(f"kubectl rollout undo deployment/{name} "
+                              f"--to-revision={revision} failed: {said}")
+        self.await_rollout(kc, rollout, "rollback")
+        return rollout
 
     def history(self, model: str) -> list[dict[str, Any]]:
         return read_history(model, self.env)

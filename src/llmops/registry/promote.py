@@ -117,7 +117,7 @@ def pins_at(project: Any, path: str, ref: str) -> RegistryPins | None:
 
 
 def promote_mr(model: str, version: str, env: str, registry: Registry, project: Any,
-               evidence: str) -> MergeRequest:
+               evidence: str, reason: str | None = None) -> MergeRequest:
     """Commit the pin change on a branch and open (or update) its merge request, carrying
     the gate evidence.
 
@@ -130,7 +130,9 @@ def promote_mr(model: str, version: str, env: str, registry: Registry, project: 
     mv = checked_version(registry, model, version)
     path = f"registry/{env}.yml"
     target = project.default_branch
-    branch = f"promote/{model}-{version}-to-{env}"
+    # A re-pin after a rollback has its own branch and title: it says why, and it never
+    # reuses a promotion's branch.
+    branch = f"{'repin' if reason else 'promote'}/{model}-{version}-to-{env}"
     head = project.branches.get(target).commit["id"]
     pins = pins_at(project, path, head)
     pin = Pin(version=mv.version, digest=mv.digest)
@@ -138,7 +140,8 @@ def promote_mr(model: str, version: str, env: str, registry: Registry, project: 
         raise UsageError(f"{path} on {target} already pins {model} {version} (digest "
                          f"{mv.digest}): nothing to promote")
     models = {**(pins.models if pins is not None else {}), model: pin}
-    title = f"Promote {model} {version} to {env}"
+    title = (f"Pin {model} {version} in {env} again (rolled back)" if reason
+             else f"Promote {model} {version} to {env}")
     project.commits.create({
         "branch": branch, "start_sha": head, "force": True,  # the branch: head + this commit
         "commit_message": title,
@@ -146,6 +149,10 @@ def promote_mr(model: str, version: str, env: str, registry: Registry, project: 
                      "content": pins_yaml(env, RegistryPins(models=models))}],
     })
     description = promotion_description(model, mv, env, evidence)
+    if reason:
+        description = (f"**{env} was rolled back**: {reason}\n\nThis pins the version that "
+                       f"serves now, so that the next `apply-promotion` does not deploy the "
+                       f"one that failed.\n\n{description}")
     found = project.mergerequests.list(source_branch=branch, target_branch=target,
                                        state="opened", get_all=False)
     if found:  # a re-run: bring the open merge request up to date

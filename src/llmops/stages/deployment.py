@@ -142,19 +142,64 @@ def verify_started(spec: ModelSpec, target: Target, started: Endpoint, action: s
     return Verified(started, checked)
 
 
+@dataclass(frozen=True)
+class PinKeeper:
+    """Keeps registry/<env>.yml in step with what serves after a rollback (automatic or
+    manual): a merge request pinning the serving version, or with `local` the pin file
+    edited in place. Without it, the next `apply-promotion` would deploy the version that
+    was rolled back again."""
+
+    ctx: Context
+    local: bool = False
+
+    def after_rollback(self, spec: ModelSpec, target: Target, reason: str) -> str:
+        """What it did, in one line ('' when the pin already names what serves)."""
+        pin = load_pins(target.env).models.get(spec.name)
+        if pin is None:
+            return ""
+        try:
+            serving = target.serving(spec).version
+        except (UsageError, StageFailed):
+            return ""
+        if serving == pin.version:
+            return ""
+        why = (f"registry/{target.env}.yml pins {spec.name} {pin.version}, but {serving} "
+               f"serves: {reason}")
+        from llmops.stages.registration import repin
+
+        try:
+            done = repin(spec.name, serving, target.env, self.ctx, self.local, why)
+        except (UsageError, CheckFailed, StageFailed) as exc:
+            return (f"registry/{target.env}.yml still pins {spec.name} {pin.version}, which "
+                    f"does not serve; pin {serving} with `llmops promote {spec.name} "
+                    f"{serving} --to {target.env}` ({exc})")
+        if done.merge_request is not None:
+            return (f"merge request !{done.merge_request.iid} pins {spec.name} {serving} in "
+                    f"{target.env} again: {done.merge_request.web_url}")
+        return f"pinned {spec.name} {serving} in {done.pin_file} again"
+
+
 def start_version(spec: ModelSpec, target: Target, version: str) -> Any:
     """The deploy step: the version started, the previous one still serving."""
     return target.start(spec, version)
 
 
 def deploy_version(spec: ModelSpec, target: Target, version: str, registry: Registry,
-                   steps: Steps | None = None) -> Verified:
+                   steps: Steps | None = None, pins: PinKeeper | None = None) -> Verified:
     """Start `version` on the target (step `deploy`) and verify it (step `verify`); a
-    failure anywhere leaves the previous version serving (and raises StageFailed)."""
+    failure anywhere leaves the previous version serving (and raises StageFailed), and
+    with `pins`, the environment's pin names the version that serves."""
     steps = steps or Steps()
     check_identity(spec, target, version, registry)
-    started = steps("deploy", start_version, spec, target, version)
-    return steps("verify", verify_started, spec, target, started, "deploy", registry)
+    try:
+        started = steps("deploy", start_version, spec, target, version)
+        return steps("verify", verify_started, spec, target, started, "deploy", registry)
+    except StageFailed as exc:
+        note = pins.after_rollback(spec, target, f"the deploy of {version} failed: "
+                                   f"{str(exc).splitlines()[0]}") if pins else ""
+        if not note:
+            raise
+        raise StageFailed(f"{exc}\n{note}") from exc
 
 
 def verify_env(spec: ModelSpec, target: Target) -> Verified:
@@ -173,12 +218,15 @@ def start_previous(spec: ModelSpec, target: Target) -> Any:
 
 
 def rollback_env(spec: ModelSpec, target: Target, registry: Registry,
-                 steps: Steps | None = None) -> Verified:
+                 steps: Steps | None = None, pins: PinKeeper | None = None) -> Verified:
     """Serve the previous verified version again (step `rollback`), verified like a deploy
-    (step `verify`)."""
+    (step `verify`); with `pins`, the environment's pin then names it."""
     steps = steps or Steps()
     started = steps("rollback", start_previous, spec, target)
-    return steps("verify", verify_started, spec, target, started, "rollback", registry)
+    done = steps("verify", verify_started, spec, target, started, "rollback", registry)
+    if pins and (note := pins.after_rollback(spec, target, "rolled back by hand")):
+        print(note, flush=True)
+    return done
 
 
 def history(model: str, target: Target, last: int) -> list[dict[str, Any]]:

@@ -125,6 +125,19 @@ def promote_version(model: str, version: str, env: str, ctx: Context,
         redact(promote.gate_evidence(registry, mv))))
 
 
+def repin(model: str, version: str, env: str, ctx: Context, local: bool,
+          reason: str) -> Promotion:
+    """After a rollback: pin the version that serves now, saying why (Git stays the truth,
+    so the next `apply-promotion` does not redeploy the version that failed)."""
+    registry = ctx.registry
+    if local:
+        return Promotion(pin_file=promote.promote_local(model, version, env, registry))
+    mv = promote.checked_version(registry, model, version)
+    return Promotion(merge_request=promote.promote_mr(
+        model, version, env, registry, promote.gitlab_project(ctx.settings),
+        redact(promote.gate_evidence(registry, mv)), reason=redact(reason)))
+
+
 def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) -> Path:
     """notes.md (summary and gate report), README.md (the model card) and gate_report.md of
     a registered version, in `out`."""

@@ -1,0 +1,179 @@
+"""The Kubernetes target against a real control plane (Kubernetes 1.20: etcd, API server,
+controller manager, scheduler; tests/k8s_sim) with simulated GPU nodes: two nodes of one
+A100 each, whose pods become Running/Ready without containers.
+
+Everything `llmops` does is the real path: discovery, server-side apply with its field
+manager into the target's namespace, `rollout status` against the Deployment's progress
+deadline, the scheduler's GPU accounting, `rollout undo --to-revision`, the history, the pin
+kept in step. Only the endpoint is a stand-in: no pod can answer here, so `endpoint:` points
+at a local vLLM CPU server (the same engine release) serving the tiny model under its name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+NAMESPACE = "llmops-staging"
+DEPLOYMENT = "tiny-staging"
+IMAGE = "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64  # never pulled: no runtime here
+
+REGISTER = """
+import sys
+from pathlib import Path
+import mlflow
+from llmops.registry.base import MlflowRegistry
+from llmops.tracking import tracking_uri
+client = mlflow.MlflowClient(tracking_uri())
+experiment = client.create_experiment("k8s-versions")
+for version in sys.argv[1:]:
+    folder = Path("adapters") / version
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(version.encode())
+    run = client.create_run(experiment).info.run_id
+    MlflowRegistry().register("tiny", folder, run, version, {"gate.passed": "true"})
+"""
+
+
+def target_yml(endpoint: str, gpu: dict[str, Any]) -> str:
+    return yaml.safe_dump({
+        "target": "kubernetes",
+        "gpu": {"gpu_type": "nvidia-a100-80gb", "gpu_memory_gib": 80, "gpus_per_node": 1,
+                "max_model_len": 512, "max_num_seqs": 4, "serve": "lora", **gpu},
+        "registry_api": "http://gitlab.invalid/api/v4/projects/1",
+        "endpoint": endpoint,
+        "kubernetes": {"vllm_image": IMAGE, "namespace": NAMESPACE, "progress_deadline_s": 15},
+        "verify": {"golden_prompts": 2, "min_golden_accuracy": None, "request_timeout_s": 60,
+                   "load": {"concurrency": 2, "duration_s": 2, "min_requests": 2,
+                            "max_tokens": 8, "max_error_rate": 0.0, "max_p99_latency_s": 60}},
+    })
+
+
+@pytest.fixture(scope="module")
+def staging(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
+            repo_copy_factory: Callable[[Path], Path], fresh_home: Callable[[Path], Path],
+            run_llmops: Callable[..., subprocess.CompletedProcess[str]],
+            tiny_base: Path) -> Iterator[dict[str, Any]]:
+    """A repository whose staging is the simulated cluster, three registered versions of
+    tiny, and a local vLLM server behind staging's endpoint."""
+    from llmops.config import ServeSettings
+    from llmops.serve import process as serve
+
+    base = tmp_path_factory.mktemp("k8s-e2e")
+    root, home = repo_copy_factory(base), fresh_home(base)
+    env = {"LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-c", REGISTER, "0.1.0", "0.2.0", "0.3.0"],
+                          cwd=base, env={**os.environ, **env}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    k8s_cluster.namespace(NAMESPACE)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    settings = ServeSettings(max_model_len=512, enforce_eager=True, max_num_seqs=4)
+    key = serve.local_api_key()
+    server = serve.launch("k8s-endpoint", lambda port: serve.vllm_args(
+        str(tiny_base), "tiny", {}, port, settings), settings, key)
+    try:
+        server.wait_healthy(600)
+        endpoint = f"http://127.0.0.1:{server.port}/v1"
+        (root / "deploy" / "staging.yml").write_text(target_yml(endpoint, {}))
+        # A target whose pods need two GPUs (the KV cache of 1024 × 128k tokens does not
+        # fit one), where no node has two.
+        (root / "deploy" / "big.yml").write_text(target_yml(endpoint, {
+            "gpus_per_node": 2, "max_model_len": 131072, "max_num_seqs": 1024}))
+        cli_env = {**k8s_cluster.env(), "LLMOPS_API_KEY": key}
+
+        def llmops(*args: str) -> subprocess.CompletedProcess[str]:
+            return run_llmops(*args, root=root, home=home, timeout=900, extra_env=cli_env)
+
+        yield {"root": root, "home": home, "llmops": llmops}
+    finally:
+        server.kill()
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
+def cluster_version(cluster: Any) -> str:
+    deployment = cluster.json("-n", NAMESPACE, "get", f"deployment/{DEPLOYMENT}")
+    return str(deployment["spec"]["template"]["metadata"]["labels"]["llmops/version"])
+
+
+def history(home: Path) -> list[dict[str, Any]]:
+    path = home / "deployments" / "tiny-staging.history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def pinned(root: Path) -> str:
+    return str(yaml.safe_load((root / "registry" / "staging.yml").read_text())
+               ["models"]["tiny"]["version"])
+
+
+def test_deploy_verify_failed_rollout_and_rollback_keep_git_in_step(
+        k8s_cluster: Any, staging: dict[str, Any]) -> None:
+    llmops, root, home = staging["llmops"], staging["root"], staging["home"]
+
+    first = llmops("deploy", "tiny", "--env", "staging", "--version", "0.1.0")
+    assert first.returncode == 0, first.stdout + first.stderr
+    deployment = k8s_cluster.json("-n", NAMESPACE, "get", f"deployment/{DEPLOYMENT}")
+    assert deployment["status"]["readyReplicas"] == 1
+    managers = {f["manager"] for f in deployment["metadata"]["managedFields"]}
+    assert "llmops" in managers  # server-side apply with llmops' field manager
+    pods = k8s_cluster.json("-n", NAMESPACE, "get", "pods", "-l",
+                            f"app.kubernetes.io/name={DEPLOYMENT}")["items"]
+    assert [p["spec"]["nodeName"].startswith("gpu-node-") for p in pods] == [True]
+    assert pods[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+    verified = llmops("verify", "tiny", "--env", "staging")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    second = llmops("deploy", "tiny", "--env", "staging", "--version", "0.2.0")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert cluster_version(k8s_cluster) == "0.2.0"
+
+    # 0.3.0 is promoted (pinned), but its pods never become ready.
+    promoted = llmops("promote", "tiny", "0.3.0", "--to", "staging", "--local")
+    assert promoted.returncode == 0, promoted.stderr
+    k8s_cluster.keep_unready({"llmops/version": "0.3.0"})
+    failed = llmops("deploy", "tiny", "--env", "staging", "--local")
+    said = failed.stdout + failed.stderr
+    assert failed.returncode == 1, said
+    assert "ProgressDeadlineExceeded" in said and "running but not ready" in said, said
+    assert "0.2.0 serves again" in said, said
+    assert cluster_version(k8s_cluster) == "0.2.0"
+    k8s_cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}",
+                        "--timeout=60s")
+    events = history(home)
+    assert (events[-2]["version"], events[-2]["result"]) == ("0.3.0", "failed")
+    assert "ProgressDeadlineExceeded" in events[-2]["reason"]
+    assert (events[-1]["version"], events[-1]["action"], events[-1]["result"]) == \
+        ("0.2.0", "rollback", "restored")
+    assert pinned(root) == "0.2.0", "the pin must name what serves after the undo"
+
+    # By hand: back to the previous verified version (0.1.0), not the previous revision
+    # (the failed 0.3.0).
+    back = llmops("rollback", "tiny", "--env", "staging", "--local")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert cluster_version(k8s_cluster) == "0.1.0"
+    assert pinned(root) == "0.1.0"
+    assert history(home)[-1]["result"] == "serving"
+    assert history(home)[-1]["version"] == "0.1.0"
+
+
+def test_a_pod_needing_more_gpus_than_any_node_has_is_refused_by_the_scheduler(
+        k8s_cluster: Any, staging: dict[str, Any]) -> None:
+    llmops = staging["llmops"]
+    plan = llmops("plan", "tiny", "--env", "big")
+    assert "TP=2" in plan.stdout, plan.stdout + plan.stderr
+    done = llmops("deploy", "tiny", "--env", "big", "--version", "0.1.0")
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert "Insufficient nvidia.com/gpu" in said, said
+    assert "nothing to roll back to" in said, said
