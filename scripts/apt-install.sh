@@ -4,6 +4,7 @@
 # when it cannot: the caller says what the missing package costs and how to install it.
 set -euo pipefail
 [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || exit 1
+export DEBIAN_FRONTEND=noninteractive  # no prompt (tzdata) in an image build
 echo "setup: installing $* (Debian)"
 apt-get install -y -q "$@" >/dev/null 2>&1 || {
   apt-get update -q >/dev/null && apt-get install -y -q "$@" >/dev/null; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command for local orchestration: a Prefect server on 127.0.0.1, the deployments of
-# prefect.yaml registered against it, and a process worker that runs their flow runs.
+# One command for local orchestration: a Prefect server on 127.0.0.1, the `manual` deployments
+# of prefect.yaml registered against it, and a process worker that runs their flow runs.
 # Runs in the foreground; Ctrl-C (or SIGTERM) stops the worker and the server.
 #   PREFECT_PORT (default 4200), LLMOPS_HOME (default .llmops) can be set.
 set -euo pipefail
@@ -28,7 +28,9 @@ for _ in $(seq 1 180); do
   sleep 1
 done
 "$PREFECT" work-pool create llmops-local --type process --overwrite >/dev/null
-"$PREFECT" --no-prompt deploy --all >/dev/null
+# The `manual` deployments only: `production` ones go to the Kubernetes pool
+# (scripts/prefect-kubernetes.sh).
+"$PREFECT" --no-prompt deploy --name manual >/dev/null
 echo "Prefect server: ${PREFECT_API_URL%/api}  (deployments: $("$PREFECT" deployment ls | grep -c manual || true))"
 echo "run one with:  PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run 'release/manual' --param model=tiny"
 "$PREFECT" worker start --pool llmops-local --type process &

