@@ -1,17 +1,17 @@
-# The train job's image: CUDA 12.8 with cuDNN, Python 3.11, and .venv built at /opt/llmops
+# The train job's image: CUDA 13.0 with cuDNN, Python 3.11, and .venv built at /opt/llmops
 # from requirements/gpu.lock by scripts/setup-gpu.sh (scripts/setup.sh with the GPU lock),
 # as on any GPU machine. The train job's before_script, `bash scripts/setup.sh` like every
 # job's, finds the GPU lock in LLMOPS_LOCK (below), links the environment into its checkout
 # (LLMOPS_PREBUILT_VENVS) and installs only the checkout's package.
 # Built by pipelines/images.yml as $CI_REGISTRY_IMAGE/trainer:$LLMOPS_IMAGE_TAG.
 #
-# Base: NVIDIA's CUDA 12.8.1 runtime + cuDNN on Ubuntu 22.04. 12.8 is the CUDA line of
-# PyTorch's cu128 wheels (torch 2.7 and later; CUDA 12.8 is also the first that supports
-# Blackwell GPUs), the runtime flavour carries the libraries without the compilers
-# (Axolotl's LoRA training needs no nvcc), and its NVIDIA_* variables let the NVIDIA
-# container toolkit mount the host's driver and refuse a driver older than CUDA 12.8 needs.
-# Ubuntu 22.04 rather than 24.04: its archive has a python3.11 package (24.04's has 3.12).
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+# Base: NVIDIA's CUDA 13.0.1 runtime + cuDNN on Ubuntu 22.04. 13.0 is the CUDA line of the
+# locked torch 2.13.0 (its wheels bring their own nvidia-*-cu13 libraries), so the NVIDIA_*
+# variables of this base make the NVIDIA container toolkit refuse a host driver too old for
+# them (CUDA 13 needs driver 580 or newer) instead of torch failing mid-job. The runtime
+# flavour carries no compilers (Axolotl's LoRA training needs no nvcc). Ubuntu 22.04 rather
+# than 24.04: its archive has a python3.11 package (24.04's has 3.12).
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu22.04
 
 WORKDIR /opt/llmops
 COPY requirements/*.lock requirements/

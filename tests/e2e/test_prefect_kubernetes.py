@@ -18,7 +18,7 @@ from prefect_jobs import container, pod_spec, render_job, without_worker_extras
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TRAINING = ("flows/train.py:train", "flows/release.py:release")
+TRAINING = ("flows/train.py:train",)
 NOT_TRAINING = ("flows/deploy.py:deploy", "flows/deploy.py:verify")
 
 

@@ -28,7 +28,7 @@ from prefect_jobs import (
 )
 from prefect_kubernetes.worker import KubernetesWorker, KubernetesWorkerJobConfiguration
 
-TRAINING = ("flows/train.py:train", "flows/release.py:release")  # release trains too
+TRAINING = ("flows/train.py:train",)
 NOT_TRAINING = ("flows/deploy.py:deploy", "flows/deploy.py:verify")
 GPU_NODES = {"nvidia.com/gpu.present": "true"}
 # As tests/unit/test_manifests.py: the oldest Kubernetes still commonly run and the newest
@@ -110,14 +110,16 @@ def test_prefect_kubernetes_insists_on_its_stray_pod_spec_fields() -> None:
 
 
 @pytest.mark.parametrize("entrypoint", [*TRAINING, *NOT_TRAINING])
-def test_flow_runs_use_the_pipeline_image_and_the_pipeline_service_account(
+def test_flow_runs_use_the_ci_images_and_the_pipeline_service_account(
         entrypoint: str) -> None:
     job = render_job(entrypoint)
     assert job["metadata"]["namespace"] == "llmops"
     assert pod_spec(job)["serviceAccountName"] == "llmops-pipeline"
     assert pod_spec(job)["restartPolicy"] == "Never"
     c = container(job)
-    assert c["image"] == PIPELINE_IMAGE
+    # Training in the CUDA trainer image (requirements/gpu.lock), the rest in the pipeline's.
+    assert c["image"] == (PIPELINE_IMAGE.replace("/pipeline:", "/trainer:")
+                          if entrypoint in TRAINING else PIPELINE_IMAGE)
     assert c["args"] == ["/opt/llmops/.venv/bin/prefect", "flow-run", "execute"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LLMOPS_ROOT"] == env["PYTHONPATH"] == "/opt/llmops/checkout"
@@ -150,6 +152,8 @@ def test_the_image_follows_the_deploy_environment() -> None:
     env = {"CI_REGISTRY_IMAGE": "registry.example/x", "LLMOPS_IMAGE_TAG": "t1",
            "CI_PROJECT_URL": "https://g/x", "CI_COMMIT_SHA": "f" * 40}
     assert container(render_job("flows/train.py:train", env=env))["image"] == \
+        "registry.example/x/trainer:t1"
+    assert container(render_job("flows/deploy.py:deploy", env=env))["image"] == \
         "registry.example/x/pipeline:t1"
 
 
