@@ -15,6 +15,10 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
   bash scripts/apt-install.sh chromium ||
     echo "setup-ci-tools: chromium is missing: the MLflow UI check will skip" >&2
 fi
+# A Kubernetes 1.20 control plane for the cluster tests (tests/k8s_sim, a test harness):
+# built from Debian's sources once per machine into ~/.cache/llmops (minutes cold, then
+# instant); the tests' fixture would build it too, this only says so up front.
+bash scripts/k8s-sim/build.sh >/dev/null
 command -v npm >/dev/null || { echo "setup-ci-tools: npm is missing (Node 20)" >&2; exit 2; }
 if [ "$(.tools/node_modules/.bin/gitlab-ci-local --version 2>/dev/null)" != "$GCL_VERSION" ]; then
   npm install --prefix .tools --no-audit --no-fund --silent "gitlab-ci-local@$GCL_VERSION"

@@ -150,3 +150,41 @@ def test_promotion_calls_to_gitlab_have_a_timeout(emulator: GitlabEmulator) -> N
         "GITLAB_PROJECT": "1"}))
     timeout = project.manager.gitlab.timeout  # python-gitlab's default is none: wait forever
     assert timeout is not None and 0 < timeout <= 120
+
+
+def test_after_a_rollback_a_merge_request_pins_what_serves(
+        emulator: GitlabEmulator, tmp_path: Path, repo_copy: Path) -> None:
+    """Git stays the truth: the pin names a version that was rolled back (its deploy
+    failed), so a merge request pins the version that serves, with the reason; a pin that
+    names what serves is left alone."""
+    from types import SimpleNamespace
+
+    from llmops.config import load_model
+    from llmops.stages.deployment import PinKeeper
+
+    reg, _ = register(emulator, tmp_path, "1.2.0")
+    _, failed = register(emulator, tmp_path, "1.3.0")
+    pins = f"models:\n  tiny: {{version: 1.3.0, digest: '{failed.digest}'}}\n"
+    emulator.state.branches["main"]["registry/production.yml"] = pins
+    (repo_copy / "registry" / "production.yml").write_text(pins)
+    ctx = SimpleNamespace(registry=reg, settings=Settings(
+        gitlab_url=emulator.url, gitlab_token=emulator.state.api_token, gitlab_project="1"))
+    keeper = PinKeeper(ctx, local=False)  # type: ignore[arg-type]
+
+    def serving(version: str) -> Any:
+        return SimpleNamespace(env="production",
+                               serving=lambda spec: SimpleNamespace(version=version))
+
+    assert keeper.after_rollback(load_model("tiny"), serving("1.3.0"), "n/a") == ""
+    assert emulator.state.merge_requests == {}
+    note = keeper.after_rollback(load_model("tiny"), serving("1.2.0"),
+                                 "the deploy of 1.3.0 failed: never ready")
+    assert note.startswith("merge request !"), note
+    (mr,) = emulator.state.merge_requests.values()
+    assert mr["source_branch"] == "repin/tiny-1.2.0-to-production"
+    assert mr["title"] == "Pin tiny 1.2.0 in production again (rolled back)"
+    assert "never ready" in mr["description"] and "serves" in mr["description"]
+    project = gitlab.Gitlab(emulator.url, private_token=emulator.state.api_token).projects.get(1)
+    project.mergerequests.get(mr["iid"]).merge()
+    merged = yaml.safe_load(project.files.raw(file_path="registry/production.yml", ref="main"))
+    assert merged["models"]["tiny"]["version"] == "1.2.0"
