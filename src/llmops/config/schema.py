@@ -86,17 +86,35 @@ class GateRule(Strict):
     max_regression_vs_production: float | None = Field(
         default=None, ge=0.0, description="Worse than production by at most this."
     )
+    min_gain_over_base_lower_bound: float | None = Field(
+        default=None, ge=-1.0, le=1.0,
+        description="The lower bound of the 95% interval of candidate − base, paired on the "
+        "same golden questions (Newcombe's score interval), at least this: a gain that is "
+        "not noise. Accuracy metrics only (golden_accuracy, golden.<set>.accuracy); fails "
+        "closed without per-question verdicts.")
+    min_gain_over_production_lower_bound: float | None = Field(
+        default=None, ge=-1.0, le=1.0,
+        description="As min_gain_over_base_lower_bound, against production (e.g. -0.05: "
+        "production may be better by at most 0.05, with 95% confidence); skipped before the "
+        "first production version.")
 
     @model_validator(mode="after")
     def _has_a_condition(self) -> GateRule:
+        bounds = (self.min_gain_over_base_lower_bound, self.min_gain_over_production_lower_bound)
         conditions = (self.min, self.max, self.min_gain_over_base,
-                      self.max_regression_vs_production)
+                      self.max_regression_vs_production, *bounds)
         if all(c is None for c in conditions):
             raise ValueError(
-                "a gate rule needs min, max, min_gain_over_base or max_regression_vs_production"
+                "a gate rule needs min, max, min_gain_over_base, max_regression_vs_production, "
+                "min_gain_over_base_lower_bound or min_gain_over_production_lower_bound"
             )
         if any(c is not None and not math.isfinite(c) for c in conditions):
             raise ValueError("gate thresholds must be finite numbers")
+        per_question = re.fullmatch(r"golden_accuracy|golden\..+\.accuracy", self.metric)
+        if any(b is not None for b in bounds) and not per_question:
+            raise ValueError(
+                f"{self.metric}: interval lower bounds apply to golden_accuracy and "
+                "golden.<set>.accuracy only (the metrics with per-question verdicts)")
         return self
 
 
@@ -347,6 +365,25 @@ class KubernetesSettings(Strict):
         return image
 
 
+class CostSettings(Strict):
+    """What one deployment on this target costs to run: the price of a device-hour, which
+    with the load test's tokens/s of a verified deploy gives the cost per million generated
+    tokens (recorded in the environment's history, shown by `llmops lineage`)."""
+
+    price_per_device_hour: float | None = Field(
+        default=None, gt=0, description="Price of one device for one hour, in `currency`: "
+        "one GPU, or on a CPU target the whole machine (all its cores are one device); "
+        "null: tokens/s is recorded, no cost.")
+    currency: str = Field(default="USD", min_length=1, max_length=8,
+                          description="The price's currency, as printed.")
+    device: Literal["cpu", "gpu"] | None = Field(
+        default=None, description="What serves: gpu, or cpu (one device is one machine); "
+        "default: gpu on a target with a gpu section, else cpu.")
+    devices: int | None = Field(
+        default=None, ge=1, description="Devices one deployment holds; default: "
+        "gpus_per_node × nodes × kubernetes.replicas on a GPU target, else 1.")
+
+
 def is_hub_id(base: str) -> bool:
     """`org/name` on the Hub, not a path (absolute, or relative to the repository)."""
     return base.count("/") == 1 and not base.startswith((".", "/", "~"))
@@ -381,6 +418,9 @@ class DeployConfig(Strict):
     models: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-model overrides of `serve` (any of its keys)."
     )
+    cost: CostSettings = Field(
+        default_factory=CostSettings, description="The price of a device-hour on this "
+        "target, for the serving cost per million generated tokens.")
 
     @field_validator("base_models")
     @classmethod
@@ -408,6 +448,16 @@ class DeployConfig(Strict):
         if self.target == "kubernetes" and self.gpu is None:
             raise ValueError("a kubernetes target needs a gpu section")
         return self
+
+    def serving_devices(self) -> tuple[str, int]:
+        """(device kind, count) of one deployment, as `cost` says or the target implies:
+        the GPUs of every pod of a GPU target, else one CPU machine."""
+        device = self.cost.device or ("gpu" if self.gpu is not None else "cpu")
+        if self.cost.devices is not None:
+            return device, self.cost.devices
+        if self.gpu is not None and device == "gpu":
+            return device, self.gpu.gpus_per_node * self.gpu.nodes * self.kubernetes.replicas
+        return device, 1
 
     def serve_for(self, model: str) -> ServeSettings:
         """`serve` with the model's overrides applied (validated like `serve`)."""

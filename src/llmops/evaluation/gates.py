@@ -1,6 +1,8 @@
 """The release gate: a pure decision over metrics, with a reason for every rule.
 
-It fails closed: a metric that is missing or not a finite number fails its rule.
+It fails closed: a metric that is missing or not a finite number fails its rule, and so
+does an interval rule without per-question verdicts to pair. With verdicts, the reasons of
+the relative rules also give the paired 95% interval and say when a difference is noise.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from llmops.config import GateRule
+from llmops.evaluation.uncertainty import Verdicts, paired
 
 Metrics = Mapping[str, float]
 
@@ -59,10 +62,34 @@ def _gain(metric: str, candidate: float, reference: float) -> float:
     return gain + 0.0
 
 
+def _noise_note(verdicts: Verdicts | None, reference: str, metric: str) -> str:
+    """' [paired 95% CI … : within noise]' for a relative check, when verdicts pair up."""
+    diff = paired(verdicts, "candidate", reference, metric)
+    if diff is None:
+        return ""
+    return (f" [candidate - {reference} on {diff.n} paired questions: 95% CI "
+            f"{diff.low:+.3f} to {diff.high:+.3f}{': within noise' if diff.within_noise else ''}]")
+
+
+def _lower_bound_check(m: str, reference: str, bound: float,
+                       verdicts: Verdicts | None) -> tuple[bool, str]:
+    diff = paired(verdicts, "candidate", reference, m)
+    if diff is None:
+        return False, (f"{m}: no per-question verdicts of candidate and {reference} to pair "
+                       "(fails closed)")
+    noise = ", within noise" if diff.within_noise else ""
+    return (diff.low >= bound,
+            f"{m}: candidate - {reference} {diff.estimate:+.3f} on {diff.n} paired questions "
+            f"(95% CI {diff.low:+.3f} to {diff.high:+.3f}{noise}), lower bound "
+            f"{diff.low:+.4g} >= {bound:g}")
+
+
 def evaluate_rule(
-    rule: GateRule, candidate: Metrics, base: Metrics, production: Metrics | None
+    rule: GateRule, candidate: Metrics, base: Metrics, production: Metrics | None,
+    verdicts: Verdicts | None = None,
 ) -> RuleResult:
-    """Check every condition of one rule; the reason lists each check with its figures."""
+    """Check every condition of one rule; the reason lists each check with its figures.
+    `verdicts` (role -> metric -> question -> right) pair the roles question by question."""
     m = rule.metric
     value = _finite(candidate, m)
     if value is None:
@@ -80,7 +107,8 @@ def evaluate_rule(
             gain = _gain(m, value, ref)
             checks.append(
                 (gain >= rule.min_gain_over_base,
-                 f"{m}: gain over base {gain:+.4g} (base {ref:.4g}) >= {rule.min_gain_over_base:g}")
+                 f"{m}: gain over base {gain:+.4g} (base {ref:.4g}) >= {rule.min_gain_over_base:g}"
+                 + _noise_note(verdicts, "base", m))
             )
     if rule.max_regression_vs_production is not None:
         if production is None:
@@ -96,8 +124,17 @@ def evaluate_rule(
                 checks.append(
                     (regression <= limit,
                      f"{m}: regression vs production {regression:+.4g} (production {ref:.4g}) "
-                     f"<= {limit:g}")
+                     f"<= {limit:g}" + _noise_note(verdicts, "production", m))
                 )
+    if rule.min_gain_over_base_lower_bound is not None:
+        checks.append(_lower_bound_check(m, "base", rule.min_gain_over_base_lower_bound,
+                                         verdicts))
+    if rule.min_gain_over_production_lower_bound is not None:
+        if production is None:
+            checks.append((True, f"{m}: no production version yet, interval rule skipped"))
+        else:
+            checks.append(_lower_bound_check(
+                m, "production", rule.min_gain_over_production_lower_bound, verdicts))
     passed = all(ok for ok, _ in checks)
     reason = "; ".join(("ok: " if ok else "FAILED: ") + text for ok, text in checks)
     return RuleResult(m, passed, reason)
@@ -108,6 +145,9 @@ def gate_decision(
     candidate: Metrics,
     base: Metrics,
     production: Metrics | None,
+    verdicts: Verdicts | None = None,
 ) -> GateDecision:
-    """Decide whether a candidate may be registered. `production` is None before the first."""
-    return GateDecision(tuple(evaluate_rule(r, candidate, base, production) for r in rules))
+    """Decide whether a candidate may be registered. `production` is None before the first;
+    `verdicts` (uncertainty.question_verdicts) are needed by the interval rules."""
+    return GateDecision(tuple(evaluate_rule(r, candidate, base, production, verdicts)
+                              for r in rules))

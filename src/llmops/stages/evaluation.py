@@ -15,10 +15,12 @@ from llmops.errors import CheckFailed, GateRefused, UsageError
 from llmops.evaluation import gatereport
 from llmops.evaluation.evaluate import EvalReport, evaluate
 from llmops.evaluation.gates import GateDecision, gate_decision
+from llmops.evaluation.uncertainty import question_verdicts, summarize
 from llmops.models.base import ensure_base_model
 from llmops.redact import redact
 from llmops.registry.base import SEMVER, Registry
-from llmops.stages.runs import Run, candidate_model_id, mlflow_client, run_dir
+from llmops.serve.cost import compute
+from llmops.stages.runs import Run, candidate_model_id, log_compute, mlflow_client, run_dir
 from llmops.stages.steps import Steps
 from llmops.tracking import tracking_uri
 
@@ -49,18 +51,26 @@ def production_adapter(spec: ModelSpec, registry: Registry) -> Path | None:
 
 def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry) -> EvalReport:
     """Base, candidate (and production, when pinned) on the same inputs; logged to the run
-    as `base.<m>`, `candidate.<m>`, `production.<m>`."""
+    as `base.<m>`, `candidate.<m>`, `production.<m>`, with golden_accuracy's 95% intervals
+    (`<role>.golden_accuracy_ci_low`/`_high`, `candidate.golden_accuracy_vs_<ref>_ci_*`)."""
     adapters = {"candidate": candidate.adapter_dir}
     if (prod := production_adapter(spec, registry)) is not None:
         adapters["production"] = prod
     settings = load_deploy(EVAL_ENV).serve_for(spec.name)
+    started = time.perf_counter()
     report = evaluate(spec, candidate.base_model, adapters, settings)
+    # Evaluation runs on this machine's CPU (transformers, vLLM's CPU server): one device.
+    log_compute(candidate.run, "eval", compute(0, time.perf_counter() - started))
     run_id = candidate.run.run_id
     client = mlflow_client()
     now = int(time.time() * 1000)
     model_id = candidate_model_id(run_id)  # the candidate's metrics show on its model page
     for role, metrics in report.metrics.items():
         for name, value in metrics.items():
+            client.log_metric(run_id, f"{role}.{name}", value, timestamp=now,
+                              model_id=model_id if role == "candidate" else None)
+    for role, metrics in summarize(question_verdicts(report.answers)).metrics().items():
+        for name, value in metrics.items():  # the 95% intervals of golden_accuracy
             client.log_metric(run_id, f"{role}.{name}", value, timestamp=now,
                               model_id=model_id if role == "candidate" else None)
     path = candidate.run.folder / "eval_report.json"
@@ -86,15 +96,17 @@ def resolve_candidate(spec: ModelSpec, candidate: str, registry: Registry) -> Ca
 
 def gate_stage(spec: ModelSpec, report: EvalReport, run: Run) -> GateDecision:
     """Apply validation/<model>.yml's gates; CheckFailed (nothing registered) on failure."""
+    verdicts = question_verdicts(report.answers)
     decision = gate_decision(spec.validation.gates, report.metrics["candidate"],
                              base=report.metrics["base"],
-                             production=report.metrics.get("production"))
+                             production=report.metrics.get("production"), verdicts=verdicts)
     client = mlflow_client()
     client.set_tag(run.run_id, "gate.passed", str(decision.passed).lower())
     # The report reaches merge requests and release notes: the URI without credentials.
     links = {"MLflow run": f"{redact(tracking_uri())} run {run.run_id}"}
     for path in gatereport.write(run_dir(spec.name, run.run_id), spec.name,
-                                 spec.validation.gates, decision, report.metrics, links):
+                                 spec.validation.gates, decision, report.metrics, links,
+                                 summarize(verdicts)):
         client.log_artifact(run.run_id, str(path), "gate")
     if not decision.passed:
         reasons = "\n".join(f"  {r.reason}" for r in decision.failures())
