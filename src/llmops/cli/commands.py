@@ -202,6 +202,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from llmops.stages import lineage
+    from llmops.stages.context import Context
+
+    record = lineage.lineage(args.model, args.version, Context().registry)
+    if args.json:
+        print(record.as_json())
+    else:
+        output.print_lineage(record)
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from llmops.config import load_model
     from llmops.stages import deployment

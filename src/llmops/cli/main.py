@@ -40,6 +40,7 @@ EPILOG = """examples:
   llmops status                       # local deployments
   llmops rollback support-bot         # serve the previous verified version again
   llmops history support-bot          # what was deployed, when, with which result
+  llmops lineage support-bot 0.1.0    # data, run, commit, gate, version, deploys, cost
   llmops stop support-bot --env local # end one
 """
 
@@ -133,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_env(sub, "history", "what was deployed where, when, and how it went",
                   "cmd_history")
     p.add_argument("--last", type=int, default=20, help="show the last N events")
+    p = sub.add_parser(
+        "lineage", help="one release record: datasets, run and config, commit and CI, gate, "
+        "registry version and digest, every deployment, and the compute cost",
+        description="Trace a registered version (default: the latest) back to its datasets "
+        "(sha256), training run and config, git commit and CI pipeline/job, and gate "
+        "decision, and forward to every deployment in the histories of deploy/<env>.yml's "
+        "environments, with the device-hours of training and evaluation and, from each "
+        "verified load test, tokens/s and the cost per million generated tokens (given "
+        "cost.price_per_device_hour in deploy/<env>.yml). Works on MLflow's registry and "
+        "GitLab's.")
+    p.add_argument("model")
+    p.add_argument("version", nargs="?", help="SemVer (default: the latest registered)")
+    p.add_argument("--json", action="store_true", help="the record as JSON")
+    p.set_defaults(func="cmd_lineage")
     p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
     p.add_argument("model")
     p.add_argument("--env", required=True)

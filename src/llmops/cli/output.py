@@ -201,6 +201,62 @@ def print_history(model: str, env: str, events: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
+def lineage_lines(r: Any) -> list[str]:
+    """A `Lineage` (llmops.stages.lineage) as the lines `llmops lineage` prints."""
+    from llmops.stages.lineage import serving_cost_line
+
+    lines = [f"{r.model} {r.version}: {r.registry}, id {r.registry_id}, digest {r.digest}",
+             f"  files: {r.source}",
+             f"base model: {r.base_model}" + (f" ({r.base_pin})" if r.base_pin else ""),
+             "datasets:"]
+    lines += [f"  {d.split:<6}{d.path} ({d.examples} examples) sha256 {d.sha256}"
+              for d in r.datasets] or ["  (no data report in the version)"]
+    run = r.run
+    if run.name:
+        lines.append(f"training run: {run.run_id} ({run.name}, {run.status}, experiment "
+                     f"{run.experiment}, {run.started} → {run.ended or '…'}, "
+                     f"{run.params} axolotl.* params)")
+    else:
+        lines.append(f"training run: {run.run_id or '?'}" + (f" ({run.note})" if run.note
+                                                               else ""))
+    lines.append("  config: " + (" ".join(f"{k}={v}" for k, v in r.config.items()
+                                          if k != "base_model") or "(not in the version)"))
+    lines.append(f"git commit: {r.commit or 'unknown'}"
+                 + (" (uncommitted changes)" if r.dirty == "true" else ""))
+    ci = r.ci
+    if ci:
+        for key, label in (("CI_PIPELINE", "CI pipeline"), ("CI_JOB", "CI job")):
+            url, ident = ci.get(f"{key}_URL"), ci.get(f"{key}_ID")
+            if url or ident:
+                lines.append(f"{label}: {url or ''}" + (f" (id {ident})" if ident else ""))
+        if tag := ci.get("CI_COMMIT_TAG"):
+            lines.append(f"CI tag: {tag}")
+    else:
+        lines.append("CI: not built in CI")
+    verdict = {True: "PASSED", False: "REFUSED", None: "unknown"}[r.gate_passed]
+    lines.append(f"gate: {verdict} ({len(r.gate_rules)} rules)")
+    lines += [f"  {'pass' if g.get('passed') else 'FAIL'}: {g.get('reason')}"
+              for g in r.gate_rules]
+    lines.append("compute (a device: one GPU, or one CPU machine):")
+    for stage, label in (("train", "training"), ("eval", "evaluation")):
+        c = r.compute.get(stage)
+        lines.append(f"  {label:<11}" + (
+            f"{float(c.get('device_hours', 0)):.4g} device-hours ({c.get('devices')} × "
+            f"{c.get('device')}, {float(c.get('seconds', 0)):.1f} s)" if c else "not recorded"))
+    lines.append("deployments:" if r.deployments else "deployments: none recorded")
+    for e in r.deployments:
+        cost = serving_cost_line(e)
+        lines.append(f"  {e.env:<11}{e.at}  {e.action} {e.result}"
+                     + (f"  {cost}" if cost else "") + (f"  ({e.detail})" if e.detail else ""))
+    return lines
+
+
+def print_lineage(record: Any) -> None:
+    from llmops.redact import redact
+
+    print(redact("\n".join(lineage_lines(record))))
+
+
 def print_status(records: list[Any]) -> None:
     table = Table(title="local deployments")
     for col in ("model", "env", "version", "endpoint", "pid", "state"):

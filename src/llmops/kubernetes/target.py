@@ -27,6 +27,7 @@ from llmops.kubernetes.plan import ModelShape, Plan, plan_for
 from llmops.models.base import ensure_base_model
 from llmops.process.activity import activity
 from llmops.registry.base import ModelVersion, Registry
+from llmops.serve.cost import history_fields
 from llmops.serve.process import read_history, record_event
 from llmops.serve.target import previous_good
 from llmops.serve.verify import Verification
@@ -165,7 +166,8 @@ class KubernetesTarget:
     def commit(self, rollout: ClusterRollout, action: str, checked: Verification) -> None:
         record_event(rollout.model, self.env, rollout.version, action, "serving",
                      reason=f"load: {checked.load}" if checked.load else "",
-                     extra={"digest": rollout.digest, "deployment": rollout.deployment})
+                     extra={"digest": rollout.digest, "deployment": rollout.deployment,
+                            **history_fields(self.config, checked.load)})
 
     def abort(self, rollout: ClusterRollout, action: str, exc: Exception) -> StageFailed:
         """Back to the revision of the version that served before; the history says why."""

@@ -236,6 +236,10 @@ class MlflowRegistry:
             self.client.set_logged_model_tags(
                 model_id, {"mlflow.modelVersions": json.dumps([*linked, entry])})
 
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every registered version of `name` (none for a model never registered)."""
+        return self._versions(name)
+
     def get(self, name: str, version: str) -> ModelVersion:
         for mv in self._versions(name):
             if mv.version == version:

@@ -39,8 +39,15 @@ A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`{_merged_note(cfg
 
 ## Lineage
 - MLflow run: `{lineage.get('run_id', '')}`
+- base model: `{lineage.get('base_model', spec.base_model)}`{_base_pin(lineage)}
 - git commit: `{lineage.get('mlflow.source.git.commit', 'unknown')}`
 - CI pipeline: {lineage.get('gitlab.CI_PIPELINE_URL', 'not built in CI')}
+- CI job: {lineage.get('gitlab.CI_JOB_URL', 'not built in CI')}
+- release gate: {'passed' if gate.get('passed') else 'refused'}
+- `llmops lineage {spec.name} <version>`: the whole chain, with every deployment
+
+## Compute
+{compute_section(lineage)}
 
 ## Data
 {datasets}
@@ -68,3 +75,40 @@ def _merged_note(cfg: dict[str, Any]) -> str:
 
     return (", and the same weights merged into the base model in `merged/` (bf16 "
             f"safetensors, shards under {MAX_SHARD})")
+
+
+STAGES = {"train": "training", "eval": "evaluation"}
+
+
+def compute_lines(tags: dict[str, str]) -> list[str]:
+    """Device-hours per stage from the `cost.<stage>.*` tags of a run or version, e.g.
+    'training: 0.0123 device-hours (1 × cpu, 44.3 s)'."""
+    lines = []
+    for stage, label in STAGES.items():
+        hours = tags.get(f"cost.{stage}.device_hours")
+        if hours is None:
+            continue
+        device, devices = tags.get(f"cost.{stage}.device", "?"), tags.get(f"cost.{stage}.devices",
+                                                                         "?")
+        seconds = float(tags.get(f"cost.{stage}.seconds") or 0.0)
+        lines.append(f"{label}: {float(hours):.4g} device-hours ({devices} × {device}, "
+                     f"{seconds:.1f} s)")
+    return lines
+
+
+def compute_section(tags: dict[str, str]) -> str:
+    lines = compute_lines(tags)
+    if not lines:
+        return "Not recorded (a run trained before compute was recorded)."
+    return "\n".join(f"- {line}" for line in lines) + (
+        "\n\nA device is one GPU, or one CPU machine (all its cores). The serving cost per "
+        "million generated tokens is measured by each verified deploy's load test: "
+        "`llmops lineage` and the release notes show it.")
+
+
+def _base_pin(lineage: dict[str, str]) -> str:
+    if digest := lineage.get("base_model.digest"):
+        return f" (digest `{digest}`)"
+    if revision := lineage.get("base_model.revision"):
+        return f" (revision `{revision}`)"
+    return ""

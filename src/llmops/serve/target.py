@@ -23,6 +23,7 @@ from llmops.errors import StageFailed, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.registry.base import Registry
 from llmops.serve import process as serve
+from llmops.serve.cost import history_fields
 from llmops.serve.verify import Verification
 
 
@@ -64,7 +65,8 @@ class LocalTarget:
         """Verified: the new server becomes the record; the one it replaces is stopped."""
         serve.activate(dep)
         serve.record_event(dep.model, dep.env, dep.version, action, "serving",
-                           reason=f"load: {checked.load}" if checked.load else "", dep=dep)
+                           reason=f"load: {checked.load}" if checked.load else "", dep=dep,
+                           extra=history_fields(self.config, checked.load))
 
     def abort(self, dep: serve.Deployment, action: str, exc: Exception) -> StageFailed:
         """Verification failed: stop the new server; the recorded one serves again."""

@@ -18,7 +18,7 @@ from llmops.redact import redact, redact_mapping
 from llmops.registry import modelcard, promote
 from llmops.registry.base import ModelVersion, Registry
 from llmops.stages.context import Context
-from llmops.stages.runs import Run, run_dir
+from llmops.stages.runs import COST_FILE, Run, read_compute, run_dir
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -49,15 +49,18 @@ def build_package(spec: ModelSpec, run_id: str,
     shutil.copy2(folder_in / "axolotl.resolved.yml", folder / "axolotl.yml")
     for name in ("gate_report.json", "gate_report.md", "data_report.json", "eval_report.json"):
         shutil.copy2(folder_in / name, folder / name)
-    for name in ("gate_report.html", "data_report.html"):  # offline reports (newer runs)
+    for name in ("gate_report.html", "data_report.html", COST_FILE):  # newer runs
         if (folder_in / name).is_file():
             shutil.copy2(folder_in / name, folder / name)
+    compute = {k: v for stage, used in read_compute(folder_in).items()
+               for k, v in used.tags(stage).items()}
     lineage = redact_mapping({
         "run_id": run_id,
         "base_model": str(resolved["base_model"]),
         "data_sha256": ",".join(d["sha256"] for d in data["datasets"] if d["split"] == "train"),
         "gate.passed": "true",
         **base_identity(resolved),
+        **compute,
         **tags,
     })
     (folder / "README.md").write_text(
@@ -141,15 +144,23 @@ def repin(model: str, version: str, env: str, ctx: Context, local: bool,
 def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) -> Path:
     """notes.md (summary and gate report), README.md (the model card) and gate_report.md of
     a registered version, in `out`."""
+    from llmops.config import known_envs
+    from llmops.stages import lineage
+
     mv = registry.get(spec.name, version)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         files = registry.download(mv, Path(tmp) / "v")
         for name in ("README.md", "gate_report.md"):
             shutil.copy2(files / name, out / name)
+        package = lineage.read_package(files)
     gate = (out / "gate_report.md").read_text()
+    record = lineage.assemble(mv, package, lineage.TrainingRun(mv.run_id),
+                              lineage.deployment_events(spec.name, mv.version, known_envs()),
+                              lineage.registry_kind(registry))
     (out / "notes.md").write_text(
         f"## {spec.name} {mv.version}\n\nBase model `{mv.base_model}`, files digest "
-        f"`{mv.digest}`, MLflow run `{mv.run_id}`.\n\n{gate}\n")
+        f"`{mv.digest}`, MLflow run `{mv.run_id}`.\n\n{lineage.summary_markdown(record)}\n"
+        f"{gate}\n")
     redact_files(out)  # published as a GitLab Release: whatever the version carried
     return out

@@ -13,6 +13,7 @@ from typing import Any
 from llmops.config import ModelSpec
 from llmops.config.paths import run_folder
 from llmops.redact import redact_mapping
+from llmops.serve.cost import Compute
 from llmops.tracking import MODEL_ID_TAG, experiment_id, tracking_uri
 
 
@@ -142,3 +143,34 @@ def candidate_model_id(run_id: str) -> str | None:
     logged)."""
     tags: Mapping[str, str] = mlflow_client().get_run(run_id).data.tags
     return tags.get(MODEL_ID_TAG)
+
+
+# The run's compute, per stage (train, eval): read by registration into the version.
+COST_FILE = "cost.json"
+
+
+def read_compute(folder: Path) -> dict[str, Compute]:
+    """The compute recorded in a run folder (or a registered package): stage -> Compute."""
+    import json
+
+    path = folder / COST_FILE
+    if not path.is_file():
+        return {}
+    raw = json.loads(path.read_text())
+    return {stage: Compute.from_dict(v) for stage, v in raw.items() if isinstance(v, dict)}
+
+
+def log_compute(run: Run, stage: str, used: Compute) -> Compute:
+    """Record what `stage` used: `cost.json` in the run folder (registration copies it into
+    the version), the run's tags `cost.<stage>.*` and its metric `cost.<stage>_device_hours`."""
+    import json
+
+    folder = run.folder
+    recorded = {k: v.as_dict() for k, v in read_compute(folder).items()}
+    recorded[stage] = used.as_dict()
+    (folder / COST_FILE).write_text(json.dumps(recorded, indent=2))
+    client = mlflow_client()
+    for key, value in used.tags(stage).items():
+        client.set_tag(run.run_id, key, value)
+    client.log_metric(run.run_id, f"cost.{stage}_device_hours", used.device_hours)
+    return used

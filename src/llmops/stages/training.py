@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmops.config import ModelSpec
+from llmops.serve.cost import Compute, compute
 from llmops.stages.context import Context
 from llmops.stages.data import check_config, validate_data
-from llmops.stages.runs import Run, log_candidate_model, release_run
+from llmops.stages.runs import Run, log_candidate_model, log_compute, read_compute, release_run
 from llmops.stages.steps import Steps
 from llmops.train.run import TrainResult, choose_backend, interrupted_run, train
 
@@ -19,7 +20,26 @@ def train_stage(spec: ModelSpec, run: Run, backend: str = "auto",
     checkpoint = interrupted_run(spec)[2] if resume else None
     result = train(spec, run.run_id, run.name, choose_backend(backend), checkpoint)
     log_candidate_model(run, result.adapter_dir, result.base_model)
+    earlier = read_compute(run.folder).get("train") if resume else None
+    log_compute(run, "train", training_compute(
+        result.seconds + (earlier.seconds if earlier else 0.0)))
     return result
+
+
+def training_compute(seconds: float) -> Compute:
+    """The devices training used (`llmops.serve.cost`'s convention): with CUDA, every
+    process of the launch (one per GPU, on every node); on CPUs, one device per machine
+    (node), however many processes share it."""
+    from llmops.errors import UsageError
+    from llmops.train.launch import plan
+    from llmops.train.run import _cuda_count, training_env
+
+    gpus = _cuda_count()
+    try:
+        launch = plan({}, gpus, training_env(gpus))
+    except UsageError:  # the launch checked these already; a rerun on another machine
+        return compute(gpus, seconds)
+    return compute(gpus, seconds, gpu_devices=launch.world_size, machines=launch.nodes)
 
 
 @dataclass(frozen=True)
