@@ -12,6 +12,7 @@ import contextlib
 import secrets
 import statistics
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from llmops.config import GoldenSet, ServeSettings
 from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import CheckFailed
+from llmops.evaluation.suite import Endpoint, Suite, SuiteResult
 from llmops.process.activity import activity
 from llmops.serve import process as serve
 
@@ -130,9 +132,10 @@ def tree_rss_mb(pid: int) -> float:
 
 def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
                        golden: list[tuple[GoldenSet, list[GoldenItem]]], max_tokens: int,
-                       settings: ServeSettings) -> tuple[dict[str, dict[str, float]],
-                                                         list[dict[str, Any]]]:
-    """Start an evaluation server (base + adapters), generate, measure, stop it."""
+                       settings: ServeSettings, suites: Sequence[Suite] = ()) -> \
+        tuple[dict[str, dict[str, float]], list[dict[str, Any]], list[SuiteResult]]:
+    """Start an evaluation server (base + adapters), generate the golden answers, run the
+    `suites` against it, measure, stop it."""
     api_key = secrets.token_urlsafe(24)  # this server's clients are in this process only
     server = serve.launch(
         f"{name}-eval", lambda p: serve.vllm_args(base_model, "base", adapters, p, settings),
@@ -147,10 +150,19 @@ def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
                       f"questions × {', '.join(roles)}"):
             answers = generate(f"http://127.0.0.1:{server.port}/v1", roles, golden,
                                max_tokens, settings.max_num_seqs, api_key)
+        endpoint = Endpoint(f"http://127.0.0.1:{server.port}/v1", api_key, tuple(roles),
+                            max_tokens, settings.max_num_seqs)
+        results = []
+        for suite in suites:
+            with activity(f"evaluation suite {suite.name}: {', '.join(roles)}"):
+                results.append(suite.run(endpoint))
         rss = tree_rss_mb(server.proc.pid)
     finally:
         server.kill()
     metrics = {role: generation_metrics(answers, role) for role in ["base", *adapters]}
+    for result in results:
+        for role, values in result.metrics.items():
+            metrics.setdefault(role, {}).update(values)
     for m in metrics.values():
         m["server_rss_mb"] = rss
-    return metrics, [asdict(a) for a in answers]
+    return metrics, [asdict(a) for a in answers], results

@@ -26,6 +26,7 @@ class EvalReport:
     metrics: dict[str, dict[str, float]]
     answers: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    suites: list[dict[str, Any]] = field(default_factory=list)  # SuiteResults, as dicts
 
 
 def eval_conversations(spec: ModelSpec) -> list[list[dict[str, str]]]:
@@ -89,16 +90,21 @@ def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
     """Base, candidate and (if given) production on exactly the same inputs: eval loss
     with transformers, golden answers through a vLLM server (`settings`) loading the
     adapters as LoRA modules, as deployed."""
+    from dataclasses import asdict
+
     from llmops.evaluation.evalserve import evaluate_with_vllm
+    from llmops.evaluation.suites import suites_for
 
     started = time.perf_counter()
     losses = eval_losses(spec, base_model, adapters)
     golden = spec.golden_sets()
-    generated, answers = evaluate_with_vllm(spec.name, base_model, adapters, golden,
-                                            spec.validation.eval.max_new_tokens, settings)
+    generated, answers, suites = evaluate_with_vllm(
+        spec.name, base_model, adapters, golden, spec.validation.eval.max_new_tokens,
+        settings, suites_for(spec))
     metrics = {role: {**losses.get(role, {}), **generated.get(role, {})}
                for role in ("base", *adapters)}
-    return EvalReport(metrics, answers, time.perf_counter() - started)
+    return EvalReport(metrics, answers, time.perf_counter() - started,
+                      [asdict(s) for s in suites])
 
 
 class _adapter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,8 @@ def uncertainty_lines(uncertainty: Uncertainty | None) -> list[str]:
 
 
 def render_markdown(model: str, rows: list[dict[str, Any]], passed: bool,
-                    links: Mapping[str, str], uncertainty: Uncertainty | None = None) -> str:
+                    links: Mapping[str, str], uncertainty: Uncertainty | None = None,
+                    sections: Sequence[tuple[str, list[str]]] = ()) -> str:
     lines = [f"## Gate report: {model} — {'PASSED' if passed else 'FAILED'}", "",
              "| metric | base | production | candidate | threshold | pass |",
              "|---|---|---|---|---|---|"]
@@ -114,6 +115,8 @@ def render_markdown(model: str, rows: list[dict[str, Any]], passed: bool,
                      f"{'✅' if r['passed'] else '❌'} |")
     lines += ["", "Reasons:"] + [f"- {r['reason']}" for r in rows]
     lines += uncertainty_lines(uncertainty)
+    for title, body in sections:  # the evaluation suites' own findings
+        lines += ["", f"### {title}", "", *body]
     if links:
         lines += [""] + [f"- {k}: {v}" for k, v in links.items()]
     return "\n".join(lines) + "\n"
@@ -169,7 +172,8 @@ def _uncertainty_html(uncertainty: Uncertainty | None) -> list[str]:
 
 def write(folder: Path, model: str, rules: list[GateRule], decision: GateDecision,
           metrics: Mapping[str, Mapping[str, float]], links: Mapping[str, str],
-          uncertainty: Uncertainty | None = None) -> tuple[Path, Path, Path]:
+          uncertainty: Uncertainty | None = None,
+          sections: Sequence[tuple[str, list[str]]] = ()) -> tuple[Path, Path, Path]:
     """gate_report.json, gate_report.md and gate_report.html in `folder`; `uncertainty`
     (from the golden answers' verdicts) adds the intervals."""
     rows = gate_rows(rules, decision, metrics)
@@ -180,7 +184,10 @@ def write(folder: Path, model: str, rules: list[GateRule], decision: GateDecisio
     if uncertainty is not None:
         body["uncertainty"] = uncertainty.to_json()
     json_path.write_text(json.dumps(body, indent=2))
-    md_path.write_text(render_markdown(model, rows, decision.passed, links, uncertainty))
+    if sections:
+        body["sections"] = [{"title": t, "lines": b} for t, b in sections]
+    md_path.write_text(render_markdown(model, rows, decision.passed, links, uncertainty,
+                                       sections))
     html_path.write_text(render_html(model, rows, decision.passed, links, uncertainty),
                          encoding="utf-8")
     return json_path, md_path, html_path

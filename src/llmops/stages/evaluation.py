@@ -106,7 +106,8 @@ def gate_stage(spec: ModelSpec, report: EvalReport, run: Run) -> GateDecision:
     links = {"MLflow run": f"{redact(tracking_uri())} run {run.run_id}"}
     for path in gatereport.write(run_dir(spec.name, run.run_id), spec.name,
                                  spec.validation.gates, decision, report.metrics, links,
-                                 summarize(verdicts)):
+                                 summarize(verdicts),
+                                 [(s["name"], s["lines"]) for s in report.suites]):
         client.log_artifact(run.run_id, str(path), "gate")
     if not decision.passed:
         reasons = "\n".join(f"  {r.reason}" for r in decision.failures())

@@ -1,0 +1,24 @@
+"""The evaluation suites a model runs (llmops.evaluation.suite), from its configuration.
+
+Each suite module offers a builder, `ModelSpec -> Suite | None` (None: not configured for
+this model); they are listed here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llmops.config import ModelSpec
+from llmops.evaluation.suite import Suite
+
+SuiteBuilder = Callable[[ModelSpec], "Suite | None"]
+
+
+def builders() -> list[SuiteBuilder]:
+    """Every suite builder (imported here, so that a suite's dependencies load only when
+    an evaluation runs)."""
+    return []
+
+
+def suites_for(spec: ModelSpec) -> list[Suite]:
+    return [s for build in builders() if (s := build(spec)) is not None]
