@@ -86,6 +86,140 @@ def test_launch_command_uses_accelerate_across_gpus_and_nodes() -> None:
     assert joined.endswith(f"-m axolotl.cli.train {cfg}")
 
 
+CFG = Path("/runs/r1/axolotl.resolved.yml")
+LAUNCH = ["-m", "accelerate.commands.launch"]
+TRAIN = ["-m", "axolotl.cli.train", str(CFG)]
+
+
+def rendered(cfg: dict[str, Any], gpus: int, **env: str) -> list[str]:
+    from llmops.train.launch import argv, plan
+
+    return argv(plan(cfg, gpus, env), CFG, python="python")
+
+
+def test_one_process_is_plain_axolotl_on_a_cpu_or_one_gpu() -> None:
+    assert rendered({}, 0) == ["python", *TRAIN]
+    assert rendered({}, 1) == ["python", *TRAIN]
+    # one GPU with DeepSpeed: Axolotl sets DeepSpeed up from the YAML, no launcher needed
+    assert rendered({"deepspeed": "/ds/zero2.json"}, 1) == ["python", *TRAIN]
+
+
+def test_two_cpu_processes_take_accelerates_torchrun_path() -> None:
+    from llmops.train.launch import plan
+
+    launch = plan({}, 0, {"LLMOPS_TRAIN_PROCESSES": "2"})
+    assert launch.cpu and launch.world_size == 2 and launch.distributed
+    assert rendered({}, 0, LLMOPS_TRAIN_PROCESSES="2") == [
+        "python", *LAUNCH, "--num_processes", "2", "--num_machines", "1", "--machine_rank", "0",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", "0", "--multi_gpu", *TRAIN]
+    # `--cpu` would be accelerate's single-process launcher: never rendered
+    assert "--cpu" not in rendered({}, 0, LLMOPS_TRAIN_PROCESSES="2")
+    assert "--main_process_port 29611" in " ".join(
+        rendered({}, 0, LLMOPS_TRAIN_PROCESSES="2", MASTER_PORT="29611"))
+
+
+def test_the_node_rank_and_the_main_process_come_from_the_cluster() -> None:
+    cluster = {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1",
+               "MASTER_PORT": "29400"}
+    assert rendered({}, 8, **cluster) == [
+        "python", *LAUNCH, "--num_processes", "16", "--num_machines", "2",
+        "--machine_rank", "1", "--main_process_ip", "10.0.0.1", "--main_process_port",
+        "29400", "--multi_gpu", *TRAIN]
+    cpu_nodes = rendered({}, 0, LLMOPS_TRAIN_PROCESSES="1", **cluster)
+    assert cpu_nodes[3:7] == ["--num_processes", "2", "--num_machines", "2"]
+    default_port = rendered({}, 2, **{**cluster, "MASTER_PORT": ""})
+    assert "--main_process_port 29500" in " ".join(default_port)
+
+
+def test_deepspeed_from_the_yaml_is_rendered() -> None:
+    cmd = rendered({"deepspeed": "/ds/zero2.json"}, 4)
+    assert cmd[3:11] == ["--num_processes", "4", "--num_machines", "1", "--machine_rank",
+                         "0", "--main_process_ip", "127.0.0.1"]
+    joined = " ".join(cmd)
+    assert "--use_deepspeed --deepspeed_config_file /ds/zero2.json -m axolotl.cli.train" \
+        in joined
+    assert "--multi_gpu" not in joined and "--deepspeed_multinode_launcher" not in joined
+    nodes = " ".join(rendered({"deepspeed": "/ds/zero2.json"}, 4, NNODES="2", NODE_RANK="0",
+                              MASTER_ADDR="10.0.0.1"))
+    assert "--deepspeed_config_file /ds/zero2.json --deepspeed_multinode_launcher standard" \
+        in nodes  # one torchrun per node (a pod each), not pdsh over ssh
+
+
+def test_fsdp_from_the_yaml_is_rendered_key_by_key() -> None:
+    cfg = {"fsdp_version": 2, "fsdp_config": {
+        "offload_params": False, "cpu_ram_efficient_loading": False,
+        "state_dict_type": "FULL_STATE_DICT", "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer",
+        "reshard_after_forward": True, "not_an_accelerate_option": 1}}
+    cmd = rendered(cfg, 2)
+    tail = cmd[cmd.index("--main_process_port") + 2:]
+    assert tail == [
+        "--use_fsdp", "--fsdp_version", "2", "--fsdp_offload_params", "false",
+        "--fsdp_reshard_after_forward", "true", "--fsdp_auto_wrap_policy",
+        "TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer",
+        "--fsdp_state_dict_type", "FULL_STATE_DICT", "--fsdp_cpu_ram_efficient_loading",
+        "false", *TRAIN]  # a `false` in the YAML is said, or accelerate's `true` would win
+    legacy = " ".join(rendered({"fsdp": ["full_shard", "auto_wrap"], "fsdp_config": {
+        "fsdp_offload_params": True}}, 2))
+    assert "--use_fsdp --fsdp_version 1 --fsdp_offload_params true " \
+           "--fsdp_sharding_strategy FULL_SHARD -m" in legacy
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"NNODES": "2", "NODE_RANK": "1"}, "MASTER_ADDR"),
+    ({"NNODES": "2", "MASTER_ADDR": "10.0.0.1"}, "NODE_RANK"),
+    ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "10.0.0.1"}, "NODE_RANK=2"),
+    ({"NNODES": "two"}, "NNODES='two'"),
+    ({"LLMOPS_TRAIN_PROCESSES": "0"}, "LLMOPS_TRAIN_PROCESSES=0"),
+])
+def test_a_cluster_variable_missing_or_wrong_is_a_usage_error_naming_it(
+        env: dict[str, str], named: str) -> None:
+    with pytest.raises(UsageError, match=named):
+        rendered({}, 2, **env)
+
+
+@pytest.mark.parametrize("cfg,named", [
+    ({"deepspeed": "/ds/zero2.json"}, "deepspeed: needs NVIDIA GPUs"),
+    ({"fsdp_config": {"offload_params": True}}, "fsdp_config: needs NVIDIA GPUs"),
+])
+def test_sharding_settings_on_a_cpu_are_refused_by_name(cfg: dict[str, Any],
+                                                        named: str) -> None:
+    with pytest.raises(UsageError, match=named):
+        rendered(cfg, 0, LLMOPS_TRAIN_PROCESSES="2")
+
+
+def test_axolotl_command_reads_the_resolved_yaml(tmp_path: Path) -> None:
+    resolved_yml = tmp_path / "axolotl.resolved.yml"
+    resolved_yml.write_text(yaml.safe_dump({"deepspeed": "/ds/zero3.json"}))
+    cmd = axolotl_command(resolved_yml, 2, {})
+    assert "--use_deepspeed --deepspeed_config_file /ds/zero3.json" in " ".join(cmd)
+
+
+def test_an_inline_deepspeed_mapping_becomes_a_file_both_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from llmops.train import run
+
+    monkeypatch.setattr(run, "ensure_base_model", lambda name: name)
+    monkeypatch.setattr(run, "_cuda_count", lambda: 2)
+    zero2 = {"zero_optimization": {"stage": 2}}
+    spec = SimpleNamespace(name="tiny", base_model="base",
+                           axolotl=SimpleNamespace(as_dict=lambda: {"deepspeed": zero2}))
+    cfg = run.resolved_axolotl_config(spec, tmp_path / "out", "tiny-1")  # type: ignore[arg-type]
+    assert cfg["deepspeed"] == str(tmp_path / "out" / "deepspeed.json")
+    assert json.loads(Path(cfg["deepspeed"]).read_text()) == zero2
+
+
+def test_cpu_processes_join_one_gloo_world_only_when_launched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.train.axolotl_cpu import join_cpu_world
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert join_cpu_world() is None  # one process: nothing to join, nothing changed
+
+
 def test_latest_checkpoint_is_the_highest_finished_one(tmp_path: Path) -> None:
     for step, finished in ((30, True), (60, True), (90, False)):
         (tmp_path / f"checkpoint-{step}").mkdir()

@@ -8,6 +8,11 @@
   (accelerate's `compile_regions`) copies the model's instance attributes, among them the
   `forward` that bf16 autocast wrapped around the original model: the copy then runs the
   original, uncompiled blocks, so nothing is compiled at all (seen with accelerate 1.13).
+- Launched as several processes (`accelerate launch`, `llmops.train.node`), each joins
+  the gloo process group before Axolotl creates its distributed state, and
+  ACCELERATE_USE_CPU is set for the Trainer's Accelerator (created after Axolotl resets that
+  state): accelerate makes a multi-process CPU world only when told it runs on the CPU,
+  which Axolotl never says, so each process would otherwise train alone on all the data.
 - The training loss runs the LM head on the labelled positions only
   (`llmops.train.labelled_logits`): the same loss and gradients, without the logits of the
   prompts.
@@ -42,9 +47,44 @@ def compile_blocks(model: Any) -> int:
     return count
 
 
+def join_cpu_world() -> str | None:
+    """In a process that torchrun started (WORLD_SIZE > 1) on a machine without CUDA: set up
+    accelerate's state as a CPU world over gloo, before Axolotl's own (which keeps it);
+    returns what it joined, None when there is nothing to join."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.cuda.is_available():
+        return None
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    # Read by the Accelerator that the Trainer creates after resetting this state.
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+
+    state = PartialState(cpu=True, timeout=timedelta(
+        seconds=int(os.environ.get("AXOLOTL_NCCL_TIMEOUT", "1800"))))
+    joined = (f"distributed on the CPU: rank {state.process_index} of world size "
+              f"{state.num_processes} ({state.backend})")
+    LOG.warning(joined)  # Axolotl shows other loggers' warnings, on every rank
+    return joined
+
+
 class CpuTraining(BasePlugin):  # type: ignore[misc]
-    """Sets `use_cpu` on the trainer's arguments; compiles the decoder blocks in place; runs
+    """Joins the CPU processes of a launch into one world; sets `use_cpu` on the trainer's
+    arguments; compiles the decoder blocks in place; runs
     the LM head on the labelled positions only."""
+
+    def register(self, cfg: Any) -> None:
+        join_cpu_world()
+
+    def load_datasets(self, cfg: Any, preprocess: bool = False) -> None:
+        # The first hook after Axolotl's normalize_config and before its model loader, which
+        # reads `device_map`: over several processes Axolotl sets {"": LOCAL_RANK}, a CUDA
+        # device index; on the CPU every rank loads its copy onto the CPU.
+        if (cfg.world_size or 1) > 1 and str(cfg.device) == "cpu":
+            cfg.device_map = {"": "cpu"}
+        return None  # Axolotl loads the datasets as usual
 
     def pre_model_load(self, cfg: Any) -> None:
         if cfg.torch_compile:

@@ -51,6 +51,12 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
     for key in ("datasets", "test_datasets"):
         if cfg.get(key):
             cfg[key] = [{**d, "path": str(resolve_in_repo(d["path"]))} for d in cfg[key]]
+    if isinstance(cfg.get("deepspeed"), dict):  # inline: a file that Axolotl and the
+        output_dir.mkdir(parents=True, exist_ok=True)  # launcher both read
+        (output_dir / "deepspeed.json").write_text(json.dumps(cfg["deepspeed"], indent=2))
+        cfg["deepspeed"] = str(output_dir / "deepspeed.json")
+    elif isinstance(cfg.get("deepspeed"), str) and resolve_in_repo(cfg["deepspeed"]).is_file():
+        cfg["deepspeed"] = str(resolve_in_repo(cfg["deepspeed"]))
     cfg["output_dir"] = str(output_dir)
     cfg["dataset_prepared_path"] = str(output_dir / "prepared")
     # The tracking URI (which may carry credentials) reaches Axolotl through its
@@ -139,19 +145,14 @@ def cpu_training_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[str]:
-    """`python -m axolotl.cli.train` on CPU or one GPU; `accelerate launch` over several GPUs
-    (and nodes, from NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT), where the YAML's deepspeed
-    or fsdp settings take effect."""
-    if gpus <= 1:
-        return [sys.executable, "-m", "axolotl.cli.train", str(config_path)]
-    nodes = int(env.get("NNODES", "1"))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes",
-           str(gpus * nodes)]
-    if nodes > 1:
-        cmd += ["--num_machines", str(nodes), "--machine_rank", env.get("NODE_RANK", "0"),
-                "--main_process_ip", env["MASTER_ADDR"],
-                "--main_process_port", env.get("MASTER_PORT", "29500")]
-    return [*cmd, "-m", "axolotl.cli.train", str(config_path)]
+    """The command that trains `config_path` on this node: `python -m axolotl.cli.train` for
+    one process, `accelerate launch` over several GPUs, CPU processes
+    (LLMOPS_TRAIN_PROCESSES) or nodes (NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT), with the
+    YAML's deepspeed or fsdp settings (`llmops.train.launch`)."""
+    from llmops.train.launch import argv, plan
+
+    cfg = yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    return argv(plan(cfg or {}, gpus, env), config_path)
 
 
 def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
@@ -167,12 +168,14 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
     env.pop("TQDM_DISABLE", None)  # the trainer's own bar is what the progress reads
     cmd = axolotl_command(config_path, gpus, env)
     command_line = redact("training: " + " ".join(cmd))
-    activity.note(command_line)
+    # Once on the terminal (CI's job log shows the launch it ran) and first in train.log.
+    print(command_line, flush=True)
     echo = activity.streaming() and os.environ.get("LLMOPS_QUIET_TRAIN") != "1"
     parser = ProgressParser()
     with open(log_path, "a", encoding="utf-8") as log, \
             activity.progress("training") as update:
         log.write(command_line + "\n")
+        log.flush()  # there before the launch's first output (other nodes wait for it)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         assert proc.stdout is not None
