@@ -32,7 +32,7 @@ TRAINING = ("flows/train.py:train",)
 NOT_TRAINING = ("flows/deploy.py:deploy", "flows/deploy.py:verify")
 GPU_NODES = {"nvidia.com/gpu.present": "true"}
 # As tests/unit/test_manifests.py: the oldest Kubernetes still commonly run and the newest
-# kubernetes-validate ships (it ships no 1.20; tests/e2e/test_prefect_kubernetes.py asks a
+# kubernetes-validate ships (it ships no 1.20; tests/e2e/test_prefect_on_cluster.py asks a
 # real 1.20 API server instead).
 VERSIONS = ["1.30.0", "1.37.0"]
 
