@@ -180,7 +180,10 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
                           root=root, home=home)
     assert unpinned.returncode == 2 and "pins no tiny" in unpinned.stderr
     # Without --render, a Kubernetes target is applied with kubectl; with no kubectl on
-    # PATH (as here), it says so and where the rendered manifests are.
+    # PATH (as here), it says so and where the rendered manifests are. (A target without an
+    # endpoint is refused before that: its rollout could not be verified.)
+    production = root / "deploy" / "production.yml"
+    production.write_text(production.read_text() + "endpoint: http://127.0.0.1:9/v1\n")
     no_cluster = run_llmops("deploy", "tiny", "--env", "production", root=root, home=home,
                             extra_env={"PATH": str(Path(sys.executable).parent)})
     assert no_cluster.returncode == 2, no_cluster.stderr[-2000:]

@@ -126,7 +126,11 @@ class KubernetesTarget:
         digest = self.digest(spec.name, version)
         out = state_subdir("manifests") / self.env
         url = self.endpoint(spec.name)  # before applying: a rollout that cannot be verified
-        kc = self.kubectl(f"the manifests for {spec.name} in {self.env} go to {out}")
+        try:
+            kc = self.kubectl(f"the manifests for {spec.name} in {self.env} are in {out}")
+        except UsageError:  # rendered for the newest API versions, for your own tooling
+            self._render(spec, version, digest, out, None)
+            raise
         path, _, _ = self._render(spec, version, digest, out, kc.api_versions())
         name = self.name(spec.name)
         rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, digest,
