@@ -15,6 +15,7 @@ from llmops.errors import CheckFailed, GateRefused, UsageError
 from llmops.evaluation import gatereport
 from llmops.evaluation.evaluate import EvalReport, evaluate
 from llmops.evaluation.gates import GateDecision, gate_decision
+from llmops.evaluation.records import log_evaluation_records
 from llmops.evaluation.uncertainty import question_verdicts, summarize
 from llmops.models.base import ensure_base_model
 from llmops.redact import redact
@@ -59,6 +60,7 @@ def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry)
     settings = load_deploy(EVAL_ENV).serve_for(spec.name)
     started = time.perf_counter()
     report = evaluate(spec, candidate.base_model, adapters, settings)
+    ended_at = time.time()  # when the golden requests' traces end (they last their latency)
     # Evaluation runs on this machine's CPU (transformers, vLLM's CPU server): one device.
     log_compute(candidate.run, "eval", compute(0, time.perf_counter() - started))
     run_id = candidate.run.run_id
@@ -76,6 +78,12 @@ def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry)
     path = candidate.run.folder / "eval_report.json"
     path.write_text(json.dumps(asdict(report), indent=2))
     client.log_artifact(run_id, str(path), "eval")
+    # Per question: the evaluation table and a trace per request, with its verdict (the
+    # candidate's on its logged model); best effort, the gate decides on the report.
+    log_evaluation_records(run_id, report.answers, report.suites, model_id=model_id,
+                           match_rules={Path(g.path).stem: g.match
+                                        for g in spec.validation.eval.golden},
+                           ended_at=ended_at)
     return report
 
 
