@@ -61,12 +61,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Kubernetes 1.20 control plane on 127.0.0.1 with two simulated nodes of one A100 each
+    """A real Kubernetes 1.20 control plane on 127.0.0.1 with three simulated nodes of one A100 each
     (tests/k8s_sim): built once per machine by scripts/k8s-sim/build.sh, started once per
-    session (about 10 s), stopped at its end. For `slow` tests only."""
+    session (about 10 s), stopped at its end. Tests share it: each works in its own
+    namespace and deletes what holds GPUs when done. For `slow` tests only."""
     from k8s_sim.cluster import Cluster, build
 
-    cluster = Cluster(build(), tmp_path_factory.mktemp("k8s"), gpus=1, nodes=2,
+    cluster = Cluster(build(), tmp_path_factory.mktemp("k8s"), gpus=1, nodes=3,
                       labels={"nvidia.com/gpu.product": "nvidia-a100-80gb"}).start()
     try:
         yield cluster

@@ -1,6 +1,6 @@
 """The Kubernetes target against a real control plane (Kubernetes 1.20: etcd, API server,
-controller manager, scheduler; tests/k8s_sim) with simulated GPU nodes: two nodes of one
-A100 each, whose pods become Running/Ready without containers.
+controller manager, scheduler; tests/k8s_sim) with simulated GPU nodes of one A100 each
+(the session's cluster, shared), whose pods become Running/Ready without containers.
 
 Everything `llmops` does is the real path: discovery, server-side apply with its field
 manager into the target's namespace, `rollout status` against the Deployment's progress
@@ -98,6 +98,8 @@ def staging(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
         yield {"root": root, "home": home, "llmops": llmops}
     finally:
         server.kill()
+        # The cluster is the session's: give its GPUs back to the other tests.
+        k8s_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.update({k: v})
 
