@@ -141,6 +141,7 @@ def test_tag_pipeline_runs_every_job(
             assert token not in said
         finally:
             # The cluster is the session's: give its GPUs back to the other tests.
+            k8s_cluster.keep_unready()
             k8s_cluster.kubectl("delete", "namespace", "ci-staging", "--wait=false",
                                 check=False)
             run_llmops("stop", "tiny", root=clone, home=home)

@@ -76,6 +76,7 @@ def staging(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
                           cwd=base, env={**os.environ, **env}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     k8s_cluster.namespace(NAMESPACE)
+    k8s_cluster.keep_unready()  # the session's cluster: no other test's rule applies here
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = ServeSettings(max_model_len=512, enforce_eager=True, max_num_seqs=4)
@@ -99,6 +100,7 @@ def staging(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
     finally:
         server.kill()
         # The cluster is the session's: give its GPUs back to the other tests.
+        k8s_cluster.keep_unready()
         k8s_cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.update({k: v})

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,19 @@ class Kubectl:
                         timeout=timeout_s + 60)
         said = (done.stderr or done.stdout).strip().splitlines()
         return done.returncode == 0, said[-1] if said else ""
+
+    def settled_after_undo(self, name: str, timeout_s: int,
+                           stale_s: float = 60) -> tuple[bool, str]:
+        """`rollout status` after an undo. Until the controller has scaled the undone
+        ReplicaSet down, the Deployment can still carry the progress-deadline verdict of the
+        rollout it undid; that stale verdict is waited out (up to `stale_s`)."""
+        deadline = time.monotonic() + stale_s
+        while True:
+            ready, said = self.rollout_status(name, timeout_s)
+            if ready or "exceeded its progress deadline" not in said \
+                    or time.monotonic() > deadline:
+                return ready, said
+            time.sleep(2)
 
     def undo(self, name: str, revision: int | None = None) -> tuple[bool, str]:
         """Back to `revision` of the Deployment (default: the previous one)."""

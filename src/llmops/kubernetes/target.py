@@ -140,11 +140,13 @@ class KubernetesTarget:
         self.await_rollout(kc, rollout, "deploy")
         return rollout
 
-    def await_rollout(self, kc: Kubectl, rollout: ClusterRollout, action: str) -> None:
+    def await_rollout(self, kc: Kubectl, rollout: ClusterRollout, action: str,
+                      after_undo: bool = False) -> None:
         """`rollout status`; a rollout that is not ready by its deadline is undone."""
         name = rollout.deployment
+        wait = kc.settled_after_undo if after_undo else kc.rollout_status
         with activity(f"waiting for the rollout of deployment/{name} ({rollout.version})"):
-            ready, said = kc.rollout_status(name, self.rollout_timeout_s())
+            ready, said = wait(name, self.rollout_timeout_s())
         if not ready:
             why = kc.why_not_ready(name, f"app.kubernetes.io/name={name}")
             raise self.abort(rollout, action, StageFailed(
@@ -190,7 +192,7 @@ class KubernetesTarget:
             revision = kc.revisions(name).get(version)
             undone, said = kc.undo(name, revision)
             if undone:
-                ready, said = kc.rollout_status(name, self.rollout_timeout_s())
+                ready, said = kc.settled_after_undo(name, self.rollout_timeout_s())
         except (LlmopsError, OSError) as exc:
             undone, said = False, str(exc)
         if not undone or not ready:
@@ -225,7 +227,7 @@ class KubernetesTarget:
         if not undone:
             raise StageFailed(f"kubectl rollout undo deployment/{name} "
                               f"--to-revision={revision} failed: {said}")
-        self.await_rollout(kc, rollout, "rollback")
+        self.await_rollout(kc, rollout, "rollback", after_undo=True)
         return rollout
 
     def history(self, model: str) -> list[dict[str, Any]]:
