@@ -165,10 +165,10 @@ class PinKeeper:
             return ""
         why = (f"registry/{target.env}.yml pins {spec.name} {pin.version}, but {serving} "
                f"serves: {reason}")
-        from llmops.stages.registration import repin
+        from llmops.stages.registration import promote_version
 
         try:
-            done = repin(spec.name, serving, target.env, self.ctx, self.local, why)
+            done = promote_version(spec.name, serving, target.env, self.ctx, self.local, why)
         except (UsageError, CheckFailed, StageFailed) as exc:
             return (f"registry/{target.env}.yml still pins {spec.name} {pin.version}, which "
                     f"does not serve; pin {serving} with `llmops promote {spec.name} "

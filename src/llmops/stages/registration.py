@@ -117,28 +117,18 @@ class Promotion:
 
 
 def promote_version(model: str, version: str, env: str, ctx: Context,
-                    local: bool = False) -> Promotion:
-    """Pin a gated version to `env`: by merge request (GitLab), or with `local` in place."""
+                    local: bool = False, reason: str | None = None) -> Promotion:
+    """Pin a gated version to `env`: by merge request (GitLab), or with `local` in place.
+    With `reason`, a re-pin after a rollback: the version that serves now, saying why (Git
+    stays the truth, so the next `apply-promotion` does not redeploy the one that failed)."""
     registry = ctx.registry
     if local:
         return Promotion(pin_file=promote.promote_local(model, version, env, registry))
     mv = promote.checked_version(registry, model, version)
     return Promotion(merge_request=promote.promote_mr(
         model, version, env, registry, promote.gitlab_project(ctx.settings),
-        redact(promote.gate_evidence(registry, mv))))
-
-
-def repin(model: str, version: str, env: str, ctx: Context, local: bool,
-          reason: str) -> Promotion:
-    """After a rollback: pin the version that serves now, saying why (Git stays the truth,
-    so the next `apply-promotion` does not redeploy the version that failed)."""
-    registry = ctx.registry
-    if local:
-        return Promotion(pin_file=promote.promote_local(model, version, env, registry))
-    mv = promote.checked_version(registry, model, version)
-    return Promotion(merge_request=promote.promote_mr(
-        model, version, env, registry, promote.gitlab_project(ctx.settings),
-        redact(promote.gate_evidence(registry, mv)), reason=redact(reason)))
+        redact(promote.gate_evidence(registry, mv)),
+        reason=redact(reason) if reason else None))
 
 
 def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) -> Path:
