@@ -14,10 +14,11 @@ from llmops.stages.evaluation import evaluate_candidate
 
 
 @flow(name="evaluate", flow_run_name="{model}-{candidate}", log_prints=True)
-def evaluate(model: str, candidate: str) -> dict[str, Any]:
-    """Base vs candidate (vs production); raises when the gate refuses the candidate."""
+def evaluate(model: str, candidate: str, env: str = "local") -> dict[str, Any]:
+    """Base vs candidate (vs production), the candidate as deploy/<env>.yml serves it;
+    raises when the gate refuses the candidate."""
     with published_refusals():  # a refusal's gate report reaches the Prefect UI too
         report, gate = evaluate_candidate(load_model(model), candidate, Context().registry,
-                                          PrefectSteps())
+                                          PrefectSteps(), env)
     publish_gate_report(gate)
     return {"metrics": report.metrics, "gate_report": str(gate)}

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 READ_ONLY = {"status", "history", "plan", "lineage"}
 # Verbs that write files into the developer's checkout, to review and commit (a flow run
 # would write them into the worker's checkout, where nobody commits them).
-CHECKOUT_ONLY = {"init", "config-reference"}
+CHECKOUT_ONLY = {"init", "config-reference", "build-retention"}
 # CLI verb -> flow name where they differ.
 FLOW_OF = {"validate-data": "validate", "apply-promotion": "apply-promotion"}
 

@@ -31,6 +31,9 @@ def _report(candidate_right: int) -> EvalReport:
                 "correct": i < (candidate_right if role == "candidate" else 1)}
                for role in ("base", "candidate") for i in range(28)]
     fmt = {"format_empty_rate": 0.0, "format_template_leak_rate": 0.0}
+    fmt.update({f"probe.{m}": 0.0 for m in (  # the safety probes: none failed
+        "regurgitation_failures", "pii_findings", "secret_findings", "injection_failures",
+        "refusal_failures")})
     return EvalReport({"base": {"golden_accuracy": 1 / 28, "eval_loss": 3.0, **fmt},
                        "candidate": {"golden_accuracy": candidate_right / 28, "eval_loss": 1.0,
                                      **fmt}}, answers)

@@ -85,7 +85,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         _, gate = evaluation.evaluate_candidate(load_model(args.model), args.candidate,
-                                                Context().registry)
+                                                Context().registry, env=args.env)
     except GateRefused as exc:
         print(Path(str(exc.report_path)).read_text())
         raise
@@ -268,6 +268,17 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"the files are written, but {done.axolotl_path} does not pass the "
                          f"config check (above): fix it, then `llmops check-config "
                          f"{done.name}`")
+    return 0
+
+
+def cmd_build_retention(args: argparse.Namespace) -> int:
+    from llmops.config import load_model
+    from llmops.stages.retention import build_retention
+
+    done = build_retention(load_model(args.model))
+    print(f"kept {done.kept} of {done.asked} prompts the base model answered correctly: "
+          + ", ".join(f"{c} {k}/{n}" for c, (k, n) in done.by_category.items()))
+    print(f"wrote {done.path} and {done.provenance_path} (review and commit them)")
     return 0
 
 

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure base, candidate and production; apply the gate")
     p.add_argument("model")
     p.add_argument("--candidate", required=True, help="a run id or a registered version")
+    p.add_argument("--env", default="local", help="evaluate the candidate as deploy/<env>.yml "
+                   "serves it: the adapter, merged or int8 weights (default: local)")
     p.set_defaults(func="cmd_evaluate")
     p = sub.add_parser("register", help="register a gated run's adapter as a new version")
     p.add_argument("model")
@@ -169,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", required=True, metavar="AXOLOTL_YML",
                    help="your Axolotl training config")
     p.set_defaults(func="cmd_init")
+    p = sub.add_parser(
+        "build-retention", help="build a model's retention set: the prompts of the pool "
+        "its base model answers correctly, with their provenance (files to commit)",
+        description="Serve the model's base with vLLM, ask it every prompt of "
+        "eval.retention.pool (validation/retention/pool.jsonl), and write the ones it "
+        "answers correctly to eval.retention.path (validation/retention/<model>.jsonl) with "
+        "<model>.provenance.json beside it (base model digest, pool sha256, vLLM release, "
+        "date, what was kept and dropped). Evaluation asks the set of base, candidate and "
+        "production; the gate rule on retention_kept refuses a candidate that forgot it.")
+    p.add_argument("model")
+    p.set_defaults(func="cmd_build_retention")
     p = sub.add_parser("config-reference", help="write the configuration reference "
                        "(docs/configuration.md) from the config schemas")
     p.add_argument("--out", default=None, metavar="FILE",

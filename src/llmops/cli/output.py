@@ -128,7 +128,9 @@ def print_summary(s: ReleaseSummary, total: float) -> None:
     table.add_row("data docs", f"{s.data_docs} (styled with internet access only)")
     table.add_row("MLflow run", f"{s.run_id} ({s.run_name})")
     table.add_row("MLflow UI", ui_hint())
-    for role in ("base", "candidate"):
+    for role in ("base", "candidate_adapter", "candidate"):
+        if role == "candidate_adapter" and role not in s.metrics:
+            continue
         m = s.metrics.get(role, {})
         table.add_row(f"{role} metrics", ", ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())))
     table.add_row("gate", "passed: " + "; ".join(g["reason"] for g in s.gate))

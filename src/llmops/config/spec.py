@@ -62,8 +62,10 @@ class ModelSpec:
     def source_files(self) -> list[Path]:
         """The repository files this model is released from: its Axolotl YAML, its
         validation suite, its datasets and its golden sets."""
+        probes = self.validation.probes  # its safety probes' file, when it has one
         return [self.axolotl_path, repo_root() / "validation" / f"{self.name}.yml",
-                *(ref.path for ref in self.datasets), *self.golden_paths()]
+                *(ref.path for ref in self.datasets), *self.golden_paths(),
+                *([resolve_in_repo(probes.path)] if probes and probes.path else [])]
 
 
 # A model's name is a file name in four folders, an MLflow and GitLab model name and part of
@@ -109,6 +111,10 @@ def load_model(name: str) -> ModelSpec:
             )
         # parse now: a bad line exits 2 before training
         read_golden(resolve_in_repo(golden.path))
+    probes = validation.probes
+    if probes is not None and probes.path and not resolve_in_repo(probes.path).is_file():
+        raise UsageError(f"{root / 'validation' / f'{name}.yml'}: probes.path: {probes.path} "
+                         "not found")
     return ModelSpec(name, axolotl_path, axolotl, validation, datasets)
 
 

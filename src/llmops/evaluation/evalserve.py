@@ -1,9 +1,10 @@
 """Golden-set generation through vLLM: the engine that will serve the model.
 
-One vLLM CPU server loads the base model with each adapter as a LoRA module, exactly as a
-deployment does; every golden question is sent to every model as concurrent requests
-(vLLM batches them). A candidate vLLM cannot load fails here, before registration, with
-vLLM's own error.
+Each role is served as its deployment serves it (`served`): the base model with the
+adapters served as LoRA modules on one vLLM CPU server, and each merged or int8 model on a
+server of its own, started one after the other. Every golden question is sent to every
+role as concurrent requests (vLLM batches them). A candidate vLLM cannot load fails here,
+before registration, with vLLM's own error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from llmops.config import GoldenSet, ServeSettings
 from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import CheckFailed
-from llmops.evaluation.suite import Endpoint, Suite, SuiteResult
+from llmops.evaluation.served import EvalServer
+from llmops.evaluation.suite import Endpoint, Suite, SuiteResult, merge_results
 from llmops.process.activity import activity
 from llmops.serve import process as serve
 
@@ -130,28 +132,73 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
+def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
                        golden: list[tuple[GoldenSet, list[GoldenItem]]], max_tokens: int,
                        settings: ServeSettings, suites: Sequence[Suite] = ()) -> \
         tuple[dict[str, dict[str, float]], list[dict[str, Any]], list[SuiteResult]]:
-    """Start an evaluation server (base + adapters), generate the golden answers, run the
-    `suites` against it, measure, stop it."""
+    """Start each evaluation server in turn (`served.plan_servers`: the base model with its
+    LoRA modules, then each merged or int8 model), generate the golden answers of the roles
+    it serves, run the `suites` against it, measure, stop it. A suite's results from several
+    servers are merged into one (`suite.merge_results`).
+
+    Besides the golden metrics, each role gets `server_rss_mb` (its server's memory) and
+    `golden_answers_per_s` (its golden answers over the time they took, server start
+    excluded)."""
+    answers: list[Answer] = []
+    per_suite: dict[str, list[SuiteResult]] = {}
+    metrics: dict[str, dict[str, float]] = {}
+    for spec in servers:
+        done = _evaluate_on(name, spec, golden, max_tokens, settings, suites)
+        answers += done.answers
+        for role in spec.roles:
+            m = metrics.setdefault(role, {})
+            m.update(generation_metrics(done.answers, role))
+            m["server_rss_mb"] = done.rss_mb
+            if done.seconds.get(role):
+                m["golden_answers_per_s"] = \
+                    sum(a.role == role for a in done.answers) / done.seconds[role]
+        for result in done.results:
+            per_suite.setdefault(result.name, []).append(result)
+            for role, values in result.metrics.items():
+                metrics.setdefault(role, {}).update(values)
+    return metrics, [asdict(a) for a in answers], \
+        [merge_results(parts) for parts in per_suite.values()]
+
+
+@dataclass
+class _Served:
+    """What one evaluation server produced."""
+
+    answers: list[Answer]
+    results: list[SuiteResult]
+    rss_mb: float
+    seconds: dict[str, float]  # role → seconds its golden answers took
+
+
+def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]],
+                 max_tokens: int, settings: ServeSettings, suites: Sequence[Suite]) -> _Served:
     api_key = secrets.token_urlsafe(24)  # this server's clients are in this process only
     server = serve.launch(
-        f"{name}-eval", lambda p: serve.vllm_args(base_model, "base", adapters, p, settings),
+        f"{name}-eval", lambda p: serve.vllm_args(spec.model, spec.name, dict(spec.loras), p,
+                                                  settings),
         settings, api_key)
+    roles = list(spec.roles)
+    answers: list[Answer] = []
+    seconds: dict[str, float] = {}
     try:
         try:
             server.wait_healthy(settings.startup_timeout_s)
         except Exception as exc:
-            raise CheckFailed(f"vLLM could not load {name} with its adapters: {exc}") from exc
-        roles = ["base", *adapters]
+            raise CheckFailed(f"vLLM could not load {name} ({spec.label}): {exc}") from exc
+        url = f"http://127.0.0.1:{server.port}/v1"
         with activity(f"generating golden answers: {sum(len(i) for _, i in golden)} "
-                      f"questions × {', '.join(roles)}"):
-            answers = generate(f"http://127.0.0.1:{server.port}/v1", roles, golden,
-                               max_tokens, settings.max_num_seqs, api_key)
-        endpoint = Endpoint(f"http://127.0.0.1:{server.port}/v1", api_key, tuple(roles),
-                            max_tokens, settings.max_num_seqs)
+                      f"questions × {', '.join(roles)} ({spec.label})"):
+            for role in roles:  # one role at a time (see `generate`)
+                started = time.perf_counter()
+                answers += generate(url, [role], golden, max_tokens, settings.max_num_seqs,
+                                    api_key)
+                seconds[role] = time.perf_counter() - started
+        endpoint = Endpoint(url, api_key, tuple(roles), max_tokens, settings.max_num_seqs)
         results = []
         for suite in suites:
             with activity(f"evaluation suite {suite.name}: {', '.join(roles)}"):
@@ -159,10 +206,4 @@ def evaluate_with_vllm(name: str, base_model: str, adapters: dict[str, Path],
         rss = tree_rss_mb(server.proc.pid)
     finally:
         server.kill()
-    metrics = {role: generation_metrics(answers, role) for role in ["base", *adapters]}
-    for result in results:
-        for role, values in result.metrics.items():
-            metrics.setdefault(role, {}).update(values)
-    for m in metrics.values():
-        m["server_rss_mb"] = rss
-    return metrics, [asdict(a) for a in answers], results
+    return _Served(answers, results, rss, seconds)

@@ -1,8 +1,9 @@
 """Evaluation: eval loss and golden-set accuracy for the base model and the candidate.
 
-The base model is loaded once with the candidate's LoRA adapter attached; the base figures
-come from the same weights with the adapter disabled, so both are measured on exactly the
-same inputs, tokenizer and generation settings.
+Eval loss: the base model is loaded once with the candidate's LoRA adapter attached; the
+base figures come from the same weights with the adapter disabled, so both are measured on
+exactly the same inputs, tokenizer and generation settings. Golden answers and the suites:
+each role as its target serves it (`served`: adapter, merged or int8 weights).
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmops.config import ModelSpec, ServeSettings
 from llmops.data.reader import read_conversations
 from llmops.process.activity import activity
+
+if TYPE_CHECKING:
+    from llmops.evaluation.served import Artefact
 
 
 @dataclass
@@ -27,6 +32,9 @@ class EvalReport:
     answers: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     suites: list[dict[str, Any]] = field(default_factory=list)  # SuiteResults, as dicts
+    # role → what it was served as (adapter, merged, int8; `served`); the gate's subject is
+    # the candidate as its target serves it
+    artefacts: dict[str, str] = field(default_factory=dict)
 
 
 def eval_conversations(spec: ModelSpec) -> list[list[dict[str, str]]]:
@@ -86,25 +94,39 @@ def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> 
 
 
 def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
-             settings: ServeSettings) -> EvalReport:
+             settings: ServeSettings, artefacts: Mapping[str, Artefact] | None = None) -> \
+        EvalReport:
     """Base, candidate and (if given) production on exactly the same inputs: eval loss
-    with transformers, golden answers through a vLLM server (`settings`) loading the
-    adapters as LoRA modules, as deployed."""
+    with transformers (of the adapters), golden answers and the suites through vLLM
+    servers (`settings`), each role served as `artefacts` says (role → adapter, merged,
+    int8; default: the adapter as a LoRA module). A candidate served as weights has its
+    adapter measured beside it as `candidate_adapter` (`served`)."""
     from dataclasses import asdict
 
+    from llmops.config.paths import state_subdir
     from llmops.evaluation.evalserve import evaluate_with_vllm
+    from llmops.evaluation.served import ADAPTER_ROLE, ROLES, plan_servers, served_weights
     from llmops.evaluation.suites import suites_for
 
     started = time.perf_counter()
+    artefacts = dict(artefacts or {})
     losses = eval_losses(spec, base_model, adapters)
+    weights = served_weights(base_model, adapters, artefacts,
+                             state_subdir("eval") / spec.name / "served")
+    servers = plan_servers(base_model, adapters, weights)
     golden = spec.golden_sets()
     generated, answers, suites = evaluate_with_vllm(
-        spec.name, base_model, adapters, golden, spec.validation.eval.max_new_tokens,
-        settings, suites_for(spec))
-    metrics = {role: {**losses.get(role, {}), **generated.get(role, {})}
-               for role in ("base", *adapters)}
+        spec.name, servers, golden, spec.validation.eval.max_new_tokens, settings,
+        suites_for(spec))
+    roles = [r for r in ROLES if any(r in s.roles for s in servers)]
+    # Eval loss is the adapter's (transformers + PEFT), for the role and its adapter alike.
+    metrics = {role: {**losses.get("candidate" if role == ADAPTER_ROLE else role, {}),
+                      **generated.get(role, {})} for role in roles}
+    served: dict[str, str] = {role: artefacts.get(role, "adapter") for role in adapters}
+    if ADAPTER_ROLE in metrics:
+        served[ADAPTER_ROLE] = "adapter"
     return EvalReport(metrics, answers, time.perf_counter() - started,
-                      [asdict(s) for s in suites])
+                      [asdict(s) for s in suites], served)
 
 
 class _adapter:

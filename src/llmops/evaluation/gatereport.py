@@ -17,6 +17,7 @@ from typing import Any
 from llmops.config import GateRule
 from llmops.data.htmlreport import badge, page
 from llmops.evaluation.gates import GateDecision
+from llmops.evaluation.served import ADAPTER_ROLE, DESCRIPTIONS, ROLES
 from llmops.evaluation.uncertainty import Uncertainty
 
 
@@ -46,15 +47,37 @@ def _value(metrics: Mapping[str, float] | None, name: str) -> float | None:
 
 def gate_rows(rules: list[GateRule], decision: GateDecision,
               metrics: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
-    """One row per rule: metric, base, production, candidate, threshold, pass, reason."""
+    """One row per rule: metric, base, production, (candidate_adapter,) candidate,
+    threshold, pass, reason. `candidate_adapter` (the adapter, beside a candidate served as
+    merged or int8 weights) is shown, not gated."""
     return [
         {"metric": rule.metric,
-         "base": _value(metrics.get("base"), rule.metric),
-         "production": _value(metrics.get("production"), rule.metric),
-         "candidate": _value(metrics.get("candidate"), rule.metric),
+         **{role: _value(metrics.get(role), rule.metric) for role in _roles(metrics)},
          "threshold": threshold_text(rule), "passed": result.passed, "reason": result.reason}
         for rule, result in zip(rules, decision.results, strict=True)
     ]
+
+
+def _roles(metrics: Mapping[str, Any]) -> tuple[str, ...]:
+    """The report's role columns: base, production and candidate always; the candidate's
+    adapter beside the candidate when it was measured apart."""
+    return _ROLES if ADAPTER_ROLE not in metrics else \
+        ("base", "production", ADAPTER_ROLE, "candidate")
+
+
+def _header(role: str, artefacts: Mapping[str, str]) -> str:
+    """A role's column title: 'candidate (int8)' when the role's artefact is known."""
+    return f"{role} ({artefacts[role]})" if role in artefacts else role
+
+
+def subject_lines(artefacts: Mapping[str, str]) -> list[str]:
+    """What the gate evaluated, when the candidate is not served as its adapter."""
+    served = artefacts.get("candidate")
+    if not served or served == "adapter":
+        return []
+    return ["", f"Gated: the candidate as its target serves it ({DESCRIPTIONS[served]}). "
+            f"Beside it, not gated: {ADAPTER_ROLE} ({DESCRIPTIONS['adapter']}). Eval loss is "
+            "the adapter's (transformers) for both."]
 
 
 def _cell(value: float | None, uncertainty: Uncertainty | None = None, role: str = "",
@@ -66,7 +89,7 @@ def _cell(value: float | None, uncertainty: Uncertainty | None = None, role: str
     return "–" if value is None else f"{value:.4g}"
 
 
-_ROLES = ("base", "production", "candidate")
+_ROLES: tuple[str, ...] = ("base", "production", "candidate")
 
 
 def _shown(uncertainty: Uncertainty, roles: list[str]) -> list[str]:
@@ -89,7 +112,7 @@ def uncertainty_lines(uncertainty: Uncertainty | None) -> list[str]:
     """The Markdown section on intervals: every accuracy, then the paired differences."""
     if uncertainty is None or not uncertainty.accuracy:
         return []
-    roles = [r for r in _ROLES if r in uncertainty.accuracy]
+    roles = [r for r in ROLES if r in uncertainty.accuracy]
     metrics = _shown(uncertainty, roles)
     lines = ["", "Accuracy with its sample size and 95% confidence interval (Wilson score):", "",
              "| metric | " + " | ".join(roles) + " |", "|---|" + "---|" * len(roles)]
@@ -105,14 +128,18 @@ def uncertainty_lines(uncertainty: Uncertainty | None) -> list[str]:
 
 def render_markdown(model: str, rows: list[dict[str, Any]], passed: bool,
                     links: Mapping[str, str], uncertainty: Uncertainty | None = None,
-                    sections: Sequence[tuple[str, list[str]]] = ()) -> str:
+                    sections: Sequence[tuple[str, list[str]]] = (),
+                    artefacts: Mapping[str, str] | None = None) -> str:
+    artefacts = artefacts or {}
+    roles = _roles(rows[0] if rows else {})
     lines = [f"## Gate report: {model} — {'PASSED' if passed else 'FAILED'}", "",
-             "| metric | base | production | candidate | threshold | pass |",
-             "|---|---|---|---|---|---|"]
+             "| metric | " + " | ".join(_header(r, artefacts) for r in roles)
+             + " | threshold | pass |", "|---|" + "---|" * (len(roles) + 2)]
     for r in rows:
-        cells = [_cell(r[role], uncertainty, role, r["metric"]) for role in _ROLES]
+        cells = [_cell(r[role], uncertainty, role, r["metric"]) for role in roles]
         lines.append(f"| {r['metric']} | {' | '.join(cells)} | {r['threshold']} | "
                      f"{'✅' if r['passed'] else '❌'} |")
+    lines += subject_lines(artefacts)
     lines += ["", "Reasons:"] + [f"- {r['reason']}" for r in rows]
     lines += uncertainty_lines(uncertainty)
     for title, body in sections:  # the evaluation suites' own findings
@@ -123,22 +150,28 @@ def render_markdown(model: str, rows: list[dict[str, Any]], passed: bool,
 
 
 def render_html(model: str, rows: list[dict[str, Any]], passed: bool,
-                links: Mapping[str, str], uncertainty: Uncertainty | None = None) -> str:
+                links: Mapping[str, str], uncertainty: Uncertainty | None = None,
+                artefacts: Mapping[str, str] | None = None) -> str:
     """The Markdown report's content as one HTML page with its stylesheet inline."""
     verdict = "PASSED" if passed else "FAILED"
+    artefacts = artefacts or {}
+    roles = _roles(rows[0] if rows else {})
     table = "\n".join(
         f"<tr class=\"{'pass' if r['passed'] else 'fail'}\"><td>{escape(r['metric'])}</td>"
         + "".join(f"<td>{escape(_cell(r[role], uncertainty, role, r['metric']))}</td>"
-                  for role in _ROLES)
+                  for role in roles)
         + f"<td>{escape(r['threshold'])}</td>"
         f"<td>{badge(r['passed'])}</td><td>{escape(r['reason'])}</td></tr>" for r in rows)
     body = [f"<h1>Gate report: {escape(model)} — {verdict} {badge(passed)}</h1>",
             "<p class=\"meta\">The release gate of validation/"
             f"{escape(model)}.yml: every rule must pass for the candidate to be registered."
             "</p>",
-            "<table>\n<thead><tr><th>metric</th><th>base</th><th>production</th>"
-            "<th>candidate</th><th>threshold</th><th>status</th><th>reason</th></tr>"
+            "<table>\n<thead><tr><th>metric</th>"
+            + "".join(f"<th>{escape(_header(r, artefacts))}</th>" for r in roles)
+            + "<th>threshold</th><th>status</th><th>reason</th></tr>"
             f"</thead>\n<tbody>\n{table}\n</tbody>\n</table>"]
+    body += [f"<p class=\"meta\">{escape(line)}</p>" for line in subject_lines(artefacts)
+             if line]
     body += _uncertainty_html(uncertainty)
     if links:
         body.append("<ul>" + "".join(f"<li>{escape(k)}: <code>{escape(v)}</code></li>"
@@ -149,7 +182,7 @@ def render_html(model: str, rows: list[dict[str, Any]], passed: bool,
 def _uncertainty_html(uncertainty: Uncertainty | None) -> list[str]:
     if uncertainty is None or not uncertainty.accuracy:
         return []
-    roles = [r for r in _ROLES if r in uncertainty.accuracy]
+    roles = [r for r in ROLES if r in uncertainty.accuracy]
     metrics = _shown(uncertainty, roles)
     rows = "\n".join(
         f"<tr><td>{escape(m)}</td>" + "".join(
@@ -173,9 +206,11 @@ def _uncertainty_html(uncertainty: Uncertainty | None) -> list[str]:
 def write(folder: Path, model: str, rules: list[GateRule], decision: GateDecision,
           metrics: Mapping[str, Mapping[str, float]], links: Mapping[str, str],
           uncertainty: Uncertainty | None = None,
-          sections: Sequence[tuple[str, list[str]]] = ()) -> tuple[Path, Path, Path]:
+          sections: Sequence[tuple[str, list[str]]] = (),
+          artefacts: Mapping[str, str] | None = None) -> tuple[Path, Path, Path]:
     """gate_report.json, gate_report.md and gate_report.html in `folder`; `uncertainty`
-    (from the golden answers' verdicts) adds the intervals."""
+    (from the golden answers' verdicts) adds the intervals; `artefacts` (role → adapter,
+    merged, int8) says what each role was served as."""
     rows = gate_rows(rules, decision, metrics)
     json_path, md_path = folder / "gate_report.json", folder / "gate_report.md"
     html_path = folder / "gate_report.html"
@@ -183,11 +218,13 @@ def write(folder: Path, model: str, rules: list[GateRule], decision: GateDecisio
                             "metrics": metrics, "links": dict(links)}
     if uncertainty is not None:
         body["uncertainty"] = uncertainty.to_json()
+    if artefacts:
+        body["artefacts"] = dict(artefacts)
     json_path.write_text(json.dumps(body, indent=2))
     if sections:
         body["sections"] = [{"title": t, "lines": b} for t, b in sections]
     md_path.write_text(render_markdown(model, rows, decision.passed, links, uncertainty,
-                                       sections))
-    html_path.write_text(render_html(model, rows, decision.passed, links, uncertainty),
-                         encoding="utf-8")
+                                       sections, artefacts))
+    html_path.write_text(render_html(model, rows, decision.passed, links, uncertainty,
+                                     artefacts), encoding="utf-8")
     return json_path, md_path, html_path

@@ -16,8 +16,10 @@ from llmops.evaluation.uncertainty import Verdicts, paired
 
 Metrics = Mapping[str, float]
 
-# Metrics where smaller is better; every other metric is better when larger.
-_LOWER_IS_BETTER = ("loss", "perplexity", "latency", "error", "format_", "rss")
+# Metrics where smaller is better; every other metric is better when larger. (failures,
+# findings: the safety probes' counts, llmops.evaluation.probes.)
+_LOWER_IS_BETTER = ("loss", "perplexity", "latency", "error", "format_", "rss", "failures",
+                    "findings")
 
 
 def higher_is_better(metric: str) -> bool:

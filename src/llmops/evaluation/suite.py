@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Endpoint:
-    """The running evaluation server: an OpenAI-compatible API serving each role under its
-    name ("base", "candidate", "production")."""
+    """A running evaluation server: an OpenAI-compatible API serving each of `roles` under
+    its name ("base", "candidate", "production", "candidate_adapter": the candidate's
+    adapter when the candidate is served as merged or int8 weights)."""
 
     base_url: str  # …/v1
     api_key: str
@@ -35,6 +36,30 @@ class SuiteResult:
 
 
 class Suite(Protocol):
+    """Run once per evaluation server, with the roles that server serves (`Endpoint.roles`:
+    the base model and the LoRA roles on one, each merged or int8 model on its own; see
+    `llmops.evaluation.served`); the runs' results are merged (`merge_results`)."""
+
     name: str
 
     def run(self, endpoint: Endpoint) -> SuiteResult: ...
+
+
+def merge_results(results: list[SuiteResult]) -> SuiteResult:
+    """One suite's results from several servers as one: metrics by role, the records of
+    every run, and the report lines of each run in turn (a run's lines that repeat the
+    previous run's are kept once)."""
+    if len(results) == 1:
+        return results[0]
+    metrics: dict[str, dict[str, float]] = {}
+    records: list[dict[str, Any]] = []
+    lines: list[str] = []
+    previous: list[str] | None = None
+    for result in results:
+        for role, values in result.metrics.items():
+            metrics.setdefault(role, {}).update(values)
+        records += result.records
+        if result.lines and result.lines != previous:
+            lines += ([""] if lines else []) + result.lines
+        previous = result.lines
+    return SuiteResult(results[0].name, metrics, records, lines)

@@ -17,7 +17,13 @@ SuiteBuilder = Callable[[ModelSpec], "Suite | None"]
 def builders() -> list[SuiteBuilder]:
     """Every suite builder (imported here, so that a suite's dependencies load only when
     an evaluation runs)."""
-    return []
+    from llmops.evaluation import lmeval, retention
+    from llmops.evaluation.probes import probes_suite
+    return [
+        retention.build,
+        lmeval.build,
+        probes_suite,
+    ]
 
 
 def suites_for(spec: ModelSpec) -> list[Suite]:

@@ -17,8 +17,10 @@ from llmops.evaluation.stats import PairedDifference, Proportion, paired_differe
 # role -> metric (golden_accuracy, golden.<set>.accuracy) -> question key -> answered right
 Verdicts = Mapping[str, Mapping[str, Mapping[str, bool]]]
 
-# The differences reported: candidate against each reference role.
-COMPARISONS = (("candidate", "production"), ("candidate", "base"))
+# The differences reported: candidate against each reference role (and against its own
+# adapter, when it is served as merged or int8 weights: what merging or quantizing changed).
+COMPARISONS = (("candidate", "production"), ("candidate", "base"),
+               ("candidate", "candidate_adapter"))
 
 
 def question_verdicts(

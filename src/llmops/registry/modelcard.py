@@ -13,7 +13,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
-    roles = [r for r in ("base", "production", "candidate") if r in metrics]
+    roles = [r for r in ("base", "production", "candidate_adapter", "candidate")
+             if r in metrics]
     names = sorted({k for m in metrics.values() for k in m})
     rows = ["| metric | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|"]
     for n in names:

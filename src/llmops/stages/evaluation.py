@@ -16,6 +16,7 @@ from llmops.evaluation import gatereport
 from llmops.evaluation.evaluate import EvalReport, evaluate
 from llmops.evaluation.gates import GateDecision, gate_decision
 from llmops.evaluation.records import log_evaluation_records
+from llmops.evaluation.served import served_artefact
 from llmops.evaluation.uncertainty import question_verdicts, summarize
 from llmops.models.base import ensure_base_model
 from llmops.redact import redact
@@ -50,16 +51,24 @@ def production_adapter(spec: ModelSpec, registry: Registry) -> Path | None:
     return registry.download(mv, state_subdir("eval") / spec.name / f"production-{mv.version}")
 
 
-def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry) -> EvalReport:
+def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry,
+                   env: str = EVAL_ENV) -> EvalReport:
     """Base, candidate (and production, when pinned) on the same inputs; logged to the run
     as `base.<m>`, `candidate.<m>`, `production.<m>`, with golden_accuracy's 95% intervals
-    (`<role>.golden_accuracy_ci_low`/`_high`, `candidate.golden_accuracy_vs_<ref>_ci_*`)."""
+    (`<role>.golden_accuracy_ci_low`/`_high`, `candidate.golden_accuracy_vs_<ref>_ci_*`).
+
+    The candidate and production are evaluated as `deploy/<env>.yml` serves them (the
+    adapter, merged or int8 weights: `served_artefact`), on this machine's vLLM with the
+    local target's settings; a candidate served as weights has its adapter's figures
+    beside it as `candidate_adapter.<m>`; tags `eval.<role>.artefact` say which is which."""
     adapters = {"candidate": candidate.adapter_dir}
     if (prod := production_adapter(spec, registry)) is not None:
         adapters["production"] = prod
     settings = load_deploy(EVAL_ENV).serve_for(spec.name)
+    artefact = served_artefact(load_deploy(env), spec.name)
     started = time.perf_counter()
-    report = evaluate(spec, candidate.base_model, adapters, settings)
+    report = evaluate(spec, candidate.base_model, adapters, settings,
+                      dict.fromkeys(adapters, artefact))
     ended_at = time.time()  # when the golden requests' traces end (they last their latency)
     # Evaluation runs on this machine's CPU (transformers, vLLM's CPU server): one device.
     log_compute(candidate.run, "eval", compute(0, time.perf_counter() - started))
@@ -75,6 +84,9 @@ def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry)
         for name, value in metrics.items():  # the 95% intervals of golden_accuracy
             client.log_metric(run_id, f"{role}.{name}", value, timestamp=now,
                               model_id=model_id if role == "candidate" else None)
+    for role, served in report.artefacts.items():
+        client.set_tag(run_id, f"eval.{role}.artefact", served)
+    client.set_tag(run_id, "eval.env", env)
     path = candidate.run.folder / "eval_report.json"
     path.write_text(json.dumps(asdict(report), indent=2))
     client.log_artifact(run_id, str(path), "eval")
@@ -115,7 +127,8 @@ def gate_stage(spec: ModelSpec, report: EvalReport, run: Run) -> GateDecision:
     for path in gatereport.write(run_dir(spec.name, run.run_id), spec.name,
                                  spec.validation.gates, decision, report.metrics, links,
                                  summarize(verdicts),
-                                 [(s["name"], s["lines"]) for s in report.suites]):
+                                 [(s["name"], s["lines"]) for s in report.suites],
+                                 artefacts=report.artefacts):
         client.log_artifact(run.run_id, str(path), "gate")
     if not decision.passed:
         reasons = "\n".join(f"  {r.reason}" for r in decision.failures())
@@ -125,11 +138,13 @@ def gate_stage(spec: ModelSpec, report: EvalReport, run: Run) -> GateDecision:
 
 
 def evaluate_candidate(spec: ModelSpec, candidate: str, registry: Registry,
-                       steps: Steps | None = None) -> tuple[EvalReport, Path]:
-    """Evaluate a run or a registered version and apply the gate; (report, gate report).
-    The gate report is written whatever the verdict; a refusal raises GateRefused."""
+                       steps: Steps | None = None, env: str = EVAL_ENV) -> \
+        tuple[EvalReport, Path]:
+    """Evaluate a run or a registered version as `deploy/<env>.yml` would serve it and
+    apply the gate; (report, gate report). The gate report is written whatever the verdict;
+    a refusal raises GateRefused."""
     steps = steps or Steps()
     ref = resolve_candidate(spec, candidate, registry)
-    report = steps("evaluate", evaluate_stage, spec, ref, registry)
+    report = steps("evaluate", evaluate_stage, spec, ref, registry, env)
     steps("gate", gate_stage, spec, report, ref.run)
     return report, ref.run.folder / "gate_report.md"

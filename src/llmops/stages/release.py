@@ -69,7 +69,10 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
             out.data_report, out.data_docs = data.html_path or data.json_path, data.docs_path
             trained = stage("train", train_stage, spec, run)
             candidate = CandidateRef(run, trained.base_model, trained.adapter_dir)
-            evaluated = stage("evaluate", evaluate_stage, spec, candidate, registry)
+            # The gate's subject: the candidate as this target serves it (adapter, merged,
+            # int8), with the adapter's figures beside it.
+            evaluated = stage("evaluate", evaluate_stage, spec, candidate, registry,
+                              target.env)
             out.metrics = evaluated.metrics
             decision = stage("gate", gate_stage, spec, evaluated, run)
             out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]

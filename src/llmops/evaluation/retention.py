@@ -1,0 +1,221 @@
+"""Kept capabilities (catastrophic forgetting): the retention set of a model.
+
+A retention set holds prompts the base model answers correctly (general knowledge,
+arithmetic, instruction following, formatting, simple reasoning). `llmops build-retention`
+makes it once: the base model, served by vLLM, answers a candidate pool
+(`validation/retention/pool.jsonl`) and the items it gets right are kept, with the
+provenance (base model digest, pool digest, engine version, date) beside them.
+
+At evaluation, every role (base, candidate, production) answers the set through the same
+server as the golden set; `retention_kept` is the share each answers correctly (the base:
+about 1.0 by construction, at temperature 0), and a gate rule (`retention_kept min 0.9`)
+refuses a candidate that forgot what its base could do. The gate report lists the items
+the candidate lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llmops.config import ModelSpec
+from llmops.config.paths import resolve_in_repo
+from llmops.errors import CheckFailed, UsageError
+from llmops.evaluation.suite import Endpoint, SuiteResult
+
+Match = Literal["word", "cased", "starts", "exact"]
+MATCHES: tuple[str, ...] = ("word", "cased", "starts", "exact")
+METRIC = "retention_kept"
+EXCERPT = 80
+
+
+@dataclass(frozen=True)
+class RetentionItem:
+    """One prompt and what a right answer holds: any of `answers`, as `match` says."""
+
+    id: str
+    category: str
+    question: str
+    answers: tuple[str, ...]
+    match: Match = "word"
+
+    def to_row(self) -> dict[str, Any]:
+        answer: str | list[str] = self.answers[0] if len(self.answers) == 1 else \
+            list(self.answers)
+        return {"id": self.id, "category": self.category, "question": self.question,
+                "answer": answer, "match": self.match}
+
+
+def _phrase(expected: str) -> str:
+    """A regex for `expected` as whole words (a digit or letter may not touch either end)."""
+    return r"(?<![0-9A-Za-z])" + re.escape(expected.strip()) + r"(?![0-9A-Za-z])"
+
+
+def is_right(answer: str, item: RetentionItem) -> bool:
+    """Score one answer.
+
+    word: an expected answer appears as whole words, ignoring case ("Paris" in "It is
+    Paris."; "4" not in "14"); cased: the same, case-sensitive ("CAT" for "uppercase");
+    starts: the answer begins with it, ignoring case and leading punctuation ("Yes, it
+    is"); exact: the whole answer, trimmed, ignoring case and a final full stop."""
+    text = answer.strip()
+    for expected in item.answers:
+        if item.match == "word" and re.search(_phrase(expected), text, re.IGNORECASE):
+            return True
+        if item.match == "cased" and re.search(_phrase(expected), text):
+            return True
+        if item.match == "starts" and re.match(
+                r"[\W_]*" + _phrase(expected), text, re.IGNORECASE):
+            return True
+        if item.match == "exact" and \
+                text.rstrip(".").strip().lower() == expected.strip().lower():
+            return True
+    return False
+
+
+def read_items(path: Path) -> list[RetentionItem]:
+    """A pool or a retention set: JSONL rows {id, category, question, answer (a string or a
+    list of strings, any of which is right), match}; UsageError names the line."""
+    if not path.is_file():
+        raise UsageError(f"{path}: not found")
+    items: list[RetentionItem] = []
+    seen: set[str] = set()
+    for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{n}: not a JSON object: {exc.msg}") from exc
+        answer = row.get("answer") if isinstance(row, dict) else None
+        answers = [answer] if isinstance(answer, str) else answer
+        if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) and row[k].strip() for k in ("id", "question")) \
+                or not isinstance(answers, list) or not answers \
+                or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise UsageError(f"{path}:{n}: a retention row needs non-empty 'id', 'question' "
+                             "and 'answer' (a string or a list of strings)")
+        match = row.get("match", "word")
+        if match not in MATCHES:
+            raise UsageError(f"{path}:{n}: match: {match!r} is not one of {', '.join(MATCHES)}")
+        if row["id"] in seen:
+            raise UsageError(f"{path}:{n}: id {row['id']!r} appears twice")
+        seen.add(row["id"])
+        items.append(RetentionItem(row["id"], str(row.get("category", "")), row["question"],
+                                   tuple(answers), match))
+    return items
+
+
+@dataclass(frozen=True)
+class Reply:
+    role: str
+    item: RetentionItem
+    answer: str
+    finish_reason: str
+    correct: bool
+
+
+def _ask_one(client: Any, role: str, item: RetentionItem, max_tokens: int) -> Reply:
+    reply = client.chat.completions.create(
+        model=role, messages=[{"role": "user", "content": item.question}],
+        max_tokens=max_tokens, temperature=0.0)
+    choice = reply.choices[0]
+    text = choice.message.content or ""
+    return Reply(role, item, text, choice.finish_reason or "", is_right(text, item))
+
+
+def ask(endpoint: Endpoint, items: Sequence[RetentionItem], max_tokens: int) -> list[Reply]:
+    """Every item to every role of the endpoint, greedy; one role at a time (a vLLM-CPU
+    batch never mixes the base with an adapter: llmops.evaluation.evalserve.generate)."""
+    from openai import APIError, OpenAI
+
+    client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=600,
+                    max_retries=0)
+    replies: list[Reply] = []
+    for role in endpoint.roles:
+        with ThreadPoolExecutor(max(1, min(endpoint.concurrency, len(items)))) as pool:
+            futures = [pool.submit(_ask_one, client, role, item, max_tokens) for item in items]
+            for future in futures:
+                try:
+                    replies.append(future.result())
+                except APIError as exc:
+                    raise CheckFailed(f"vLLM could not answer the retention set with "
+                                      f"{role!r}: {exc}") from exc
+    return replies
+
+
+def kept_share(replies: Sequence[Reply], role: str) -> float:
+    mine = [r for r in replies if r.role == role]
+    return sum(r.correct for r in mine) / len(mine) if mine else float("nan")
+
+
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split()).replace("|", "\\|")
+    return flat if len(flat) <= EXCERPT else flat[: EXCERPT - 1] + "…"
+
+
+def lost_lines(replies: Sequence[Reply], roles: Sequence[str], set_path: str) -> list[str]:
+    """The gate report's section: each role's kept share, then the items the candidate got
+    wrong (that the base answers right, by the set's construction)."""
+    n = len({r.item.id for r in replies})
+    lines = [f"Retention set `{set_path}`: {n} prompts the base model answered correctly "
+             "when the set was built (`llmops build-retention`).", ""]
+    for role in roles:
+        right = sum(r.correct for r in replies if r.role == role)
+        lines.append(f"- {role}: kept {right}/{n} ({right / n:.1%})" if n else f"- {role}: –")
+    lost = [r for r in replies if r.role == "candidate" and not r.correct]
+    if "candidate" in roles:
+        if not lost:
+            lines += ["", "The candidate answers every prompt of the set correctly."]
+        else:
+            lines += ["", f"Lost by the candidate ({len(lost)}):", "",
+                      "| id | question | expected | candidate's answer |", "|---|---|---|---|"]
+            lines += [f"| {r.item.id} | {_excerpt(r.item.question)} | "
+                      f"{_excerpt(' / '.join(r.item.answers))} ({r.item.match}) | "
+                      f"{_excerpt(r.answer) or '(empty)'} |" for r in lost]
+    return lines
+
+
+def provenance_path(set_path: Path) -> Path:
+    """`validation/retention/<model>.provenance.json` beside `<model>.jsonl`."""
+    return set_path.with_name(set_path.name.removesuffix(".jsonl") + ".provenance.json")
+
+
+class RetentionSuite:
+    """The retention set asked of every role; metric `retention_kept` per role."""
+
+    name = "Kept capabilities (retention set)"
+
+    def __init__(self, set_path: str, items: list[RetentionItem], max_tokens: int) -> None:
+        self.set_path, self.items, self.max_tokens = set_path, items, max_tokens
+
+    def run(self, endpoint: Endpoint) -> SuiteResult:
+        replies = ask(endpoint, self.items, self.max_tokens)
+        metrics = {role: {METRIC: kept_share(replies, role)} for role in endpoint.roles}
+        records = [{"suite": "retention", "role": r.role, **asdict(r.item),
+                    "answer": r.answer, "finish_reason": r.finish_reason,
+                    "correct": r.correct} for r in replies]
+        return SuiteResult(self.name, metrics, records,
+                           lost_lines(replies, endpoint.roles, self.set_path))
+
+
+def build(spec: ModelSpec) -> RetentionSuite | None:
+    """The model's retention suite, when `eval.retention` is configured; a set not yet
+    built is a usage error that says how to build it."""
+    settings = spec.validation.eval.retention
+    if settings is None:
+        return None
+    path = resolve_in_repo(settings.path)
+    if not path.is_file():
+        raise UsageError(f"validation/{spec.name}.yml: eval.retention.path: {settings.path} "
+                         f"not found: build it with `llmops build-retention {spec.name}`")
+    items = read_items(path)
+    if not items:
+        raise UsageError(f"{settings.path}: the retention set is empty: the base model "
+                         "answered none of the pool; widen the pool and build it again")
+    return RetentionSuite(settings.path, items, settings.max_new_tokens)
