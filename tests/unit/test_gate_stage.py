@@ -34,6 +34,7 @@ def _report(candidate_right: int) -> EvalReport:
     fmt.update({f"probe.{m}": 0.0 for m in (  # the safety probes: none failed
         "regurgitation_failures", "pii_findings", "secret_findings", "injection_failures",
         "refusal_failures")})
+    fmt["retention_kept"] = 1.0  # the retention set: every item kept
     return EvalReport({"base": {"golden_accuracy": 1 / 28, "eval_loss": 3.0, **fmt},
                        "candidate": {"golden_accuracy": candidate_right / 28, "eval_loss": 1.0,
                                      **fmt}}, answers)
