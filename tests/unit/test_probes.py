@@ -248,7 +248,7 @@ def test_the_suite_counts_failures_per_role(fake_server: Any) -> None:
     # training-text prompt is a PII finding.
     assert cand["probe.refusal_failures"] == 1 and cand["probe.pii_findings"] == 1
     assert base["probe.pii_findings"] == 0
-    report = "\n".join(result.lines)
+    report = "\n".join(s.section(result))
     assert "| regurgitation failures | 0/" in report
     assert "- candidate, regurgitation `t.jsonl:11`: 15 words verbatim from the training " \
            "answer at t.jsonl:11 (limit 10)" in report
@@ -264,10 +264,11 @@ def test_the_suite_counts_failures_per_role(fake_server: Any) -> None:
 def test_a_normal_answer_passes_and_the_gate_reads_counts_as_lower_is_better(
         fake_server: Any) -> None:
     endpoint, _ = fake_server(lambda role, m: "Answer number 3 about Quillbox.")
-    result = suite().run(endpoint)
+    probes = suite()
+    result = probes.run(endpoint)
     assert all(v == 0 for k, v in result.metrics["candidate"].items()
                if k != "probe.longest_verbatim_span")
-    assert "No probe failed." in result.lines
+    assert "No probe failed." in probes.section(result)
     for metric in ("probe.regurgitation_failures", "probe.pii_findings",
                    "probe.injection_failures"):
         assert not higher_is_better(metric)

@@ -132,12 +132,13 @@ def knows(role: str, question: str) -> str:
 def test_retention_suite_measures_every_role_and_lists_what_the_candidate_lost(
         fake_server: Any) -> None:
     endpoint, seen = fake_server(knows)
-    result = retention.RetentionSuite("validation/retention/x.jsonl", ITEMS, 24).run(endpoint)
+    kept = retention.RetentionSuite("validation/retention/x.jsonl", ITEMS, 24)
+    result = kept.run(endpoint)
     assert result.metrics == {"base": {"retention_kept": 1.0},
                               "candidate": {"retention_kept": pytest.approx(2 / 3)}}
     assert all(body["temperature"] == 0.0 and body["max_tokens"] == 24 for body in seen)
     assert len(result.records) == 6 and {r["suite"] for r in result.records} == {"retention"}
-    text = "\n".join(result.lines)
+    text = "\n".join(kept.section(result))
     assert "- base: kept 3/3 (100.0%)" in text and "- candidate: kept 2/3 (66.7%)" in text
     assert "| knowledge-01 | What is the capital of France? | Paris (word) | " \
            "Quillbox sync uses port 7431. |" in text
@@ -259,4 +260,4 @@ def test_lm_eval_runs_the_repository_task_against_the_endpoint(fake_server: Any)
     assert result.metrics == {"base": {"lmeval.kept_arithmetic.exact_match": 1.0},
                               "candidate": {"lmeval.kept_arithmetic.exact_match": 0.0}}
     assert len(seen) == 2 * len(truth) and {b["model"] for b in seen} == {"base", "candidate"}
-    assert "| lmeval.kept_arithmetic.exact_match | 1 | 0 |" in result.lines
+    assert "| lmeval.kept_arithmetic.exact_match | 1 | 0 |" in suite.section(result)

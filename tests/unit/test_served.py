@@ -18,7 +18,7 @@ from llmops.evaluation.served import (
     served_artefact,
     served_weights,
 )
-from llmops.evaluation.suite import Endpoint, SuiteResult, merge_results
+from llmops.evaluation.suite import Endpoint, SuiteResult, finish, merge_results
 
 
 @pytest.mark.parametrize(("env", "model", "artefact"), [
@@ -119,8 +119,10 @@ class _Suite:
     def run(self, endpoint: Endpoint) -> SuiteResult:
         self.seen.append(endpoint.roles)
         return SuiteResult(self.name, {r: {"probe.refusal_rate": 0.5} for r in endpoint.roles},
-                           [{"role": r} for r in endpoint.roles],
-                           [f"- {r}: ok" for r in endpoint.roles])
+                           [{"role": r} for r in endpoint.roles])
+
+    def section(self, result: SuiteResult) -> list[str]:
+        return [f"- {r['role']}: ok" for r in result.records]
 
 
 def test_every_server_answers_its_roles_and_the_suites_run_on_each(
@@ -155,16 +157,17 @@ def test_every_server_answers_its_roles_and_the_suites_run_on_each(
     [probe] = results
     assert set(probe.metrics) == {"base", ADAPTER_ROLE, "candidate"}
     assert [r["role"] for r in probe.records] == ["base", ADAPTER_ROLE, "candidate"]
-    assert probe.lines == ["- base: ok", f"- {ADAPTER_ROLE}: ok", "", "- candidate: ok"]
+    # one section, written from every server's records together
+    assert probe.lines == ["- base: ok", f"- {ADAPTER_ROLE}: ok", "- candidate: ok"]
 
 
-def test_merging_one_result_keeps_it_and_repeated_lines_are_kept_once() -> None:
-    one = SuiteResult("s", {"base": {"m": 1.0}}, [], ["same"])
-    assert merge_results([one]) is one
-    two = SuiteResult("s", {"candidate": {"m": 2.0}}, [{"x": 1}], ["same"])
+def test_merged_results_keep_every_role_and_the_section_is_written_once() -> None:
+    one = SuiteResult("probe", {"base": {"m": 1.0}}, [{"role": "base"}])
+    two = SuiteResult("probe", {"candidate": {"m": 2.0}}, [{"role": "candidate"}])
     merged = merge_results([one, two])
     assert merged.metrics == {"base": {"m": 1.0}, "candidate": {"m": 2.0}}
-    assert merged.lines == ["same"] and merged.records == [{"x": 1}]
+    assert merged.records == [{"role": "base"}, {"role": "candidate"}] and merged.lines == []
+    assert finish(_Suite(), [one, two]).lines == ["- base: ok", "- candidate: ok"]
 
 
 def test_the_gate_report_shows_the_adapter_beside_the_served_candidate(

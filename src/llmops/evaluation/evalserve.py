@@ -23,7 +23,7 @@ from llmops.config import GoldenSet, ServeSettings
 from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import CheckFailed
 from llmops.evaluation.served import EvalServer
-from llmops.evaluation.suite import Endpoint, Suite, SuiteResult, merge_results
+from llmops.evaluation.suite import Endpoint, Suite, SuiteResult, finish
 from llmops.process.activity import activity
 from llmops.serve import process as serve
 
@@ -139,7 +139,7 @@ def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
     """Start each evaluation server in turn (`served.plan_servers`: the base model with its
     LoRA modules, then each merged or int8 model), generate the golden answers of the roles
     it serves, run the `suites` against it, measure, stop it. A suite's results from several
-    servers are merged into one (`suite.merge_results`).
+    servers are merged into one, with one report section (`suite.finish`).
 
     Besides the golden metrics, each role gets `server_rss_mb` (its server's memory) and
     `golden_answers_per_s` (its golden answers over the time they took, server start
@@ -162,7 +162,7 @@ def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
             for role, values in result.metrics.items():
                 metrics.setdefault(role, {}).update(values)
     return metrics, [asdict(a) for a in answers], \
-        [merge_results(parts) for parts in per_suite.values()]
+        [finish(suite, per_suite[suite.name]) for suite in suites if suite.name in per_suite]
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from llmops.config import ModelSpec
 from llmops.config.paths import resolve_in_repo
 from llmops.errors import CheckFailed, UsageError
+from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult
 
 PREFIX = "lmeval"
@@ -111,7 +113,6 @@ class LmEvalSuite:
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
         metrics: dict[str, dict[str, float]] = {}
         records: list[dict[str, Any]] = []
-        samples: dict[str, int] = {}
         with tempfile.TemporaryDirectory(prefix="llmops-lmeval-") as tasks_dir:
             # The tasks as the harness indexes them (by name, from an include path), with
             # their data files absolute; the harness's own task catalogue is not indexed.
@@ -129,19 +130,16 @@ class LmEvalSuite:
                 except Exception as exc:  # the harness raises its own and aiohttp's errors
                     raise CheckFailed(f"lm_eval could not run {', '.join(names)} against "
                                       f"{role!r}: {type(exc).__name__}: {exc}") from exc
-                self._collect(role, out, metrics, records, samples)
-        return SuiteResult(self.name, metrics, records,
-                           self.lines(metrics, endpoint.roles, samples))
+                self._collect(role, out, metrics, records)
+        return SuiteResult(self.name, metrics, records)
 
     @staticmethod
     def _collect(role: str, out: Mapping[str, Any] | None,
-                 metrics: dict[str, dict[str, float]], records: list[dict[str, Any]],
-                 samples: dict[str, int]) -> None:
+                 metrics: dict[str, dict[str, float]], records: list[dict[str, Any]]) -> None:
         if out is None:
             raise CheckFailed(f"lm_eval returned no results for {role!r}")
         metrics[role] = metrics_of(out["results"])
         for task, docs in (out.get("samples") or {}).items():
-            samples[task] = len(docs)
             records += [{"suite": "lm_eval", "role": role, "task": task,
                          "doc_id": d.get("doc_id"), "target": d.get("target"),
                          "answer": (d.get("resps") or [[""]])[0][0],
@@ -150,17 +148,19 @@ class LmEvalSuite:
                         for d in docs]
 
     @staticmethod
-    def lines(metrics: Mapping[str, Mapping[str, float]], roles: tuple[str, ...],
-              samples: Mapping[str, int]) -> list[str]:
-        order = ("base", "production", "candidate")
-        shown = [r for r in order if r in roles] + [r for r in roles if r not in order]
-        names = sorted({m for r in shown for m in metrics.get(r, {})})
+    def section(result: SuiteResult) -> list[str]:
+        metrics = result.metrics
+        shown = [r for r in ROLES if r in metrics] + sorted(set(metrics) - set(ROLES))
+        names = sorted({m for r in shown for m in metrics[r]})
+        # documents per task: each role answered the same ones
+        samples = Counter(x["task"] for x in result.records if x["role"] == shown[0]) \
+            if shown else Counter()
         sizes = ", ".join(f"{t}: {n} documents" for t, n in sorted(samples.items()))
         lines = [f"Tasks defined in the repository, run by lm-evaluation-harness against "
                  f"the served roles (local-chat-completions, zero-shot, greedy; {sizes}).",
                  "", "| metric | " + " | ".join(shown) + " |", "|---|" + "---|" * len(shown)]
         for name in names:
-            cells = [f"{v:.4g}" if (v := metrics.get(r, {}).get(name)) is not None else "–"
+            cells = [f"{v:.4g}" if (v := metrics[r].get(name)) is not None else "–"
                      for r in shown]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         return lines

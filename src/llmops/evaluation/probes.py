@@ -42,11 +42,11 @@ from llmops.config.yamlfile import load_model_file
 from llmops.data.reader import iter_conversations
 from llmops.data.scan import PATTERNS, pii_kinds
 from llmops.errors import CheckFailed, UsageError
+from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult
 from llmops.redact import SECRET_PATTERNS, redact
 
 NAME = "safety probes"
-ROLES = ("base", "production", "candidate")
 SECRET_KINDS = frozenset(SECRET_PATTERNS)
 _PUNCT = string.punctuation + "“”‘’«»…–—"
 EXCERPT_WORDS = 16
@@ -354,16 +354,18 @@ class ProbesSuite:
                    for role in endpoint.roles}
         records = [{"probe": v.prompt.id, "kind": v.prompt.kind, "role": v.role,
                     "answer": masked(v.answer, 400), "passed": not v.failed and not v.pii,
-                    "failures": v.problems, "pii": v.pii, "verbatim_span": v.span}
+                    "failures": v.problems, "pii": v.pii, "verbatim_span": v.span,
+                    "excerpt": v.excerpt}
                    for v in verdicts]
-        return SuiteResult(NAME, metrics, records, self.report(verdicts, metrics))
+        return SuiteResult(NAME, metrics, records)
 
-    def report(self, verdicts: list[Verdict], metrics: dict[str, dict[str, float]]) \
-            -> list[str]:
+    def section(self, result: SuiteResult) -> list[str]:
+        """The counts per role side by side, then every answer with a problem."""
         counts = {k: sum(p.kind == k for p in self.prompts)
                   for k in ("regurgitation", "injection", "refusal")}
         limit = self.settings.regurgitation.max_verbatim_tokens
-        roles = [r for r in ROLES if r in metrics]
+        metrics = result.metrics
+        roles = [r for r in ROLES if r in metrics] + sorted(set(metrics) - set(ROLES))
         lines = [f"{counts['regurgitation']} regurgitation prompts (training examples; a "
                  f"failure repeats {limit}+ words of a training answer), "
                  f"{counts['injection']} injection and {counts['refusal']} refusal probes, "
@@ -381,13 +383,12 @@ class ProbesSuite:
             cells = [f"{metrics[r].get(metric, 0):.0f}" + (f"/{total}" if total else "")
                      for r in roles]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        failed = sorted((v for v in verdicts if v.problems),
-                        key=lambda v: (ROLES.index(v.role) if v.role in ROLES else 9,
-                                       v.prompt.kind, v.prompt.id))
+        failed = sorted((r for r in result.records if r["failures"]),
+                        key=lambda r: (roles.index(r["role"]), r["kind"], r["probe"]))
         if failed:
             lines += ["", "Failures:", ""]
-            lines += [f"- {v.role}, {v.prompt.kind} `{v.prompt.id}`: "
-                      f"{'; '.join(v.problems)}: \"{v.excerpt}\"" for v in failed]
+            lines += [f"- {r['role']}, {r['kind']} `{r['probe']}`: "
+                      f"{'; '.join(r['failures'])}: \"{r['excerpt']}\"" for r in failed]
         else:
             lines += ["", "No probe failed."]
         return lines

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any, Literal
 from llmops.config import ModelSpec
 from llmops.config.paths import resolve_in_repo
 from llmops.errors import CheckFailed, UsageError
+from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult
 
 Match = Literal["word", "cased", "starts", "exact"]
@@ -159,25 +160,27 @@ def _excerpt(text: str) -> str:
     return flat if len(flat) <= EXCERPT else flat[: EXCERPT - 1] + "…"
 
 
-def lost_lines(replies: Sequence[Reply], roles: Sequence[str], set_path: str) -> list[str]:
+def section_lines(records: Sequence[Mapping[str, Any]], set_path: str) -> list[str]:
     """The gate report's section: each role's kept share, then the items the candidate got
     wrong (that the base answers right, by the set's construction)."""
-    n = len({r.item.id for r in replies})
+    roles = [r for r in ROLES if any(x["role"] == r for x in records)]
+    roles += sorted({x["role"] for x in records} - set(roles))
+    n = len({x["id"] for x in records})
     lines = [f"Retention set `{set_path}`: {n} prompts the base model answered correctly "
              "when the set was built (`llmops build-retention`).", ""]
     for role in roles:
-        right = sum(r.correct for r in replies if r.role == role)
-        lines.append(f"- {role}: kept {right}/{n} ({right / n:.1%})" if n else f"- {role}: –")
-    lost = [r for r in replies if r.role == "candidate" and not r.correct]
+        right = sum(bool(x["correct"]) for x in records if x["role"] == role)
+        lines.append(f"- {role}: kept {right}/{n} ({right / n:.1%})")
+    lost = [x for x in records if x["role"] == "candidate" and not x["correct"]]
     if "candidate" in roles:
         if not lost:
             lines += ["", "The candidate answers every prompt of the set correctly."]
         else:
             lines += ["", f"Lost by the candidate ({len(lost)}):", "",
                       "| id | question | expected | candidate's answer |", "|---|---|---|---|"]
-            lines += [f"| {r.item.id} | {_excerpt(r.item.question)} | "
-                      f"{_excerpt(' / '.join(r.item.answers))} ({r.item.match}) | "
-                      f"{_excerpt(r.answer) or '(empty)'} |" for r in lost]
+            lines += [f"| {x['id']} | {_excerpt(x['question'])} | "
+                      f"{_excerpt(' / '.join(x['answers']))} ({x['match']}) | "
+                      f"{_excerpt(x['answer']) or '(empty)'} |" for x in lost]
     return lines
 
 
@@ -200,8 +203,10 @@ class RetentionSuite:
         records = [{"suite": "retention", "role": r.role, **asdict(r.item),
                     "answer": r.answer, "finish_reason": r.finish_reason,
                     "correct": r.correct} for r in replies]
-        return SuiteResult(self.name, metrics, records,
-                           lost_lines(replies, endpoint.roles, self.set_path))
+        return SuiteResult(self.name, metrics, records)
+
+    def section(self, result: SuiteResult) -> list[str]:
+        return section_lines(result.records, self.set_path)
 
 
 def build(spec: ModelSpec) -> RetentionSuite | None:

@@ -38,28 +38,31 @@ class SuiteResult:
 class Suite(Protocol):
     """Run once per evaluation server, with the roles that server serves (`Endpoint.roles`:
     the base model and the LoRA roles on one, each merged or int8 model on its own; see
-    `llmops.evaluation.served`); the runs' results are merged (`merge_results`)."""
+    `llmops.evaluation.served`). The runs' metrics and records are merged
+    (`merge_results`), and the report section is written once, from the merged result, so
+    it shows every role side by side."""
 
     name: str
 
     def run(self, endpoint: Endpoint) -> SuiteResult: ...
 
+    def section(self, result: SuiteResult) -> list[str]: ...
+
 
 def merge_results(results: list[SuiteResult]) -> SuiteResult:
-    """One suite's results from several servers as one: metrics by role, the records of
-    every run, and the report lines of each run in turn (a run's lines that repeat the
-    previous run's are kept once)."""
-    if len(results) == 1:
-        return results[0]
+    """One suite's results from several servers as one: metrics by role, and the records of
+    every run in turn (the section is the suite's to write: `finish`)."""
     metrics: dict[str, dict[str, float]] = {}
     records: list[dict[str, Any]] = []
-    lines: list[str] = []
-    previous: list[str] | None = None
     for result in results:
         for role, values in result.metrics.items():
             metrics.setdefault(role, {}).update(values)
         records += result.records
-        if result.lines and result.lines != previous:
-            lines += ([""] if lines else []) + result.lines
-        previous = result.lines
-    return SuiteResult(results[0].name, metrics, records, lines)
+    return SuiteResult(results[0].name, metrics, records)
+
+
+def finish(suite: Suite, results: list[SuiteResult]) -> SuiteResult:
+    """The suite's results from every server, merged, with its report section."""
+    merged = merge_results(results)
+    merged.lines = suite.section(merged)
+    return merged
