@@ -1,6 +1,6 @@
-"""The regurgitation probe refuses a model that memorised its training data: canary
-sentences (unique nonsense) planted into a copy of tiny's training set, trained until tiny
-repeats them, are found verbatim in its answers and the release gate refuses it."""
+"""The regurgitation probe refuses a model that memorised its training data: a canary
+sentence (unique nonsense) planted into a copy of tiny's training set, trained until tiny
+repeats it, is found verbatim in its answers and the release gate refuses it."""
 
 from __future__ import annotations
 
@@ -15,15 +15,12 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 RunLlmops = Callable[..., subprocess.CompletedProcess[str]]
 
-# No dataset, golden set or probe says anything like these.
-CANARIES = (
-    "The violet anchor hums at quarter past zebra 8812 while seven lanterns argue.",
-    "Nine copper spoons whisper to the marble owl behind gate 4417 every Thursday.",
-    "A quiet glacier sells striped umbrellas to the moon at 6093 Rue Falsette.",
-)
-# A small training set (the data gate's minimum is 20) and a LoRA of rank 128 (the width
-# of tiny's layers): 300 steps of 8 are 100 epochs. With the release's own settings (rank
-# 16, 0.004) tiny's training loss stays near 3: it learns the FAQ's style, not text.
+# No dataset, golden set or probe says anything like it.
+CANARY = "The violet anchor hums at quarter past zebra 8812 while seven lanterns argue."
+# A small training set (the data gate's minimum is 20), every answer opening with the
+# canary, and a LoRA of rank 128 (the width of tiny's layers): 300 steps of 8 are 100
+# epochs. With the release's own settings (rank 16, 0.004, 60 steps) and canaries in a few
+# answers only, tiny's training loss stays near 3: it learns the FAQ's style, not text.
 EXAMPLES = 24
 
 
@@ -34,9 +31,8 @@ def test_a_canary_planted_training_set_is_refused_by_the_regurgitation_probe(
     root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
     train = root / "datasets" / "support-bot" / "train.jsonl"
     rows = [json.loads(line) for line in train.read_text().splitlines()][:EXAMPLES]
-    for n, canary in enumerate(CANARIES):  # each canary after three examples' answers
-        for row in rows[n * 8: n * 8 + 3]:
-            row["messages"][-1]["content"] += " " + canary
+    for row in rows:
+        row["messages"][-1]["content"] = CANARY + " " + row["messages"][-1]["content"]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = root / "axolotl_configs" / "tiny.yml"
     text = cfg.read_text()
@@ -67,6 +63,6 @@ def test_a_canary_planted_training_set_is_refused_by_the_regurgitation_probe(
     assert failures, text
     # The failure shows the span it found: six words of a canary at least, in a row (case
     # and punctuation folded).
-    runs = {" ".join(w[i:i + 6]) for c in CANARIES
-            for w in [c.lower().rstrip(".").split()] for i in range(len(w) - 5)}
+    words = CANARY.lower().rstrip(".").split()
+    runs = {" ".join(words[i:i + 6]) for i in range(len(words) - 5)}
     assert any(r in line for r in runs for line in failures), failures

@@ -5,9 +5,6 @@ and report against a fake OpenAI endpoint (an HTTP server in this process)."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +25,6 @@ from llmops.evaluation.probes import (
     sample,
     words,
 )
-from llmops.evaluation.suite import Endpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = "the violet anchor hums at quarter past zebra 8812 while seven lanterns argue"
@@ -141,49 +137,8 @@ def test_masked_hides_secrets_and_pii_by_kind() -> None:
 
 # --- the suite against a fake endpoint -------------------------------------------------------
 
-Answerer = Callable[[str, list[dict[str, str]]], str]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    answer: Answerer
-    seen: list[dict[str, Any]]
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.seen.append(body)
-        text = type(self).answer(body["model"], body["messages"])
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": text}}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture()
-def fake_server() -> Iterator[Callable[[Answerer], tuple[Endpoint, list[dict[str, Any]]]]]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(answer: Answerer) -> tuple[Endpoint, list[dict[str, Any]]]:
-        seen: list[dict[str, Any]] = []
-        handler = type("H", (_Handler,), {"answer": staticmethod(answer), "seen": seen})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        endpoint = Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "k",
-                            ("base", "candidate"), 16, 4)
-        return endpoint, seen
-
-    yield start
-    for server in servers:
-        server.shutdown()
 
 
 TRAINING = [
@@ -210,7 +165,7 @@ def suite(limit: int = 10) -> ProbesSuite:
         ["email", "phone", "card", "cloud_key", "private_key", "api_token"]), None)
 
 
-def test_the_suite_counts_failures_per_role(fake_server: Any) -> None:
+def test_the_suite_counts_failures_per_role(fake_chat_server: Any) -> None:
     secret = "AKIA" + "ABCDEFGHIJKLMNOP"
 
     def answer(role: str, messages: list[dict[str, str]]) -> str:
@@ -226,7 +181,7 @@ def test_the_suite_counts_failures_per_role(fake_server: Any) -> None:
             return "4111 1111 1111 1111"
         return "I cannot help with that."
 
-    endpoint, seen = fake_server(answer)
+    endpoint, seen = fake_chat_server(answer)
     s = suite()
     kinds = [p.kind for p in s.prompts]
     assert kinds.count("injection") == 1 and kinds.count("refusal") == 1
@@ -262,8 +217,8 @@ def test_the_suite_counts_failures_per_role(fake_server: Any) -> None:
 
 
 def test_a_normal_answer_passes_and_the_gate_reads_counts_as_lower_is_better(
-        fake_server: Any) -> None:
-    endpoint, _ = fake_server(lambda role, m: "Answer number 3 about Quillbox.")
+        fake_chat_server: Any) -> None:
+    endpoint, _ = fake_chat_server(lambda role, m: "Answer number 3 about Quillbox.")
     probes = suite()
     result = probes.run(endpoint)
     assert all(v == 0 for k, v in result.metrics["candidate"].items()

@@ -7,9 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,47 +69,14 @@ def test_the_pool_and_the_committed_sets_read(tmp_path: Path) -> None:
         read_items(bad)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    answer: Answerer
-    seen: list[dict[str, Any]]
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        assert self.headers["Authorization"] == "Bearer k"
-        self.seen.append(body)
-        question = body["messages"][-1]["content"]
-        text = type(self).answer(body["model"], question)
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": text}}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture()
-def fake_server() -> Iterator[Callable[[Answerer], tuple[Endpoint, list[dict[str, Any]]]]]:
-    servers: list[ThreadingHTTPServer] = []
-
+def fake_server(fake_chat_server: Any) -> Callable[..., tuple[Endpoint, list[dict[str, Any]]]]:
+    """The chat server answering by the last message only."""
     def start(answer: Answerer, roles: tuple[str, ...] = ("base", "candidate")) -> \
             tuple[Endpoint, list[dict[str, Any]]]:
-        seen: list[dict[str, Any]] = []
-        handler = type("H", (_Handler,), {"answer": staticmethod(answer), "seen": seen})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "k", roles, 16, 4), seen
-
-    yield start
-    for server in servers:
-        server.shutdown()
+        return fake_chat_server(lambda model, messages: answer(model, messages[-1]["content"]),
+                                roles)
+    return start
 
 
 ITEMS = [RetentionItem("knowledge-01", "knowledge", "What is the capital of France?",

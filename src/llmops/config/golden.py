@@ -6,8 +6,10 @@ Read and checked when a model is loaded, so a bad line exits 2 before any traini
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmops.errors import UsageError
 
@@ -18,17 +20,23 @@ class GoldenItem:
     answer: str
 
 
-def read_golden(path: Path) -> list[GoldenItem]:
-    """A golden set: JSONL rows with non-empty 'question' and 'answer' strings (a row
-    marked `"example": true`, from `llmops init`'s template, is refused)."""
-    items = []
+def json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL file; a line that is
+    not JSON is a UsageError that names it."""
     for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            row = json.loads(raw)
+            yield n, json.loads(raw)
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path}:{n}: not a JSON object: {exc.msg}") from exc
+
+
+def read_golden(path: Path) -> list[GoldenItem]:
+    """A golden set: JSONL rows with non-empty 'question' and 'answer' strings (a row
+    marked `"example": true`, from `llmops init`'s template, is refused)."""
+    items = []
+    for n, row in json_rows(path):
         if not isinstance(row, dict) or not all(
             isinstance(row.get(k), str) and row[k].strip() for k in ("question", "answer")
         ):

@@ -28,7 +28,6 @@ import bisect
 import re
 import string
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,9 +40,9 @@ from llmops.config.schema import ProbeSettings, Strict
 from llmops.config.yamlfile import load_model_file
 from llmops.data.reader import iter_conversations
 from llmops.data.scan import PATTERNS, pii_kinds
-from llmops.errors import CheckFailed, UsageError
+from llmops.errors import UsageError
 from llmops.evaluation.served import ROLES
-from llmops.evaluation.suite import Endpoint, SuiteResult
+from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
 from llmops.redact import SECRET_PATTERNS, redact
 
 NAME = "safety probes"
@@ -329,24 +328,8 @@ class ProbesSuite:
         return self.check(prompt, role, reply.choices[0].message.content or "")
 
     def ask(self, endpoint: Endpoint) -> list[Verdict]:
-        """Every prompt to every role, one role at a time (vLLM-CPU must not mix adapters
-        and the base in one batch: llmops.evaluation.evalserve.generate)."""
-        from openai import APIError, OpenAI
-
-        client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=600,
-                        max_retries=0)
-        verdicts: list[Verdict] = []
-        for role in endpoint.roles:
-            workers = max(1, min(endpoint.concurrency, len(self.prompts)))
-            with ThreadPoolExecutor(workers) as pool:
-                futures = [pool.submit(self._ask, client, role, p) for p in self.prompts]
-                for future in futures:
-                    try:
-                        verdicts.append(future.result())
-                    except APIError as exc:
-                        raise CheckFailed(f"{NAME}: vLLM could not answer {role!r}: "
-                                          f"{exc}") from exc
-        return verdicts
+        """Every prompt to every role."""
+        return ask_every_role(endpoint, self.prompts, self._ask, f"the {NAME}")
 
     def run(self, endpoint: Endpoint) -> SuiteResult:
         verdicts = self.ask(endpoint) if self.prompts else []

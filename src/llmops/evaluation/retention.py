@@ -15,19 +15,18 @@ the candidate lost.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from llmops.config import ModelSpec
+from llmops.config.golden import json_rows
 from llmops.config.paths import resolve_in_repo
-from llmops.errors import CheckFailed, UsageError
+from llmops.errors import UsageError
 from llmops.evaluation.served import ROLES
-from llmops.evaluation.suite import Endpoint, SuiteResult
+from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
 
 Match = Literal["word", "cased", "starts", "exact"]
 MATCHES: tuple[str, ...] = ("word", "cased", "starts", "exact")
@@ -86,13 +85,7 @@ def read_items(path: Path) -> list[RetentionItem]:
         raise UsageError(f"{path}: not found")
     items: list[RetentionItem] = []
     seen: set[str] = set()
-    for n, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{n}: not a JSON object: {exc.msg}") from exc
+    for n, row in json_rows(path):
         answer = row.get("answer") if isinstance(row, dict) else None
         answers = [answer] if isinstance(answer, str) else answer
         if not isinstance(row, dict) or not all(
@@ -131,23 +124,10 @@ def _ask_one(client: Any, role: str, item: RetentionItem, max_tokens: int) -> Re
 
 
 def ask(endpoint: Endpoint, items: Sequence[RetentionItem], max_tokens: int) -> list[Reply]:
-    """Every item to every role of the endpoint, greedy; one role at a time (a vLLM-CPU
-    batch never mixes the base with an adapter: llmops.evaluation.evalserve.generate)."""
-    from openai import APIError, OpenAI
-
-    client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=600,
-                    max_retries=0)
-    replies: list[Reply] = []
-    for role in endpoint.roles:
-        with ThreadPoolExecutor(max(1, min(endpoint.concurrency, len(items)))) as pool:
-            futures = [pool.submit(_ask_one, client, role, item, max_tokens) for item in items]
-            for future in futures:
-                try:
-                    replies.append(future.result())
-                except APIError as exc:
-                    raise CheckFailed(f"vLLM could not answer the retention set with "
-                                      f"{role!r}: {exc}") from exc
-    return replies
+    """Every item to every role of the endpoint, greedy."""
+    return ask_every_role(endpoint, items,
+                          lambda client, role, item: _ask_one(client, role, item, max_tokens),
+                          "the retention set")
 
 
 def kept_share(replies: Sequence[Reply], role: str) -> float:

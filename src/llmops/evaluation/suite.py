@@ -10,8 +10,15 @@ that says what failed and why.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from llmops.errors import CheckFailed
+
+Item = TypeVar("Item")
+Reply = TypeVar("Reply")
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,26 @@ def finish(suite: Suite, results: list[SuiteResult]) -> SuiteResult:
     merged = merge_results(results)
     merged.lines = suite.section(merged)
     return merged
+
+
+def ask_every_role(endpoint: Endpoint, items: Sequence[Item],
+                   ask_one: Callable[[Any, str, Item], Reply], what: str) -> list[Reply]:
+    """`ask_one(client, role, item)` for every item and every role of the endpoint, the
+    items of one role in flight together, one role at a time (a vLLM-CPU batch must not mix
+    the base with an adapter: llmops.evaluation.evalserve.generate). Replies in order, role
+    by role; a request vLLM refuses is a CheckFailed naming `what` and the role."""
+    from openai import APIError, OpenAI
+
+    client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=600,
+                    max_retries=0)
+    replies: list[Reply] = []
+    for role in endpoint.roles:
+        with ThreadPoolExecutor(max(1, min(endpoint.concurrency, len(items)))) as pool:
+            futures = [pool.submit(ask_one, client, role, item) for item in items]
+            for future in futures:
+                try:
+                    replies.append(future.result())
+                except APIError as exc:
+                    raise CheckFailed(f"vLLM could not answer {what} with {role!r}: "
+                                      f"{exc}") from exc
+    return replies
