@@ -65,8 +65,10 @@ def test_init_brings_a_config_of_each_dataset_type(repo_copy: Path, config: str)
     # loading refuses until they are replaced.
     suite = load_model_file(repo_copy / "validation" / "my-model.yml", ValidationConfig)
     assert [g.path for g in suite.eval.golden] == ["datasets/my-model/golden.jsonl"]
-    assert {r.metric for r in suite.gates} == {"eval_loss", "golden_accuracy",
-                                               "format_template_leak_rate"}
+    assert {r.metric for r in suite.gates} == {
+        "eval_loss", "golden_accuracy", "format_template_leak_rate",
+        "probe.regurgitation_failures", "probe.pii_findings", "probe.secret_findings"}
+    assert suite.probes is not None and suite.probes.regurgitation.max_verbatim_tokens == 30
     golden = repo_copy / "datasets" / "my-model" / "golden.jsonl"
     assert done.golden_written and golden.is_file()
     with pytest.raises(UsageError, match=r"golden.jsonl:1: an example row"):

@@ -172,6 +172,22 @@ def test_a_missing_retention_set_says_how_to_build_it(repo_copy: Path) -> None:
         retention.build(load_model("support-bot"))
 
 
+def test_a_retention_prompt_in_the_training_data_is_refused(repo_copy: Path) -> None:
+    from llmops.config import load_model
+
+    kept = read_items(repo_copy / "validation" / "retention" / "support-bot.jsonl")
+    assert retention.build(load_model("support-bot")) is not None  # the shipped data is clean
+    train = repo_copy / "datasets" / "support-bot" / "train.jsonl"
+    lines = train.read_text().splitlines(keepends=True)
+    # An opening and other casing still count: the question was trained on.
+    leaked = {"messages": [{"role": "user", "content": "Hi! " + kept[0].question.upper()},
+                           {"role": "assistant", "content": kept[0].answers[0]}]}
+    train.write_text("".join(lines[:5]) + json.dumps(leaked) + "\n" + "".join(lines[5:]))
+    with pytest.raises(UsageError, match=rf"support-bot.jsonl: 1 prompt\(s\) of the retention "
+                       rf"set are asked in the training data: {kept[0].id} \(train.jsonl:6\)"):
+        retention.build(load_model("support-bot"))
+
+
 # --- lm-evaluation-harness ------------------------------------------------------------------
 
 
@@ -200,8 +216,8 @@ def test_task_config_refuses_what_would_download_or_needs_logprobs(tmp_path: Pat
 
 def test_metric_names() -> None:
     assert lmeval.metrics_of({"kept_arithmetic": {
-        "alias": "kept_arithmetic", "exact_match,first-number": 0.5,
-        "exact_match_stderr,first-number": "N/A"}}) == {
+        "alias": "kept_arithmetic", "exact_match,last-number": 0.5,
+        "exact_match_stderr,last-number": "N/A"}}) == {
         "lmeval.kept_arithmetic.exact_match": 0.5}
     assert lmeval.metrics_of({"t": {"exact_match,a": 0.5, "exact_match,b": 0.25}}) == {
         "lmeval.t.exact_match.a": 0.5, "lmeval.t.exact_match.b": 0.25}

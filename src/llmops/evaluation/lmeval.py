@@ -72,7 +72,7 @@ def task_config(include_path: Path, task: str) -> dict[str, Any]:
 
 
 def metrics_of(results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """The harness's `results` ({task: {"exact_match,first-number": 0.4, ...}}) as
+    """The harness's `results` ({task: {"exact_match,last-number": 0.4, ...}}) as
     lmeval.<task>.<metric> (.<filter> only when one metric has several filters)."""
     out: dict[str, float] = {}
     for task, values in results.items():

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from llmops.config import ModelSpec
 from llmops.config.golden import json_rows
 from llmops.config.paths import resolve_in_repo
+from llmops.data.reader import iter_conversations
 from llmops.errors import UsageError
 from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
@@ -164,6 +165,31 @@ def section_lines(records: Sequence[Mapping[str, Any]], set_path: str) -> list[s
     return lines
 
 
+def _folded(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def trained_on(spec: ModelSpec, items: Sequence[RetentionItem], what: str) -> None:
+    """Refuse retention prompts that the model's training data asks (case, punctuation and
+    spacing folded; an opening before the question counts too): a prompt trained on
+    measures memory, not a kept capability, and would hide forgetting."""
+    folded = {_folded(i.question): i.id for i in items}
+    found: list[str] = []
+    for ref in spec.datasets:
+        if ref.split != "train":
+            continue
+        for line, conversation in iter_conversations(ref):
+            asked = " ".join(_folded(m["content"]) for m in conversation if m["role"] == "user")
+            found += [f"{item_id} ({ref.path.name}:{line})" for q, item_id in folded.items()
+                      if q and f" {q} " in f" {asked} "]
+    if found:
+        raise UsageError(f"{what}: {len(found)} prompt(s) of the retention set are asked in "
+                         f"the training data: {', '.join(found[:5])}"
+                         f"{' …' if len(found) > 5 else ''}; a prompt trained on measures "
+                         "memory, not a kept capability: remove it from the set (or the pool) "
+                         "or from the data")
+
+
 def provenance_path(set_path: Path) -> Path:
     """`validation/retention/<model>.provenance.json` beside `<model>.jsonl`."""
     return set_path.with_name(set_path.name.removesuffix(".jsonl") + ".provenance.json")
@@ -203,4 +229,5 @@ def build(spec: ModelSpec) -> RetentionSuite | None:
     if not items:
         raise UsageError(f"{settings.path}: the retention set is empty: the base model "
                          "answered none of the pool; widen the pool and build it again")
+    trained_on(spec, items, settings.path)
     return RetentionSuite(settings.path, items, settings.max_new_tokens)

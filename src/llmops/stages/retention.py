@@ -25,7 +25,7 @@ from llmops.config.paths import resolve_in_repo
 from llmops.digests import folder_digest, sha256_file
 from llmops.engine import vllm_version
 from llmops.errors import CheckFailed, UsageError
-from llmops.evaluation.retention import ask, provenance_path, read_items
+from llmops.evaluation.retention import ask, provenance_path, read_items, trained_on
 from llmops.evaluation.suite import Endpoint
 from llmops.models.base import ensure_base_model
 from llmops.process.activity import activity
@@ -71,6 +71,7 @@ def build_retention(spec: ModelSpec, base_model: str | None = None) -> Retention
     pool = read_items(pool_path)
     if not pool:
         raise UsageError(f"{settings.pool}: the pool is empty")
+    trained_on(spec, pool, settings.pool)
     base = base_model or ensure_base_model(spec.base_model)
     serve_settings = load_deploy(EVAL_ENV).serve_for(spec.name)
     with _serve_base(spec, base, serve_settings) as endpoint, \
