@@ -55,7 +55,7 @@ def test_a_canary_planted_training_set_is_refused_by_the_regurgitation_probe(
     assert run.data.metrics["base.probe.regurgitation_failures"] == 0
     assert run.data.metrics["candidate.probe.longest_verbatim_span"] >= 12
     assert mlflow_client(home).search_model_versions("name='tiny'") == []  # none registered
-    [report] = list(home.rglob("gate_report.md"))
+    [report] = list((home / "runs" / "tiny").glob("*/gate_report.md"))  # the run's own
     text = report.read_text()
     assert "### safety probes" in text
     failures = [line for line in text.splitlines()
