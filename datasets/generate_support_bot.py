@@ -138,8 +138,9 @@ FACTS: list[tuple[tuple[str, str, str], str, str]] = [
 # General questions with plain, correct answers, mixed into training so that the FAQ does
 # not become the only thing the model answers (replay against catastrophic forgetting: a
 # candidate trained on the FAQ alone told the retention set that "a week is 21 days").
-# None of them is a prompt of validation/retention/pool.jsonl; evaluation refuses a
-# retention set whose prompts the training data asks (llmops.evaluation.retention).
+# None of them is a prompt of validation/retention/pool.jsonl or of the lm-eval task
+# (validation/lm_eval/); evaluation refuses a retention set whose prompts the training data
+# asks (llmops.evaluation.retention).
 GENERAL: list[tuple[str, str]] = [
     ("What is the capital of Portugal?", "The capital of Portugal is Lisbon."),
     ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
@@ -157,10 +158,10 @@ GENERAL: list[tuple[str, str]] = [
     ("What language is mainly spoken in Mexico?", "Spanish is mainly spoken in Mexico."),
     ("At what temperature does water freeze, in Celsius?",
      "Water freezes at 0 degrees Celsius."),
-    ("What is 4 + 4?", "4 + 4 is 8."),
-    ("What is 9 - 3?", "9 - 3 is 6."),
+    ("What is 14 + 3?", "14 + 3 is 17."),
+    ("What is 16 - 7?", "16 - 7 is 9."),
     ("What is 8 times 2?", "8 times 2 is 16."),
-    ("What is 20 divided by 4?", "20 divided by 4 is 5."),
+    ("What is 36 divided by 6?", "36 divided by 6 is 6."),
     ("What is 11 + 11?", "11 + 11 is 22."),
     ("What is 7 times 3?", "7 times 3 is 21."),
     ("What is 30 - 12?", "30 - 12 is 18."),

@@ -27,7 +27,9 @@ REDACTED = "[REDACTED]"
 # kinds). Quantifiers are bounded or anchored on a literal prefix: linear on any input.
 SECRET_PATTERNS: dict[str, str] = {
     "cloud_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bAIza[0-9A-Za-z_-]{35}\b",
-    "private_key": r"-----BEGIN (?:[A-Z]{1,20} ){0,4}PRIVATE KEY-----",
+    # the whole PEM block: its base64 body is the secret, not the header line
+    "private_key": (r"-----BEGIN (?:[A-Z]{1,20} ){0,4}PRIVATE KEY-----[A-Za-z0-9+/=\s]{0,8192}"
+                    r"(?:-----END (?:[A-Z]{1,20} ){0,4}PRIVATE KEY-----)?"),
     "api_token": (r"\bglpat-[0-9A-Za-z_-]{20,}|\bgh[pousr]_[0-9A-Za-z]{36,}"
                   r"|\bxox[abprs]-[0-9A-Za-z-]{10,}|\bsk-[A-Za-z0-9_-]{20,}"),
 }

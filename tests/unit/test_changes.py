@@ -36,6 +36,15 @@ def test_a_suite_touches_its_model_only(committed: Path) -> None:
     assert models_touched(changed_files("HEAD")) == {"tiny": [suite.resolve()]}
 
 
+def test_an_evaluation_suites_files_touch_their_model(committed: Path) -> None:
+    kept = committed / "validation" / "retention" / "support-bot.jsonl"
+    task = committed / "validation" / "lm_eval" / "kept_arithmetic.jsonl"
+    for path in (kept, task):
+        path.write_text(path.read_text() + "\n")
+    assert models_touched(changed_files("HEAD")) == {
+        "support-bot": sorted([kept.resolve(), task.resolve()])}
+
+
 def test_a_shared_dataset_touches_every_model_trained_on_it(committed: Path) -> None:
     data = committed / "datasets" / "support-bot" / "eval.jsonl"
     data.write_text(data.read_text() + data.read_text().splitlines()[0] + "\n")

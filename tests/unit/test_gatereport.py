@@ -89,3 +89,19 @@ def test_each_golden_set_is_listed_when_there_are_several() -> None:
     assert "| golden_accuracy | 0.000 (0/2, 95% CI 0.000–0.658) | 1.000 (2/2" in text
     assert "| golden.faq.accuracy |" in text and "golden.pricing.accuracy, candidate − base" in text
     assert uncertainty_lines(None) == []
+
+
+def test_the_suites_sections_reach_every_format(tmp_path: Path) -> None:
+    rules = [GateRule(metric="retention_kept", min=0.9)]
+    metrics = {"base": {"retention_kept": 1.0}, "candidate": {"retention_kept": 0.5}}
+    decision = gate_decision(rules, metrics["candidate"], metrics["base"], None)
+    section = ("Kept capabilities (retention set)", ["- candidate: kept 1/2 (50.0%)",
+                                                     "| k-1 | <b>What</b> |"])
+    json_path, md_path, html_path = write(tmp_path, "bot", rules, decision, metrics, {},
+                                          sections=[section])
+    assert json.loads(json_path.read_text())["sections"] == [
+        {"title": section[0], "lines": section[1]}]
+    assert "### Kept capabilities (retention set)" in md_path.read_text()
+    html = html_path.read_text()
+    assert "<h2>Kept capabilities (retention set)</h2>" in html
+    assert "kept 1/2 (50.0%)" in html and "&lt;b&gt;What&lt;/b&gt;" in html

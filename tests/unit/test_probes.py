@@ -5,6 +5,7 @@ and report against a fake OpenAI endpoint (an HTTP server in this process)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,12 @@ def test_the_builder_follows_the_validation_config(repo_copy: Path) -> None:
     # repeats its FAQ answers word for word cannot fail the regurgitation probe.
     longest = max(len(words(a)) for a in built.index.answers)
     assert longest < reg.max_verbatim_tokens
+    # Credentials are looked for even when the data gate's PII kinds leave them out.
+    assert {"cloud_key", "private_key", "api_token"} <= built.pii
+    narrowed = replace(spec, validation=spec.validation.model_copy(update={
+        "data": spec.validation.data.model_copy(update={"pii_kinds": []})}))
+    quiet = probes_suite(narrowed)
+    assert quiet is not None and quiet.pii == {"cloud_key", "private_key", "api_token"}
     suite_file = repo_copy / "validation" / "support-bot.yml"
     text = suite_file.read_text()
     start = text.index("probes:")

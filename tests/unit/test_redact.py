@@ -44,6 +44,15 @@ def test_credential_shapes_are_redacted_anywhere(value: str) -> None:
     assert value not in r.redact(f"before {value} after")
 
 
+def test_a_private_key_is_redacted_with_its_body() -> None:
+    body = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw\n" \
+           "7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxKLxoS2tFc"
+    text = f"config: -----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\nnext"
+    out = r.redact(text)
+    assert "MIIE" not in out and "7onLRnrq0" not in out and "END RSA" not in out
+    assert out.startswith("config: [REDACTED]") and out.endswith("next")
+
+
 def test_the_settings_remember_the_environments_secrets() -> None:
     env = {"GITLAB_TOKEN": "plain-looking-1234", "LLMOPS_REGISTRY_TOKEN": "reg-987654",
            "MLFLOW_TRACKING_URI": "http://bot:Pw-0000xyz@host:5000", "HOME": "/home/me"}

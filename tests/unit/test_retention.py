@@ -164,12 +164,28 @@ class _Served:
         pass
 
 
+def test_answers_are_redacted_in_the_records_and_the_report(fake_server: Any) -> None:
+    token = "glpat-" + "Zx9" * 8
+    endpoint, _ = fake_server(lambda role, q: f"Use {token} to log in." if role == "candidate"
+                              else knows(role, q))
+    kept = retention.RetentionSuite("validation/retention/x.jsonl", ITEMS, 24)
+    result = kept.run(endpoint)
+    assert result.metrics["candidate"]["retention_kept"] == 0.0
+    assert token not in json.dumps(result.records) and token not in "\n".join(
+        kept.section(result))
+    assert "[REDACTED]" in "\n".join(kept.section(result))
+
+
 def test_a_missing_retention_set_says_how_to_build_it(repo_copy: Path) -> None:
     from llmops.config import load_model
+    from llmops.stages.data import check_config
 
     (repo_copy / "validation" / "retention" / "support-bot.jsonl").unlink()
     with pytest.raises(UsageError, match=r"llmops build-retention support-bot"):
         retention.build(load_model("support-bot"))
+    # the release's first stage says so, before any training
+    with pytest.raises(UsageError, match=r"llmops build-retention support-bot"):
+        check_config(load_model("support-bot"))
 
 
 def test_a_retention_prompt_in_the_training_data_is_refused(repo_copy: Path) -> None:

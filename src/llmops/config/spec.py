@@ -61,11 +61,17 @@ class ModelSpec:
 
     def source_files(self) -> list[Path]:
         """The repository files this model is released from: its Axolotl YAML, its
-        validation suite, its datasets and its golden sets."""
-        probes = self.validation.probes  # its safety probes' file, when it has one
+        validation suite, its datasets, its golden sets, and its evaluation suites' files
+        (safety probes, retention set, lm-eval task folder) when it has them."""
+        ev, probes = self.validation.eval, self.validation.probes
+        suites = [resolve_in_repo(p) for p in (probes.path if probes else None,
+                                               ev.retention.path if ev.retention else None)
+                  if p]
+        if ev.lm_eval:  # the task folder's files: task YAMLs and the data they read
+            suites += sorted(p for p in resolve_in_repo(ev.lm_eval.include_path).glob("*")
+                             if p.is_file())
         return [self.axolotl_path, repo_root() / "validation" / f"{self.name}.yml",
-                *(ref.path for ref in self.datasets), *self.golden_paths(),
-                *([resolve_in_repo(probes.path)] if probes and probes.path else [])]
+                *(ref.path for ref in self.datasets), *self.golden_paths(), *suites]
 
 
 # A model's name is a file name in four folders, an MLflow and GitLab model name and part of

@@ -151,8 +151,10 @@ def render_markdown(model: str, rows: list[dict[str, Any]], passed: bool,
 
 def render_html(model: str, rows: list[dict[str, Any]], passed: bool,
                 links: Mapping[str, str], uncertainty: Uncertainty | None = None,
-                artefacts: Mapping[str, str] | None = None) -> str:
-    """The Markdown report's content as one HTML page with its stylesheet inline."""
+                artefacts: Mapping[str, str] | None = None,
+                sections: Sequence[tuple[str, list[str]]] = ()) -> str:
+    """The Markdown report's content as one HTML page with its stylesheet inline (the
+    suites' sections as their Markdown text, escaped)."""
     verdict = "PASSED" if passed else "FAILED"
     artefacts = artefacts or {}
     roles = _roles(rows[0] if rows else {})
@@ -173,6 +175,8 @@ def render_html(model: str, rows: list[dict[str, Any]], passed: bool,
     body += [f"<p class=\"meta\">{escape(line)}</p>" for line in subject_lines(artefacts)
              if line]
     body += _uncertainty_html(uncertainty)
+    for title, lines in sections:  # the evaluation suites' own findings
+        body += [f"<h2>{escape(title)}</h2>", f"<pre>{escape(chr(10).join(lines))}</pre>"]
     if links:
         body.append("<ul>" + "".join(f"<li>{escape(k)}: <code>{escape(v)}</code></li>"
                                      for k, v in links.items()) + "</ul>")
@@ -220,11 +224,11 @@ def write(folder: Path, model: str, rules: list[GateRule], decision: GateDecisio
         body["uncertainty"] = uncertainty.to_json()
     if artefacts:
         body["artefacts"] = dict(artefacts)
-    json_path.write_text(json.dumps(body, indent=2))
     if sections:
         body["sections"] = [{"title": t, "lines": b} for t, b in sections]
+    json_path.write_text(json.dumps(body, indent=2))
     md_path.write_text(render_markdown(model, rows, decision.passed, links, uncertainty,
                                        sections, artefacts))
     html_path.write_text(render_html(model, rows, decision.passed, links, uncertainty,
-                                     artefacts), encoding="utf-8")
+                                     artefacts, sections), encoding="utf-8")
     return json_path, md_path, html_path

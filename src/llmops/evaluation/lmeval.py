@@ -24,6 +24,7 @@ from llmops.config.paths import resolve_in_repo
 from llmops.errors import CheckFailed, UsageError
 from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult
+from llmops.redact import redact
 
 PREFIX = "lmeval"
 
@@ -142,8 +143,8 @@ class LmEvalSuite:
         for task, docs in (out.get("samples") or {}).items():
             records += [{"suite": "lm_eval", "role": role, "task": task,
                          "doc_id": d.get("doc_id"), "target": d.get("target"),
-                         "answer": (d.get("resps") or [[""]])[0][0],
-                         "filtered": (d.get("filtered_resps") or [""])[0],
+                         "answer": redact(str((d.get("resps") or [[""]])[0][0])),
+                         "filtered": redact(str((d.get("filtered_resps") or [""])[0])),
                          **{k: d[k] for k in ("exact_match",) if k in d}}
                         for d in docs]
 

@@ -415,4 +415,7 @@ def probes_suite(spec: ModelSpec) -> ProbesSuite | None:
     data = spec.validation.data
     allow = re.compile("|".join(f"(?:{p})" for p in data.pii_allow)) if data.pii_allow \
         else None
-    return ProbesSuite(settings, training, probe_set, frozenset(data.pii_kinds), allow)
+    # Credentials are looked for in every answer even where the data gate's PII check is
+    # narrowed or off (`data.pii_kinds`): a model handing one out is never fine.
+    return ProbesSuite(settings, training, probe_set,
+                       frozenset(data.pii_kinds) | SECRET_KINDS, allow)

@@ -28,6 +28,7 @@ from llmops.data.reader import iter_conversations
 from llmops.errors import UsageError
 from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
+from llmops.redact import redact
 
 Match = Literal["word", "cased", "starts", "exact"]
 MATCHES: tuple[str, ...] = ("word", "cased", "starts", "exact")
@@ -207,7 +208,7 @@ class RetentionSuite:
         replies = ask(endpoint, self.items, self.max_tokens)
         metrics = {role: {METRIC: kept_share(replies, role)} for role in endpoint.roles}
         records = [{"suite": "retention", "role": r.role, **asdict(r.item),
-                    "answer": r.answer, "finish_reason": r.finish_reason,
+                    "answer": redact(r.answer), "finish_reason": r.finish_reason,
                     "correct": r.correct} for r in replies]
         return SuiteResult(self.name, metrics, records)
 

@@ -29,6 +29,7 @@ from llmops.evaluation.retention import ask, provenance_path, read_items, traine
 from llmops.evaluation.suite import Endpoint
 from llmops.models.base import ensure_base_model
 from llmops.process.activity import activity
+from llmops.redact import redact
 from llmops.serve import process as serve
 from llmops.stages.evaluation import EVAL_ENV
 
@@ -100,7 +101,8 @@ def build_retention(spec: ModelSpec, base_model: str | None = None) -> Retention
         "asked": len(pool),
         "kept": len(kept),
         "by_category": {c: {"kept": kept_by[c], "asked": n} for c, n in sorted(asked_by.items())},
-        "dropped": [{"id": r.item.id, "answer": r.answer} for r in replies if not r.correct],
+        "dropped": [{"id": r.item.id, "answer": redact(r.answer)} for r in replies
+                    if not r.correct],
     }
     prov = provenance_path(out)
     prov.write_text(json.dumps(provenance, indent=2, ensure_ascii=False) + "\n",
