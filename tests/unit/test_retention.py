@@ -188,6 +188,20 @@ def test_a_missing_retention_set_says_how_to_build_it(repo_copy: Path) -> None:
         check_config(load_model("support-bot"))
 
 
+
+def test_check_config_leaves_the_training_data_to_the_data_gate(repo_copy: Path) -> None:
+    """check-config reads the suites' files, not the training data: a broken line is the
+    data gate's to name, with every other bad line."""
+    from llmops.config import load_model
+    from llmops.stages.data import check_config
+
+    train = repo_copy / "datasets" / "support-bot" / "train.jsonl"
+    train.write_text("{not json\n" + train.read_text())
+    check_config(load_model("support-bot"))
+    with pytest.raises(UsageError, match=r"train.jsonl:1"):
+        retention.build(load_model("support-bot"))  # evaluation's own read
+
+
 def test_a_retention_prompt_in_the_training_data_is_refused(repo_copy: Path) -> None:
     from llmops.config import load_model
 

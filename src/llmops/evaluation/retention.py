@@ -216,9 +216,9 @@ class RetentionSuite:
         return section_lines(result.records, self.set_path)
 
 
-def build(spec: ModelSpec) -> RetentionSuite | None:
-    """The model's retention suite, when `eval.retention` is configured; a set not yet
-    built is a usage error that says how to build it."""
+def read_set(spec: ModelSpec) -> list[RetentionItem] | None:
+    """The model's retention set, when `eval.retention` is configured; a set not yet built
+    is a usage error that says how to build it."""
     settings = spec.validation.eval.retention
     if settings is None:
         return None
@@ -230,5 +230,14 @@ def build(spec: ModelSpec) -> RetentionSuite | None:
     if not items:
         raise UsageError(f"{settings.path}: the retention set is empty: the base model "
                          "answered none of the pool; widen the pool and build it again")
+    return items
+
+
+def build(spec: ModelSpec) -> RetentionSuite | None:
+    """The model's retention suite (`read_set`), refused when the training data asks one
+    of its prompts (`trained_on`)."""
+    settings, items = spec.validation.eval.retention, read_set(spec)
+    if settings is None or items is None:
+        return None
     trained_on(spec, items, settings.path)
     return RetentionSuite(settings.path, items, settings.max_new_tokens)

@@ -28,3 +28,18 @@ def builders() -> list[SuiteBuilder]:
 
 def suites_for(spec: ModelSpec) -> list[Suite]:
     return [s for build in builders() if (s := build(spec)) is not None]
+
+
+def check_files(spec: ModelSpec) -> None:
+    """The suites' own files, read as evaluation reads them (the probe set, the retention
+    set, the lm-eval tasks), without the training data: the data gate reads that next and
+    names its bad lines. UsageError names the file."""
+    from llmops.config.paths import resolve_in_repo
+    from llmops.evaluation import lmeval, retention
+    from llmops.evaluation.probes import load_probe_set
+
+    probes = spec.validation.probes
+    if probes is not None and probes.path:
+        load_probe_set(resolve_in_repo(probes.path))
+    retention.read_set(spec)
+    lmeval.build(spec)

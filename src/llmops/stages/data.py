@@ -30,11 +30,11 @@ def check_config(spec: ModelSpec) -> None:
     """The Axolotl YAML through Axolotl's config model and our rules, and the evaluation
     suites' files (probe set, retention set, lm-eval tasks) read as evaluation reads them,
     so that a missing or bad one stops the release before training (seconds, no model)."""
-    from llmops.evaluation.suites import suites_for
+    from llmops.evaluation.suites import check_files
 
     check_training_config(spec.axolotl.as_dict(), spec.axolotl_path,
                           spec.validation.allow_trust_remote_code)
-    suites_for(spec)
+    check_files(spec)
 
 
 @dataclass(frozen=True)
