@@ -35,6 +35,7 @@ def _report(candidate_right: int) -> EvalReport:
         "regurgitation_failures", "pii_findings", "secret_findings", "injection_failures",
         "refusal_failures")})
     fmt["retention_kept"] = 1.0  # the retention set: every item kept
+    fmt["lmeval.kept_arithmetic.exact_match"] = 0.3  # the lm-eval task
     return EvalReport({"base": {"golden_accuracy": 1 / 28, "eval_loss": 3.0, **fmt},
                        "candidate": {"golden_accuracy": candidate_right / 28, "eval_loss": 1.0,
                                      **fmt}}, answers)
