@@ -18,6 +18,6 @@ COPY src/ src/
 # servers one minor release either side: for a newer cluster, install its release instead.
 RUN bash scripts/apt-install.sh git make kubernetes-client \
     && bash scripts/setup-native.sh \
-    && PIP_NO_CACHE_DIR=1 bash scripts/setup.sh \
+    && UV_NO_CACHE=1 bash scripts/setup.sh \
     && rm -rf /var/lib/apt/lists/*
 ENV LLMOPS_PREBUILT_VENVS=/opt/llmops

@@ -20,7 +20,7 @@ COPY scripts/setup.sh scripts/setup-gpu.sh scripts/apt-install.sh scripts/
 COPY pyproject.toml ./
 COPY src/ src/
 RUN bash scripts/apt-install.sh git \
-    && PIP_NO_CACHE_DIR=1 bash scripts/setup-gpu.sh \
+    && UV_NO_CACHE=1 bash scripts/setup-gpu.sh \
     && rm -rf /var/lib/apt/lists/*
 # What scripts/setup-gpu.sh passes to scripts/setup.sh, for the jobs' `bash scripts/setup.sh`.
 ENV LLMOPS_LOCK=requirements/gpu.lock LLMOPS_SERVE_LOCK="" LLMOPS_PREBUILT_VENVS=/opt/llmops

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Re-lock the GPU environment: requirements/gpu.in -> requirements/gpu.lock (a complete
-# `name==version` list, installed with `pip install --no-deps -r`, like the CPU locks) and
+# `name==version --hash=sha256:...` list, installed by scripts/setup.sh with uv
+# `--no-deps --require-hashes`, like the CPU locks) and
 # requirements/gpu.lock.json (what pip's resolution said about each package: requires_dist,
 # requires_python, file name and sha256; tests/unit/test_gpu_lock.py checks the lock
 # against it without network).
@@ -100,7 +101,8 @@ glibc = max((int(m.group(1)), int(m.group(2))) for p in packages
             for m in re.finditer(r"manylinux_(\d+)_(\d+)_x86_64", p["file"]))
 paragraphs = [
     "The GPU training environment: .venv on a CUDA machine (scripts/setup-gpu.sh installs "
-    "it with `pip install --no-deps -r`). A complete list: do not edit it, re-lock instead.",
+    "it with uv, `--no-deps --require-hashes`). A complete list: do not edit it, re-lock "
+    "instead.",
     f"Made by scripts/lock-gpu.sh from requirements/gpu.in on {datetime.date.today()} with "
     f"pip {pip_version}: resolved against PyPI for Linux x86_64 (manylinux wheels, glibc "
     f">= {glibc[0]}.{glibc[1]}) and CPython 3.11, with requirements/pipeline.lock's versions "
@@ -118,7 +120,10 @@ paragraphs = [
 ]
 header = "".join(textwrap.fill(text, 90, initial_indent="# ", subsequent_indent="# ",
                                break_on_hyphens=False) + "\n" for text in paragraphs)
-lock.write_text(header + "".join(f"{p['name']}=={p['version']}\n" for p in packages))
+# One line a package, with the sha256 of the file pip chose (what uv installs on the target:
+# the same platform), so that a file whose bytes changed is refused.
+lock.write_text(header + "".join(f"{p['name']}=={p['version']} --hash=sha256:{p['sha256']}\n"
+                                 for p in packages))
 Path(f"{lock}.json").write_text(json.dumps(
     {"made_by": "scripts/lock-gpu.sh", "pip_version": pip_version,
      "platform": "linux x86_64, CPython 3.11", "cuda": cuda, "packages": packages},

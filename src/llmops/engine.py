@@ -22,7 +22,8 @@ IMAGE = "vllm/vllm-openai"
 # formed, so the files load and render (tests), but refused by `llmops check-config`.
 DIGEST_PLACEHOLDER = "0" * 64
 
-_PIN = re.compile(r"^vllm(?:-cpu)?==(\S+)\s*$", re.MULTILINE)
+# A lock line, `name==version`, perhaps continued by its hashes (` \`).
+_PIN = re.compile(r"^vllm(?:-cpu)?==(\S+)\s*(?:\\|--hash=\S+)?\s*$", re.MULTILINE)
 _BY_DIGEST = re.compile(r"(?P<name>[^:@\s]+):(?P<tag>[^:@/\s]+)@sha256:(?P<digest>[0-9a-f]{64})")
 
 

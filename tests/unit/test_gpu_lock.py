@@ -45,19 +45,36 @@ Pins = dict[str, Version]
 Meta = dict[str, dict[str, Any]]
 
 
+LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)(?: --hash=sha256:([0-9a-f]{64}))?")
+
+
 def read_lock(text: str) -> tuple[Pins, list[str]]:
-    """name -> version of every `name==version` line; and the lines that are not that."""
+    """name -> version of every `name==version [--hash=sha256:…]` line; and the lines that
+    are not that."""
     pins: Pins = {}
     bad = []
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        match = LINE.fullmatch(line)
         if match is None or canonicalize_name(match[1]) in pins:
             bad.append(line)
         else:
             pins[canonicalize_name(match[1])] = Version(match[2])
     return pins, bad
+
+
+def hash_problems(text: str, meta: Meta) -> list[str]:
+    """Every line carries the sha256 of the file its resolution chose (gpu.lock.json):
+    installed with --require-hashes, a file whose bytes changed is refused."""
+    problems = []
+    for line in text.splitlines():
+        if (match := LINE.fullmatch(line)) and canonicalize_name(match[1]) in meta:
+            want = meta[canonicalize_name(match[1])]["sha256"]
+            if match[3] != want:
+                problems.append(f"{match[1]}: hash {match[3]} in the lock, {want} in "
+                                "gpu.lock.json")
+    return problems
 
 
 def read_meta(data: dict[str, Any]) -> Meta:
@@ -268,7 +285,7 @@ def test_an_unrequested_extra_s_requirements_are_not_demanded(lock: tuple[str, M
 
 def test_a_cpu_torch_is_caught(lock: tuple[str, Meta]) -> None:
     text, meta = lock
-    broken_text = text.replace("\ntorch==2.13.0\n", "\ntorch==2.13.0+cpu\n")
+    broken_text = text.replace("\ntorch==2.13.0 ", "\ntorch==2.13.0+cpu ")
     assert broken_text != text
     assert local_version_problems(broken_text, meta)
     broken = copy.deepcopy(meta)
@@ -299,3 +316,17 @@ def test_a_file_for_another_platform_is_caught(lock: tuple[str, Meta], file: str
     broken = copy.deepcopy(meta)
     broken["torch"]["file"] = file
     assert file_problems(broken)
+
+
+def test_every_line_carries_its_files_hash(lock: tuple[str, Meta]) -> None:
+    text, meta = lock
+    assert hash_problems(text, meta) == []
+
+
+def test_a_missing_or_changed_hash_is_caught(lock: tuple[str, Meta]) -> None:
+    text, meta = lock
+    line = next(x for x in text.splitlines() if x.startswith("transformers=="))
+    unhashed = text.replace(line, line.split(" ")[0])
+    assert any(p.startswith("transformers: hash None") for p in hash_problems(unhashed, meta))
+    changed = text.replace(line, line[:-4] + "0000")
+    assert any(p.startswith("transformers: hash") for p in hash_problems(changed, meta))
