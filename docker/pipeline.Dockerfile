@@ -9,7 +9,7 @@ FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa1849
 
 WORKDIR /opt/llmops
 COPY requirements/*.lock requirements/
-COPY scripts/setup.sh scripts/setup-native.sh scripts/apt-install.sh scripts/
+COPY scripts/setup.sh scripts/setup-native.sh scripts/apt-install.sh scripts/uv.sh scripts/
 # The editable install of setup.sh needs the package; a job installs its own checkout's.
 COPY pyproject.toml ./
 COPY src/ src/

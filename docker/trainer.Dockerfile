@@ -15,7 +15,7 @@ FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu22.04
 
 WORKDIR /opt/llmops
 COPY requirements/*.lock requirements/
-COPY scripts/setup.sh scripts/setup-gpu.sh scripts/apt-install.sh scripts/
+COPY scripts/setup.sh scripts/setup-gpu.sh scripts/apt-install.sh scripts/uv.sh scripts/
 # The editable install of setup.sh needs the package; a job installs its own checkout's.
 COPY pyproject.toml ./
 COPY src/ src/

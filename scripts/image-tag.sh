@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mapfile -t files < <(printf '%s\n' requirements/*.lock docker/*.Dockerfile scripts/setup.sh \
-  scripts/setup-native.sh scripts/setup-gpu.sh scripts/apt-install.sh | LC_ALL=C sort)
+  scripts/setup-native.sh scripts/setup-gpu.sh scripts/apt-install.sh scripts/uv.sh | LC_ALL=C sort)
 if [ "${1:-}" = --files ]; then
   printf '%s\n' "${files[@]}"
   exit 0

@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-bash scripts/setup.sh >/dev/null  # uv, at requirements/uv.lock's version
-UV="${XDG_CACHE_HOME:-$HOME/.cache}/llmops/uv-$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/uv.lock)/bin/uv"
+UV=$(bash scripts/uv.sh)
 sources=() folders=()
 for url in $("$PYTHON" -m pip config get global.find-links 2>/dev/null || true); do
   sources+=(--find-links "$url")

