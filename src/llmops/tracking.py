@@ -27,7 +27,11 @@ MODEL_ID_TAG = "llmops.model_id"
 
 def tracking_uri() -> str:
     """The MLflow tracking URI in force (exported so that subprocesses share it), without
-    credentials: user and password in the URI move to MLflow's own variables."""
+    credentials: user and password in the URI move to MLflow's own variables.
+
+    These are MLflow's own variables, which MLflow reads from this process's environment
+    (its client's credentials, transformers' MLflow callback) and children inherit: here,
+    and in `_move_credentials`, the pipeline settles them, not a setting of its own."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri and "@" in uri:
         uri = _move_credentials(uri)
@@ -59,7 +63,7 @@ def _move_credentials(uri: str) -> str:
 
 def artifact_root() -> str | None:
     """Where a new experiment keeps artifacts: beside the embedded store, else the server's."""
-    if os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+    if tracking_uri().startswith(("http://", "https://")):
         return None
     return (state_subdir("mlartifacts")).as_uri()
 

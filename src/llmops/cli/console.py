@@ -33,7 +33,8 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 class Terminal:
     """`llmops.process.activity`'s handler for the CLI: one spinner naming the innermost
-    activity, a progress bar for training, notes to the command's log (printed with -v)."""
+    activity, a progress bar for training, lines on standard output and warnings on the
+    console (both also in the command's log), notes to the command's log (printed with -v)."""
 
     def __init__(self, verbose: bool, out: Console | None = None) -> None:
         self.verbose = verbose
@@ -82,6 +83,18 @@ class Terminal:
         finally:
             self._texts.remove(text)
             self._show()
+
+    def tell(self, text: str) -> None:
+        # Standard output, as a plain print: through the live display where it shares the
+        # terminal (it redirects standard output), unchanged where it is piped.
+        if not self.verbose:  # with -v nothing goes to the log file, as for notes
+            logging.getLogger(_OURS).info(text)
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        if not self.verbose:
+            logging.getLogger(_OURS).warning(text)
+        self.out.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
 
     def note(self, text: str) -> None:
         if self.verbose:

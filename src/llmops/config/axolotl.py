@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 # Keys the pipeline sets for each run: a config that sets them is refused (`llmops
 # check-config`), and `llmops init --from` removes them from the file it copies.
@@ -63,3 +63,45 @@ class AxolotlConfig(BaseModel):
         """`lora_r` when it is an integer (Axolotl's own check reports anything else)."""
         rank = self._raw.get("lora_r")
         return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
+class AxolotlTraining(AxolotlConfig):
+    """The training keys of a resolved Axolotl config that a second backend (Unsloth)
+    translates, typed, each with the one default it trains with when the YAML leaves it
+    out or sets it to null. A key Axolotl passes on only when set falls back to
+    transformers' default, as it does under Axolotl (`seed` 42, `save_steps` 500)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    output_dir: str = Field(min_length=1, description="Set by the pipeline for each run.")
+    mlflow_run_name: str | None = None
+    adapter: str | None = None
+    load_in_4bit: bool = False
+    lora_r: int = Field(ge=1)
+    lora_alpha: int
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str | None = None
+    lora_target_linear: bool = False
+    gradient_checkpointing: bool | str = False
+    micro_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    learning_rate: float
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    max_steps: int | None = None  # None: num_epochs decides
+    num_epochs: float = 1.0
+    weight_decay: float = 0.0
+    optimizer: str = "adamw_torch"
+    sample_packing: bool = False
+    bf16: bool | str | None = None
+    logging_steps: int = 1
+    save_steps: int | float = 500  # a float below 1: a fraction of the steps, as in Axolotl
+    eval_steps: int | float | None = None  # None: every save_steps
+    seed: int = 42
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """A key set to null is a key left out (Axolotl passes neither on)."""
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) \
+            else data

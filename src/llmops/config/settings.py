@@ -31,6 +31,7 @@ class Settings:
     commit_tag: str | None = None  # CI_COMMIT_TAG (a tag pipeline)
     project_api: str | None = None  # $CI_API_V4_URL/projects/$CI_PROJECT_ID
     api_key: str | None = None  # LLMOPS_API_KEY: a cluster endpoint's key, for verify
+    quiet_train: bool = False  # LLMOPS_QUIET_TRAIN=1: the trainer's lines stay in train.log
     ci_tags: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -47,6 +48,7 @@ class Settings:
             commit_tag=env.get("CI_COMMIT_TAG"),
             project_api=f"{api}/projects/{project}" if api and project else None,
             api_key=env.get("LLMOPS_API_KEY"),
+            quiet_train=env.get("LLMOPS_QUIET_TRAIN") == "1",
             ci_tags={tag: env[var] for var, tag in CI_TAGS.items() if env.get(var)},
         )
 

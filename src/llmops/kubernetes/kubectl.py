@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,11 @@ REVISION = "deployment.kubernetes.io/revision"
 VERSION_LABEL = "llmops/version"
 
 
-def _env() -> dict[str, str]:
-    """kubectl's environment: its own credentials (a kubeconfig, a cloud's auth plugin
-    variables) but none of the pipeline's."""
-    return {k: v for k, v in os.environ.items() if k not in PIPELINE_SECRETS}
+def _env(parent: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """kubectl's environment, from `parent` (by default this process's): its own
+    credentials (a kubeconfig, a cloud's auth plugin variables) but none of the
+    pipeline's."""
+    return {k: v for k, v in parent.items() if k not in PIPELINE_SECRETS}
 
 
 @dataclass(frozen=True)

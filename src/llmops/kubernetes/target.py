@@ -25,7 +25,7 @@ from llmops.kubernetes.kubectl import Kubectl
 from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Plan, plan_for
 from llmops.models.base import ensure_base_model
-from llmops.process.activity import activity
+from llmops.process.activity import activity, tell
 from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.cost import history_fields
 from llmops.serve.process import read_history, record_event
@@ -219,8 +219,8 @@ class KubernetesTarget:
             raise UsageError(f"deployment/{name} keeps no ReplicaSet of {spec.name} {version} "
                              "(revisionHistoryLimit); deploy it again with `llmops deploy "
                              f"{spec.name} --env {self.env} --version {version}`")
-        print(f"rolling back {spec.name} in {self.env}: {current.version} → {version} "
-              f"(revision {revision})", flush=True)
+        tell(f"rolling back {spec.name} in {self.env}: {current.version} → {version} "
+             f"(revision {revision})")
         rollout = ClusterRollout(spec.name, self.env, version, current.url, spec.name,
                                  name, str(event.get("digest", "")), previous=current.version)
         undone, said = kc.undo(name, revision)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from llmops.digests import DERIVED, file_digests, first_mismatch, sha256_file
 from llmops.errors import StageFailed
+from llmops.process import activity
 
 __all__ = ["DERIVED", "built_once", "mismatch", "source_digest", "verify"]
 
@@ -79,7 +80,7 @@ def built_once(out: Path, build: Callable[[Path], None], source: Path) -> Path:
         problem = mismatch(out, source)
         if problem is None:
             return out
-        print(f"{problem}: rebuilding {out.name}/", flush=True)
+        activity.tell(f"{problem}: rebuilding {out.name}/")
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     built_from = {"path": os.path.relpath(source.resolve(), out.parent.resolve() / out.name),

@@ -16,6 +16,7 @@ import atexit
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,14 +40,15 @@ class LocalApi:
     url: str
     log: Path
     _log_file: IO[bytes]
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
 
     def wait_healthy(self, timeout_s: float | None = None) -> None:
         """Block until /health answers 200; raise StageFailed, with the server's log, when
-        the server exits or does not answer in time (and stop it)."""
+        the server exits or does not answer in time (`startup_timeout_s` unless given; and
+        stop it)."""
         from llmops.process.health import wait_for_health
 
-        timeout_s = timeout_s or float(os.environ.get(
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", DEFAULT_STARTUP_TIMEOUT_S))
+        timeout_s = timeout_s or self.startup_timeout_s
         try:
             wait_for_health(
                 "Prefect's API server", f"{self.url}/health", self.process, self.log,
@@ -74,14 +76,18 @@ def rotate(log: Path, max_bytes: int = LOG_MAX_BYTES) -> None:
         log.replace(log.with_name(log.name + ".1"))
 
 
-def start_local_api(log: Path) -> LocalApi | None:
+def start_local_api(log: Path | None = None,
+                    parent_env: Mapping[str, str] = os.environ) -> LocalApi | None:
     """Start Prefect's temporary API server in the background and point this process (and
     its children) at it. None when PREFECT_API_URL already names a server, or when the
-    environment forbids a temporary one (Prefect then says what to do)."""
-    if os.environ.get("PREFECT_API_URL"):
+    environment forbids a temporary one (Prefect then says what to do). Prefect's settings
+    come from `parent_env` (by default this process's), which the server's own
+    environment is built from; `log`: by default api.log in PREFECT_HOME."""
+    if parent_env.get("PREFECT_API_URL"):
         return None
-    if os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true").lower() in ("0", "false"):
+    if parent_env.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true").lower() in ("0", "false"):
         return None
+    log = log or Path(parent_env["PREFECT_HOME"]) / "api.log"
     from llmops.serve.process import free_port
 
     port = free_port()
@@ -93,13 +99,23 @@ def start_local_api(log: Path) -> LocalApi | None:
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
          "--lifespan", "on"],
         # Its own settings (a database URL may carry credentials), none of the pipeline's.
-        env={**scrubbed_env(os.environ, keep=[k for k in os.environ if k.startswith("PREFECT_")]),
+        env={**scrubbed_env(parent_env,
+                            keep=[k for k in parent_env if k.startswith("PREFECT_")]),
              **SERVER_ENV}, stdout=log_file, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
-    api = LocalApi(process, f"http://127.0.0.1:{port}/api", log, log_file)
-    os.environ["PREFECT_API_URL"] = api.url
+    api = LocalApi(process, f"http://127.0.0.1:{port}/api", log, log_file, float(
+        parent_env.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+        or DEFAULT_STARTUP_TIMEOUT_S))
+    point_prefect_at(api.url)
     atexit.register(api.stop)
     return api
+
+
+def point_prefect_at(api_url: str) -> None:
+    """PREFECT_API_URL, this module's one write to the environment: Prefect's client in
+    this process reads its API's address from there (Prefect's own variable, as MLflow's
+    tracking URI is MLflow's), and the flow's children inherit it."""
+    os.environ["PREFECT_API_URL"] = api_url
 
 
 def load_flow(name: str) -> Any:
@@ -129,7 +145,7 @@ def release_via_prefect(model: str, env: str, version: str | None) -> tuple[Any,
 
     spec = load_model(model)  # fail fast (exit 2) before Prefect starts
     started = time.time()
-    api = start_local_api(Path(os.environ["PREFECT_HOME"]) / "api.log")
+    api = start_local_api()
     first = Steps()  # reported like the flow's steps
     first("check-config", check_config, spec)
     config_s = first.seconds["check-config"]

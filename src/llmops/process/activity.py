@@ -1,9 +1,11 @@
-"""What a long piece of work tells the person watching: an activity (a spinner), a note, a
-progress bar, and whether child processes' output is streamed to the terminal.
+"""What a long piece of work tells the person watching: an activity (a spinner), a line, a
+warning, a note, a progress bar, and whether child processes' output is streamed to the
+terminal.
 
 The engine announces; the shell decides how it looks. Without a shell's handler (a Prefect
 worker running a flow, a test, a script), the defaults are today's plain behaviour: notes
-and activities are printed, child output is streamed. `llmops` installs a handler
+and activities are printed (lines to standard output, warnings to standard error), child
+output is streamed. `llmops` installs a handler
 (`llmops.cli.console`) that shows rich spinners and a progress bar and sends the rest to its
 log file, unless `-v/--verbose`.
 
@@ -18,6 +20,7 @@ process-wide and set once, by the process's shell.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +39,10 @@ class Progress:
 class Handler(Protocol):
     def activity(self, text: str) -> contextlib.AbstractContextManager[None]: ...
 
+    def tell(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
     def note(self, text: str) -> None: ...
 
     def progress(self, label: str) -> contextlib.AbstractContextManager[
@@ -51,6 +58,12 @@ class Plain:
     def activity(self, text: str) -> Iterator[None]:
         print(text, flush=True)
         yield
+
+    def tell(self, text: str) -> None:
+        print(text, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
         print(text, flush=True)
@@ -76,6 +89,16 @@ def install(handler: Handler | None) -> Handler:
 def activity(text: str) -> contextlib.AbstractContextManager[None]:
     """`with activity("merging the adapter"):` a spinner (or a printed line) while it runs."""
     return _handler.activity(text)
+
+
+def tell(text: str) -> None:
+    """A line the person always sees (the run being trained, a rollback, a rebuild)."""
+    _handler.tell(text)
+
+
+def warn(text: str) -> None:
+    """Something is wrong but the work goes on (a torn history line, skipped)."""
+    _handler.warn(text)
 
 
 def note(text: str) -> None:

@@ -17,17 +17,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from llmops.config import HTTP_KEEP_ALIVE_S, ServeSettings
 from llmops.config.paths import repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
+from llmops.process.activity import warn
 from llmops.process.health import wait_for_health
 from llmops.process.native import preloaded, tcmalloc
 from llmops.redact import remember, scrubbed_env
@@ -102,10 +102,11 @@ def is_our_server(pid: int, created: float) -> bool:
         return False
 
 
-def serve_python() -> Path:
-    """The serving environment's interpreter: `$LLMOPS_SERVE_PYTHON`, else `.venv-serve` in
-    the repository or beside the installed package's checkout."""
-    if env := os.environ.get("LLMOPS_SERVE_PYTHON"):
+def serve_python(parent_env: Mapping[str, str] = os.environ) -> Path:
+    """The serving environment's interpreter: LLMOPS_SERVE_PYTHON of the environment the
+    server starts from (by default this process's), else `.venv-serve` in the repository
+    or beside the installed package's checkout."""
+    if env := parent_env.get("LLMOPS_SERVE_PYTHON"):
         candidates = [Path(env)]
     else:
         checkout = Path(__file__).resolve().parents[3]  # src/llmops/serve/ -> the checkout
@@ -263,9 +264,10 @@ class Server:
 
 
 def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSettings,
-           api_key: str) -> Server:
+           api_key: str, parent_env: Mapping[str, str] = os.environ) -> Server:
     """Start a vLLM server process (not yet healthy) that requires `api_key` (given through
-    its environment: a command line is visible to every user of the machine)."""
+    its environment: a command line is visible to every user of the machine); its
+    environment is built from `parent_env` (by default this process's)."""
     port = free_port()
     workdir = state_subdir("deployments") / f"{name}-{port}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +275,7 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
     # which a deep state dir does: use a short private folder in the system temp dir.
     sockets = Path(tempfile.mkdtemp(prefix=f"llmops-{port}-"))
     args = args_for(port)
-    env_vars = {**scrubbed_env(os.environ, keep=SERVE_SECRETS), **server_env(settings, sockets),
+    env_vars = {**scrubbed_env(parent_env, keep=SERVE_SECRETS), **server_env(settings, sockets),
                 "VLLM_API_KEY": api_key}
     env_vars.pop("TQDM_DISABLE", None)  # the CLI's, for its own terminal: the log keeps bars
     log_path = workdir / "server.log"
@@ -284,7 +286,7 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
                                      "sockets": str(sockets)})
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(serve_python()), "-m", SERVER_MODULE, *args],
+            [str(serve_python(parent_env)), "-m", SERVER_MODULE, *args],
             stdout=log, stderr=subprocess.STDOUT, env=env_vars, cwd=workdir,
             start_new_session=True,  # outlives the CLI; stopped by `llmops stop`
         )
@@ -487,8 +489,7 @@ def read_history(model: str, env: str) -> list[dict[str, object]]:
         if isinstance(event, dict):
             events.append(event)
         else:
-            print(f"warning: {path}:{number} is not a history event (torn or edited): "
-                  "skipped", file=sys.stderr, flush=True)
+            warn(f"{path}:{number} is not a history event (torn or edited): skipped")
     return events
 
 

@@ -21,6 +21,7 @@ from llmops.config.paths import state_subdir
 from llmops.digests import verify_manifest
 from llmops.errors import StageFailed, UsageError
 from llmops.models.base import ensure_base_model
+from llmops.process import activity
 from llmops.registry.base import Registry
 from llmops.serve import process as serve
 from llmops.serve.cost import history_fields
@@ -92,8 +93,8 @@ class LocalTarget:
         record = serve.Deployment(spec.name, self.env, str(event["version"]), spec.name,
                                   str(event["base_model"]), str(adapter_dir), 0, 0,
                                   list(event["args"]), "", digest=str(event.get("digest", "")))
-        print(f"rolling back {spec.name} in {self.env}: "
-              f"{current.version if current else 'nothing'} → {record.version}", flush=True)
+        activity.tell(f"rolling back {spec.name} in {self.env}: "
+                      f"{current.version if current else 'nothing'} → {record.version}")
         try:
             return serve.restart(record, settings)
         except StageFailed as exc:

@@ -19,6 +19,7 @@ from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.kubernetes.plan import ModelShape, Plan
 from llmops.kubernetes.target import KubernetesTarget
 from llmops.models.base import ensure_base_model
+from llmops.process import activity
 from llmops.registry.base import MlflowRegistry, Registry
 from llmops.serve.target import LocalTarget
 from llmops.serve.verify import Verification, run_checks
@@ -225,7 +226,7 @@ def rollback_env(spec: ModelSpec, target: Target, registry: Registry,
     started = steps("rollback", start_previous, spec, target)
     done = steps("verify", verify_started, spec, target, started, "rollback", registry)
     if pins and (note := pins.after_rollback(spec, target, "rolled back by hand")):
-        print(note, flush=True)
+        activity.tell(note)
     return done
 
 

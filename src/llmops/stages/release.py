@@ -67,7 +67,8 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
             stage("record-data", record_data, run, report)
             data = require_data(report)
             out.data_report, out.data_docs = data.html_path or data.json_path, data.docs_path
-            trained = stage("train", train_stage, spec, run)
+            trained = stage("train", train_stage, spec, run, "auto", False,
+                            ctx.settings.quiet_train)
             candidate = CandidateRef(run, trained.base_model, trained.adapter_dir)
             # The gate's subject: the candidate as this target serves it (adapter, merged,
             # int8), with the adapter's figures beside it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmops.config import ModelSpec
+from llmops.process import activity
 from llmops.serve.cost import Compute, compute
 from llmops.stages.context import Context
 from llmops.stages.data import check_config, validate_data
@@ -14,11 +15,12 @@ from llmops.train.run import TrainResult, choose_backend, interrupted_run, train
 
 
 def train_stage(spec: ModelSpec, run: Run, backend: str = "auto",
-                resume: bool = False) -> TrainResult:
-    """Axolotl (or Unsloth on one CUDA GPU) into the run; `resume`: from its checkpoint.
-    The adapter becomes the run's MLflow logged model (`llmops.model_id`)."""
+                resume: bool = False, quiet: bool = False) -> TrainResult:
+    """Axolotl (or Unsloth on one CUDA GPU) into the run; `resume`: from its checkpoint;
+    `quiet`: the trainer's lines are never streamed (`Settings.quiet_train`). The adapter
+    becomes the run's MLflow logged model (`llmops.model_id`)."""
     checkpoint = interrupted_run(spec)[2] if resume else None
-    result = train(spec, run.run_id, run.name, choose_backend(backend), checkpoint)
+    result = train(spec, run.run_id, run.name, choose_backend(backend), checkpoint, quiet)
     log_candidate_model(run, result.adapter_dir, result.base_model)
     earlier = read_compute(run.folder).get("train") if resume else None
     log_compute(run, "train", training_compute(
@@ -64,8 +66,9 @@ def train_candidate(spec: ModelSpec, ctx: Context, backend: str = "auto",
     steps("check-config", check_config, spec)
     with release_run(spec, ctx.run_tags,
                      resume=resumable_run(spec) if resume else None) as run:
-        print(f"MLflow run {run.run_id} ({run.name}), backend {chosen}", flush=True)
+        activity.tell(f"MLflow run {run.run_id} ({run.name}), backend {chosen}")
         if not resume:
             steps("validate", validate_data, spec, run)
-        result = steps("train", train_stage, spec, run, chosen, resume)
+        result = steps("train", train_stage, spec, run, chosen, resume,
+                       ctx.settings.quiet_train)
     return Candidate(run, chosen, result)

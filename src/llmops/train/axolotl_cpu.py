@@ -47,6 +47,21 @@ def compile_blocks(model: Any) -> int:
     return count
 
 
+def tell_accelerate(use_cpu: bool = False, trainer_compiles: bool = True) -> None:
+    """The plugin's only writes to its process's environment, which is Axolotl's (a child of
+    `llmops train`, never the CLI's): accelerate takes these settings from the environment,
+    read by the Accelerator that the Trainer creates, and Axolotl passes it no argument.
+
+    - `use_cpu`: ACCELERATE_USE_CPU, so that the Accelerator (created after Axolotl resets
+      the distributed state) keeps the CPU world `join_cpu_world` set up;
+    - not `trainer_compiles`: no ACCELERATE_DYNAMO_BACKEND (Axolotl sets it from
+      `torch_compile`), or the Trainer would compile again what the plugin compiled."""
+    if use_cpu:
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    if not trainer_compiles:
+        os.environ.pop("ACCELERATE_DYNAMO_BACKEND", None)
+
+
 def join_cpu_world() -> str | None:
     """In a process that torchrun started (WORLD_SIZE > 1) on a machine without CUDA: set up
     accelerate's state as a CPU world over gloo, before Axolotl's own (which keeps it);
@@ -59,9 +74,7 @@ def join_cpu_world() -> str | None:
 
     from accelerate import PartialState
 
-    # Read by the Accelerator that the Trainer creates after resetting this state.
-    os.environ["ACCELERATE_USE_CPU"] = "true"
-
+    tell_accelerate(use_cpu=True)
     state = PartialState(cpu=True, timeout=timedelta(
         seconds=int(os.environ.get("AXOLOTL_NCCL_TIMEOUT", "1800"))))
     joined = (f"distributed on the CPU: rank {state.process_index} of world size "
@@ -88,8 +101,7 @@ class CpuTraining(BasePlugin):  # type: ignore[misc]
 
     def pre_model_load(self, cfg: Any) -> None:
         if cfg.torch_compile:
-            # Set by Axolotl from `torch_compile`: it would make the Trainer compile again.
-            os.environ.pop("ACCELERATE_DYNAMO_BACKEND", None)
+            tell_accelerate(trainer_compiles=False)
 
     def post_model_load(self, cfg: Any, model: Any) -> None:
         from llmops.train.labelled_logits import labelled_logits_only

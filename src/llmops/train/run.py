@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,12 @@ CPU_PLUGIN = "llmops.train.axolotl_cpu.CpuTraining"
 LORA_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
 
 
-def training_env(gpus: int) -> dict[str, str]:
-    """The Axolotl process's environment on a machine with `gpus` CUDA GPUs."""
+def training_env(gpus: int, parent: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The Axolotl process's environment on a machine with `gpus` CUDA GPUs, built from
+    `parent` (by default this process's, into which `tracking_uri` exports MLflow's
+    variables first)."""
     tracking_uri()  # exported, so that the training process logs into the same store
-    env = scrubbed_env(os.environ, keep=TRAINING_SECRETS)
+    env = scrubbed_env(parent, keep=TRAINING_SECRETS)
     if not gpus:
         env.update(cpu_training_env(env))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -155,11 +158,12 @@ def axolotl_command(config_path: Path, gpus: int, env: dict[str, str]) -> list[s
     return argv(plan(cfg or {}, gpus, env), config_path)
 
 
-def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
+def run_axolotl(config_path: Path, log_path: Path, run_id: str, quiet: bool = False) -> None:
     """Run `axolotl train` into its log (every line redacted); raise on failure. The
     trainer's progress (step of total, loss, tokens/s, ETA) feeds the shell's progress bar
     (`llmops.process.activity`); its lines are echoed to standard error only where the
-    shell streams child output (`-v`, or no shell) and LLMOPS_QUIET_TRAIN is not 1."""
+    shell streams child output (`-v`, or no shell) and not `quiet` (LLMOPS_QUIET_TRAIN=1,
+    `Settings.quiet_train`)."""
     from llmops.train.progress import ProgressParser
 
     gpus = _cuda_count()
@@ -169,8 +173,8 @@ def run_axolotl(config_path: Path, log_path: Path, run_id: str) -> None:
     cmd = axolotl_command(config_path, gpus, env)
     command_line = redact("training: " + " ".join(cmd))
     # Once on the terminal (CI's job log shows the launch it ran) and first in train.log.
-    print(command_line, flush=True)
-    echo = activity.streaming() and os.environ.get("LLMOPS_QUIET_TRAIN") != "1"
+    activity.tell(command_line)
+    echo = activity.streaming() and not quiet
     parser = ProgressParser()
     with open(log_path, "a", encoding="utf-8") as log, \
             activity.progress("training") as update:
@@ -280,8 +284,8 @@ def wait_for_tracking(client: Any, run_id: str, timeout_s: float = 600.0) -> Non
                                   f"ended ({type(exc).__name__}); the adapter and checkpoints "
                                   "stay in the run folder") from exc
             if not warned:
-                print("MLflow is unreachable; training is done, waiting for it to come back",
-                      flush=True)
+                activity.tell("MLflow is unreachable; training is done, waiting for it to "
+                              "come back")
                 warned = True
             time.sleep(5)
 
@@ -322,9 +326,10 @@ def backfill_metrics(client: Any, run_id: str, output_dir: Path) -> int:
 
 
 def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
-          resume_from: Path | None = None) -> TrainResult:
+          resume_from: Path | None = None, quiet: bool = False) -> TrainResult:
     """Fine-tune `spec` into a LoRA adapter, logging into the MLflow run `run_id`; with
-    `resume_from`, continue that run from its checkpoint (same run, same total steps)."""
+    `resume_from`, continue that run from its checkpoint (same run, same total steps);
+    `quiet`: the trainer's lines stay in train.log even where the shell streams."""
     import mlflow
 
     started = time.perf_counter()
@@ -335,7 +340,7 @@ def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
     if resume_from is not None:
         cfg["resume_from_checkpoint"] = str(resume_from)
         client.update_run(run_id, status="RUNNING")
-        print(f"resuming run {run_id} from {resume_from.name}", flush=True)
+        activity.tell(f"resuming run {run_id} from {resume_from.name}")
     resolved = output_dir / "axolotl.resolved.yml"
     resolved.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     client.log_artifact(run_id, str(resolved), "config")
@@ -348,12 +353,12 @@ def train(spec: ModelSpec, run_id: str, run_name: str, backend: str = "axolotl",
 
         run_unsloth(cfg, run_id, resume=resume_from is not None)
     else:
-        run_axolotl(resolved, output_dir / "train.log", run_id)
+        run_axolotl(resolved, output_dir / "train.log", run_id, quiet)
     wait_for_tracking(client, run_id)
     restored = backfill_metrics(client, run_id, output_dir)
     if restored:
-        print(f"MLflow missed {restored} metric values during training (unreachable?): "
-              "restored them from the trainer's own log history", flush=True)
+        activity.tell(f"MLflow missed {restored} metric values during training "
+                      "(unreachable?): restored them from the trainer's own log history")
     if not (output_dir / "adapter_model.safetensors").is_file():
         raise StageFailed(f"{backend} finished but wrote no adapter in {output_dir}")
     if cfg.get("merge_lora"):

@@ -9,11 +9,16 @@ DeepSpeed/FSDP, RL, other dataset types) are refused by name instead of being ig
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from llmops.config import DatasetRef
+from llmops.config.axolotl import AxolotlDataset, AxolotlTraining
 from llmops.config.datasets import SUPPORTED
 from llmops.data.reader import read_conversations
 from llmops.errors import StageFailed, UsageError
@@ -28,59 +33,68 @@ UNSUPPORTED = ("deepspeed", "fsdp", "fsdp_config", "rl", "reward_model", "proces
 
 
 def unsloth_plan(cfg: dict[str, Any]) -> dict[str, Any]:
-    """{"model": …, "peft": …, "sft": …, "data": …} for a resolved Axolotl config."""
+    """{"model": …, "peft": …, "sft": …, "data": …} for a resolved Axolotl config, read
+    through its typed training keys (`AxolotlTraining`: one default per key)."""
     refused = [k for k in UNSUPPORTED if cfg.get(k)]
-    types = {str(d.get("type")) for d in cfg.get("datasets") or []}
+    keys = training_keys(cfg)
+    types = {d.type for d in keys.datasets}
     if types - set(SUPPORTED):
         refused.append(f"datasets.type {sorted(types - set(SUPPORTED))}")
-    optimizer = str(cfg.get("optimizer", "adamw_torch"))
-    if optimizer not in OPTIMIZERS:
-        refused.append(f"optimizer {optimizer}")
-    scheduler = str(cfg.get("lr_scheduler", "cosine"))
-    if scheduler not in SCHEDULERS:
-        refused.append(f"lr_scheduler {scheduler}")
+    if keys.optimizer not in OPTIMIZERS:
+        refused.append(f"optimizer {keys.optimizer}")
+    if keys.lr_scheduler not in SCHEDULERS:
+        refused.append(f"lr_scheduler {keys.lr_scheduler}")
     if refused:
         raise UsageError("the unsloth backend cannot honour " + ", ".join(refused)
                          + ": use --backend axolotl")
-    four_bit = bool(cfg.get("load_in_4bit")) or cfg.get("adapter") == "qlora"
-    targets = cfg.get("lora_target_modules") or (
-        LINEAR_TARGETS if cfg.get("lora_target_linear") else ["q_proj", "v_proj"])
-    seq = int(cfg.get("sequence_len", 2048))
-    bf16 = cfg.get("bf16") in (True, "auto", "true")
-    eval_sets = cfg.get("test_datasets") or []
+    targets = keys.lora_target_modules or (
+        LINEAR_TARGETS if keys.lora_target_linear else ["q_proj", "v_proj"])
     return {
-        "model": {"model_name": str(cfg["base_model"]), "max_seq_length": seq,
-                  "load_in_4bit": four_bit, "dtype": None},
-        "peft": {"r": int(cfg["lora_r"]), "lora_alpha": int(cfg["lora_alpha"]),
-                 "lora_dropout": float(cfg.get("lora_dropout", 0.0)),
-                 "target_modules": list(targets), "bias": "none",
-                 "use_gradient_checkpointing": "unsloth" if cfg.get("gradient_checkpointing")
-                 else False, "random_state": int(cfg.get("seed", 3407))},
-        "sft": {"output_dir": str(cfg["output_dir"]),
-                "per_device_train_batch_size": int(cfg.get("micro_batch_size", 1)),
-                "gradient_accumulation_steps": int(cfg.get("gradient_accumulation_steps", 1)),
-                "learning_rate": float(cfg["learning_rate"]),
-                "lr_scheduler_type": scheduler,
-                "warmup_steps": int(cfg.get("warmup_steps", 0)),
-                "max_steps": int(cfg.get("max_steps") or -1),
-                "num_train_epochs": float(cfg.get("num_epochs", 1)),
-                "weight_decay": float(cfg.get("weight_decay", 0.0)),
-                "optim": OPTIMIZERS[optimizer],
-                "max_length": seq, "packing": bool(cfg.get("sample_packing")),
+        "model": {"model_name": keys.base_model, "max_seq_length": keys.sequence_len,
+                  "load_in_4bit": keys.load_in_4bit or keys.adapter == "qlora",
+                  "dtype": None},
+        "peft": {"r": keys.lora_r, "lora_alpha": keys.lora_alpha,
+                 "lora_dropout": keys.lora_dropout,
+                 "target_modules": targets if isinstance(targets, str) else list(targets),
+                 "bias": "none",
+                 "use_gradient_checkpointing": "unsloth" if keys.gradient_checkpointing
+                 else False, "random_state": keys.seed},
+        "sft": {"output_dir": keys.output_dir,
+                "per_device_train_batch_size": keys.micro_batch_size,
+                "gradient_accumulation_steps": keys.gradient_accumulation_steps,
+                "learning_rate": keys.learning_rate,
+                "lr_scheduler_type": keys.lr_scheduler,
+                "warmup_steps": keys.warmup_steps,
+                "max_steps": keys.max_steps or -1,  # transformers' -1: num_train_epochs decides
+                "num_train_epochs": keys.num_epochs,
+                "weight_decay": keys.weight_decay,
+                "optim": OPTIMIZERS[keys.optimizer],
+                "max_length": keys.sequence_len, "packing": keys.sample_packing,
                 "dataset_text_field": "text",
-                "logging_steps": int(cfg.get("logging_steps", 1)),
-                "save_steps": int(cfg.get("save_steps") or 500),
-                "eval_strategy": "steps" if eval_sets else "no",
-                "eval_steps": int(cfg.get("eval_steps") or cfg.get("save_steps") or 500),
-                "seed": int(cfg.get("seed", 42)), "bf16": bf16, "fp16": False,
-                "report_to": ["mlflow"], "run_name": cfg.get("mlflow_run_name")},
-        "data": {"train": [_data_entry(d) for d in cfg.get("datasets") or []],
-                 "eval": [_data_entry(d) for d in eval_sets]},
+                "logging_steps": keys.logging_steps,
+                "save_steps": keys.save_steps,
+                "eval_strategy": "steps" if keys.test_datasets else "no",
+                "eval_steps": keys.eval_steps or keys.save_steps,
+                "seed": keys.seed, "bf16": keys.bf16 in (True, "auto", "true"),
+                "fp16": False, "report_to": ["mlflow"], "run_name": keys.mlflow_run_name},
+        "data": {"train": [_data_entry(d) for d in keys.datasets],
+                 "eval": [_data_entry(d) for d in keys.test_datasets]},
     }
 
 
-def _data_entry(d: dict[str, Any]) -> dict[str, Any]:
-    return {**d, "path": str(d["path"]), "type": str(d.get("type"))}
+def training_keys(cfg: dict[str, Any]) -> AxolotlTraining:
+    """The resolved config's training keys, typed; a missing or mistyped one is a usage
+    error that names it."""
+    try:
+        return AxolotlTraining.model_validate(cfg)
+    except ValidationError as exc:
+        raise UsageError("the unsloth backend cannot read " + "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        ) from exc
+
+
+def _data_entry(d: AxolotlDataset) -> dict[str, Any]:
+    return {**d.entry(), "path": d.path, "type": d.type}
 
 
 def _texts(entries: list[dict[str, Any]], tokenizer: Any,
@@ -98,11 +112,27 @@ def _texts(entries: list[dict[str, Any]], tokenizer: Any,
     return Dataset.from_dict({"text": texts}) if entries else None
 
 
+@contextlib.contextmanager
+def mlflow_callback_logs_into(run_id: str) -> Iterator[None]:
+    """While training, MLFLOW_RUN_ID names the pipeline's run: transformers' MLflow callback
+    takes the run to log into from this process's environment only (Unsloth trains in the
+    CLI's own process, not a child). The one write to the environment of this module; the
+    earlier value comes back afterwards, so no later MLflow call resumes the run by it."""
+    previous = os.environ.get("MLFLOW_RUN_ID")
+    os.environ["MLFLOW_RUN_ID"] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_RUN_ID", None)
+        else:
+            os.environ["MLFLOW_RUN_ID"] = previous
+
+
 def run_unsloth(cfg: dict[str, Any], run_id: str, resume: bool = False) -> Path:
     """Train on one NVIDIA GPU into cfg["output_dir"] (PEFT adapter files), logging into
     the MLflow run `run_id` through transformers' MLflow callback."""
     plan = unsloth_plan(cfg)
-    os.environ["MLFLOW_RUN_ID"] = run_id
     from unsloth import FastLanguageModel  # noqa: I001  (first: it patches transformers)
     from trl import SFTConfig, SFTTrainer
 
@@ -112,7 +142,8 @@ def run_unsloth(cfg: dict[str, Any], run_id: str, resume: bool = False) -> Path:
                          train_dataset=_texts(plan["data"]["train"], tokenizer, "train"),
                          eval_dataset=_texts(plan["data"]["eval"], tokenizer, "eval"),
                          args=SFTConfig(**plan["sft"]))
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    with mlflow_callback_logs_into(run_id):
+        trainer.train(resume_from_checkpoint=True if resume else None)
     out = Path(plan["sft"]["output_dir"])
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
