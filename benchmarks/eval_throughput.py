@@ -87,11 +87,12 @@ def vllm_batched(label: str, model: str, weights: str, loras: dict[str, Path],
     serves it and answer the golden set through it as the role `candidate`."""
     from transformers import AutoTokenizer
 
+    from llmops.compute import serve_settings
     from llmops.config import load_deploy
     from llmops.evaluation import evalserve
     from llmops.serve import process as serve
 
-    settings = load_deploy("local").serve_for(model)
+    settings = serve_settings(load_deploy("local"), model)
     golden = spec.golden_sets()
     name = "base" if loras else "candidate"
     t0 = time.perf_counter()

@@ -6,14 +6,16 @@ merged into the weights or served as a LoRA module), then N concurrent streaming
 is reported apart. The baselines generate the same T tokens for the same prompts with
 transformers in this process: one prompt at a time, then all prompts in one padded batch.
 
-The endpoint's model FLOP/s (prompt and generated tokens through the weights) is set against a
-bf16 matmul timed in this script before and after (the best of both), which says how far the
-CPU's compute is from the goal. `--compare-int8 N` serves the bf16 merged model and its int8
-weights (`quantization: w8a8-int8`) alternately, N times each, with the golden answers'
-accuracy of each.
+It first prints the CPU's ISA and the machine's compute plan (`llmops doctor`): the endpoint
+serves what the plan chose unless --dtype/--quantization say otherwise. Its model FLOP/s
+(prompt and generated tokens through the weights) is set against a matmul of the served dtype
+timed in this script before and after (the best of both), only where the CPU multiplies that
+dtype in hardware. `--compare N` serves fp32 merged, bf16 merged and int8 weights
+(`quantization: w8a8-int8`) in turn, N rounds in rotating order, with the golden answers'
+accuracy of each, and says whether the plan's choice was the fastest.
 
     .venv/bin/python benchmarks/serving.py                       # support-bot, latest run
-    .venv/bin/python benchmarks/serving.py --skip-baseline --compare-int8 3
+    .venv/bin/python benchmarks/serving.py --skip-baseline --compare 2
 """
 
 from __future__ import annotations
@@ -45,18 +47,22 @@ def prompts_for(model: str, n: int) -> list[str]:
 
 def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
                   extra: list[str], quantization: str | None = None,
-                  golden: list[Any] | None = None) -> dict[str, Any]:
-    """Start the endpoint as `llmops deploy` does, load-test it, then (with `golden`) answer
+                  golden: list[Any] | None = None, dtype: str | None = None) -> dict[str, Any]:
+    """Start the endpoint as `llmops deploy` does (the compute plan's dtype and artefact
+    unless `dtype`/`quantization` say otherwise), load-test it, then (with `golden`) answer
     the golden questions through it."""
+    from llmops.compute import serve_settings
     from llmops.config import load_deploy, load_model
     from llmops.evaluation import evalserve
     from llmops.serve import process as serve
     from llmops.serve.loadtest import load_test
 
-    settings = load_deploy("local").serve_for(model)
+    settings = serve_settings(load_deploy("local"), model)
     update: dict[str, Any] = {"extra_args": [*settings.extra_args, *extra]}
     if quantization:
         update["quantization"] = quantization
+    if dtype:
+        update["dtype"] = dtype
     settings = settings.model_validate({**settings.model_dump(), **update})
     t0 = time.perf_counter()
     dep = serve.start(model, "bench", "bench", base, adapter, settings)
@@ -76,8 +82,8 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
         dep.kill()
     out = result.summary()
     out["start_s"] = round(start_s, 1)
-    out["mode"] = settings.serve + ("" if settings.quantization == "none"
-                                    else f", {settings.quantization}")
+    out["mode"] = f"{settings.serve} {settings.dtype}" + (
+        "" if settings.quantization == "none" else f", {settings.quantization}")
     out["golden_accuracy"] = accuracy
     return out
 
@@ -104,22 +110,37 @@ def model_flops(base: str, prompts: list[str], tokens: int) -> float:
     return total
 
 
-def compare_int8(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
-                 extra: list[str], rounds: int) -> None:
+VARIANTS = (("float32", "none"), ("bfloat16", "none"), ("bfloat16", "w8a8-int8"))
+
+
+def compare(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
+            extra: list[str], rounds: int, chosen: tuple[str, str]) -> None:
+    """fp32, bf16 and int8 served in turn (the order rotates each round), with the golden
+    accuracy of each; then whether the plan's `chosen` (dtype, quantization) was fastest."""
     from llmops.config import load_model
 
     golden = load_model(model).golden_sets()
-    rates: dict[str, list[float]] = {"none": [], "w8a8-int8": []}
+    rates: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
+    accuracy: dict[tuple[str, str], list[float]] = {v: [] for v in VARIANTS}
     for n in range(rounds):
-        for quantization in (("none", "w8a8-int8") if n % 2 == 0 else ("w8a8-int8", "none")):
-            out = vllm_endpoint(model, base, adapter, prompts, tokens, extra, quantization,
-                                golden)
-            rates[quantization].append(out["tokens_per_s"])
+        for variant in VARIANTS[n % 3:] + VARIANTS[:n % 3]:
+            out = vllm_endpoint(model, base, adapter, prompts, tokens, extra, variant[1],
+                                golden, dtype=variant[0])
+            rates[variant].append(out["tokens_per_s"])
+            accuracy[variant].append(out["golden_accuracy"])
             print(f"round {n + 1}, {out['mode']}: {out['tokens_per_s']} tok/s, TTFT p50 "
                   f"{out['ttft_p50_s']} s, golden accuracy {out['golden_accuracy']:.3f} "
                   f"(server start {out['start_s']} s)", flush=True)
-    pairs = [f"{q / b:.2f}x" for q, b in zip(rates["w8a8-int8"], rates["none"], strict=True)]
-    print(f"int8 against bf16, round by round: {', '.join(pairs)}", flush=True)
+    means = {v: sum(r) / len(r) for v, r in rates.items()}
+    best = max(VARIANTS, key=means.__getitem__)
+    for v in VARIANTS:
+        golden_of = ", ".join(f"{a:.3f}" for a in accuracy[v])
+        mark = "  <- the plan's choice" if v == chosen else ""
+        print(f"{v[0]} {v[1]}: mean {means[v]:.1f} tok/s "
+              f"({means[v] / max(means[best], 1e-9):.2f}x the fastest), golden {golden_of}"
+              f"{mark}", flush=True)
+    verdict = "is" if best == chosen else "is NOT"
+    print(f"the plan's choice {verdict} the fastest ({best[0]} {best[1]})", flush=True)
 
 
 def transformers_runs(base: str, adapter: Path, prompts: list[str], tokens: int,
@@ -162,14 +183,19 @@ def main() -> None:
     parser.add_argument("--vllm-arg", action="append", default=[],
                         help="extra vLLM argument (repeatable), e.g. --vllm-arg=--max-num-seqs=128")
     parser.add_argument("--quantization", choices=["none", "w8a8-int8"],
-                        help="override deploy/local.yml's quantization")
-    parser.add_argument("--compare-int8", type=int, default=0, metavar="N",
-                        help="then serve bf16 and int8 weights alternately, N times each")
+                        help="override the compute plan's artefact")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"],
+                        help="override the compute plan's served dtype")
+    parser.add_argument("--compare", type=int, default=0, metavar="N",
+                        help="then serve fp32, bf16 and int8 in turn, N rounds")
     args = parser.parse_args()
 
+    from llmops.compute import machine_plan
     from llmops.config import load_model
     from llmops.models.base import ensure_base_model
 
+    plan = machine_plan()
+    print(f"CPU {plan.cpu_model}: ISA {plan.isa}; {plan.line()}", flush=True)
     spec = load_model(args.model)
     base = str(ensure_base_model(spec.base_model))
     adapter = latest_adapter(args.model)
@@ -180,27 +206,36 @@ def main() -> None:
     from peak import matmul_peak
 
     torch.set_num_threads(os.cpu_count() or 1)
-    peak, int8_peak = matmul_peak(torch.bfloat16), matmul_peak(torch.int8)
+    dtype = args.dtype or plan.serve_dtype
+    int8 = (args.quantization or plan.quantization) == "w8a8-int8"
+    # Only what this CPU multiplies in hardware is timed: an emulated matmul takes minutes.
+    peak_dtype = torch.bfloat16 if dtype == "bfloat16" and plan.bf16_native else torch.float32
+    int8_native = plan.emulated_cost("bfloat16") is None and int8
+
+    def peaks() -> tuple[float, float]:
+        return matmul_peak(peak_dtype), matmul_peak(torch.int8) if int8_native else 0.0
+
+    peak, int8_peak = peaks()
     served = vllm_endpoint(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
-                           args.quantization)
-    peak, int8_peak = max(peak, matmul_peak(torch.bfloat16)), max(int8_peak,
-                                                                  matmul_peak(torch.int8))
+                           args.quantization, dtype=args.dtype)
+    again = peaks()
+    peak, int8_peak = max(peak, again[0]), max(int8_peak, again[1])
     print(f"vLLM ({served['mode']}): {served['tokens_per_s']} tok/s, TTFT p50 "
           f"{served['ttft_p50_s']} s p99 {served['ttft_p99_s']} s, latency p50 "
           f"{served['p50_s']} s p99 {served['p99_s']} s, {served['errors']} errors "
           f"(server start {served['start_s']} s)", flush=True)
     flops = model_flops(base, prompts, args.tokens)
     used = flops / served["duration_s"]
-    print(f"model FLOP/s {used / 1e9:.0f} G = {used / peak:.0%} of the bf16 matmul peak "
+    print(f"model FLOP/s {used / 1e9:.0f} G = {used / peak:.0%} of the {peak_dtype} matmul peak "
           f"measured here ({peak / 1e9:.0f} G); with every FLOP at that peak, these requests "
           f"would take {flops / peak:.2f} s: {args.requests * args.tokens * peak / flops:.0f} "
           "tok/s", flush=True)
-    if "int8" in served["mode"]:
+    if int8_peak:
         print(f"int8 matmul peak measured here: {int8_peak / 1e9:.0f} G ({int8_peak / peak:.2f}x "
               f"bf16): the endpoint used {used / int8_peak:.0%} of it", flush=True)
-    if args.compare_int8:
-        compare_int8(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
-                     args.compare_int8)
+    if args.compare:
+        compare(args.model, base, adapter, prompts, args.tokens, args.vllm_arg, args.compare,
+                (plan.serve_dtype, plan.quantization))
     if args.skip_baseline:
         return
     base_rates = transformers_runs(base, adapter, prompts, args.tokens, args.sequential)

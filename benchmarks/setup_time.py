@@ -38,16 +38,22 @@ def pip_sources() -> list[str]:
     out: list[str] = []
     for key, flag in (("global.find-links", "--find-links"),
                       ("global.extra-index-url", "--extra-index-url")):
-        done = subprocess.run([sys.executable, "-m", "pip", "config", "get", key],
+        done = subprocess.run([python(), "-m", "pip", "config", "get", key],
                               capture_output=True, text=True)
         out += [x for url in done.stdout.split() for x in (flag, url)]
     return out + (["--index-strategy", "unsafe-best-match"] if out else [])
 
 
+def python() -> str:
+    """The interpreter the set-up builds from (the checkout's venvs have no pip)."""
+    return shutil.which("python3.11") or sys.base_prefix + "/bin/python3"
+
+
 def build_uv(uv: str, venv: Path, lock: Path, cache: Path) -> None:
-    env = {"UV_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"}
-    subprocess.run([uv, "venv", "-q", "--python", sys.base_prefix + "/bin/python3.11",
-                    str(venv)], check=True, env=env)
+    import os
+
+    env = {**os.environ, "UV_CACHE_DIR": str(cache), "UV_SYSTEM_CERTS": "1"}
+    subprocess.run([uv, "venv", "-q", "--python", python(), str(venv)], check=True, env=env)
     subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin/python"),
                     "--no-deps", "--require-hashes", *pip_sources(), "-r", str(lock)],
                    check=True, env=env)
@@ -57,8 +63,7 @@ def build_pip(venv: Path, lock: Path, cache: Path) -> None:
     import os
 
     env = {**os.environ, "PIP_CACHE_DIR": str(cache)}
-    python = sys.base_prefix + "/bin/python3.11"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True, env=env)
+    subprocess.run([python(), "-m", "venv", str(venv)], check=True, env=env)
     pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, f"pip=={PIP_VERSION}"], check=True, env=env)
     subprocess.run([*pip, "--no-deps", "--require-hashes", "-r", str(lock)], check=True,

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 UV=$(bash scripts/uv.sh)
+export UV_SYSTEM_CERTS=${UV_SYSTEM_CERTS:-1}  # as scripts/setup.sh
 sources=() folders=()
 for url in $("$PYTHON" -m pip config get global.find-links 2>/dev/null || true); do
   sources+=(--find-links "$url")

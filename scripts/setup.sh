@@ -34,6 +34,9 @@ if [ -n "${LLMOPS_PREBUILT_VENVS:-}" ] && [ "$LLMOPS_PREBUILT_VENVS" != "$PWD" ]
 fi
 
 UV=${UV:-$(bash scripts/uv.sh)}
+# The system's certificate store, as pip and git use it here (a TLS-inspecting proxy's CA
+# lives there), rather than uv's bundled roots.
+export UV_SYSTEM_CERTS=${UV_SYSTEM_CERTS:-1}
 
 # uv does not read pip's configuration: hand it the wheel folders and extra indexes that
 # this machine's pip is set up with (e.g. where the CPU build of torch lies), if any.

@@ -79,7 +79,8 @@ def staging(k8s_cluster: Any, tmp_path_factory: pytest.TempPathFactory,
     k8s_cluster.keep_unready()  # the session's cluster: no other test's rule applies here
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    settings = ServeSettings(max_model_len=512, enforce_eager=True, max_num_seqs=4)
+    settings = ServeSettings(max_model_len=512, enforce_eager=True, max_num_seqs=4,
+                             dtype="bfloat16", quantization="none", kvcache_space_gib=1)
     key = serve.local_api_key()
     server = serve.launch("k8s-endpoint", lambda port: serve.vllm_args(
         str(tiny_base), "tiny", {}, port, settings), settings, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmops.compute import serve_settings
 from llmops.config import load_deploy
 from llmops.models import derived
 from llmops.serve import process as serve
@@ -20,8 +21,9 @@ def test_an_int8_deployment_loads_in_vllm_and_answers(repo_copy: Path, tiny_base
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
     get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"])) \
         .save_pretrained(adapter)
-    settings = load_deploy("local").serve_for("tiny").model_copy(
-        update={"quantization": "w8a8-int8"})
+    # int8 decoder layers keep bf16 around them, whatever this machine's plan serves.
+    settings = serve_settings(load_deploy("local"), "tiny").model_copy(
+        update={"quantization": "w8a8-int8", "dtype": "bfloat16"})
 
     dep = serve.start("tiny", "test", "0.0.1", str(tiny_base), adapter, settings)
     try:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from llmops.compute.machine import Capabilities, Speeds
+from llmops.compute.plan import ComputePlan, decide
 from llmops.evaluation.suite import Endpoint
 
 # (served model name, the request's messages) → the assistant's answer
@@ -63,3 +65,32 @@ def fake_chat_server() -> Iterator[StartChat]:
     yield start
     for server in servers:
         server.shutdown()
+
+
+# CPU classes as /proc/cpuinfo flags them, with matmul speeds (GFLOP/s; GOP/s for int8) of
+# the order measured on 2-vCPU machines of each class (AVX2: an AMD EPYC, where torch
+# emulates bf16 and int8).
+MACHINES: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
+    "AMX": (("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8",
+             "amx_tile"), {"fp32": 310.0, "bf16": 1200.0, "int8": 650.0}),
+    "AVX512-BF16": (("avx2", "avx512f", "avx512_bf16", "avx512_vnni"),
+                    {"fp32": 300.0, "bf16": 520.0, "int8": 600.0}),
+    "AVX512-VNNI": (("avx2", "avx512f", "avx512_vnni"),
+                    {"fp32": 300.0, "bf16": 3.0, "int8": 600.0}),
+    "AVX-VNNI": (("avx2", "avx_vnni"), {"fp32": 170.0, "bf16": 1.5, "int8": 330.0}),
+    "AVX2": (("avx2",), {"fp32": 168.0, "bf16": 1.0, "int8": 1.9}),
+}
+PlanFor = Callable[..., ComputePlan]
+
+
+@pytest.fixture()
+def plan_for() -> PlanFor:
+    """plan_for(isa, gpus=(), gflops=None) → the compute plan of such a machine."""
+
+    def make(isa: str, gpus: tuple[str, ...] = (), gflops: dict[str, float] | None = None,
+             gpu_bf16: bool = True) -> ComputePlan:
+        flags, speeds = MACHINES[isa]
+        caps = Capabilities("test CPU", isa, flags, "AVX2", 2, 24.0, gpus, gpu_bf16)
+        return decide(caps, Speeds(gflops or speeds))
+
+    return make

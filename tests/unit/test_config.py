@@ -46,7 +46,7 @@ def test_every_model_loads_across_its_folders() -> None:
     for name in known_models():
         spec = load_model(name)
         assert spec.datasets and spec.golden_paths()
-        assert load_deploy("local").serve_for(name).max_model_len >= spec.sequence_len
+        assert load_deploy("local").serve_for(name, None).max_model_len >= spec.sequence_len
 
 
 @pytest.mark.usefixtures("repo_copy")
@@ -80,7 +80,7 @@ def test_per_model_serve_override_is_validated(repo_copy: Path) -> None:
     path = repo_copy / "deploy" / "local.yml"
     path.write_text(path.read_text().replace("max_model_len: 512", "max_model_len: -3"))
     with pytest.raises(Exception, match="max_model_len"):
-        load_deploy("local").serve_for("tiny")
+        load_deploy("local").serve_for("tiny", None)
 
 
 def test_the_axolotl_yaml_is_typed_where_the_pipeline_reads_it(repo_copy: Path) -> None:

@@ -13,6 +13,8 @@ from llmops.errors import StageFailed
 from llmops.models import derived
 from llmops.serve import process as serve
 
+RESOLVED = ServeSettings(dtype="bfloat16", quantization="none", kvcache_space_gib=1)
+
 
 def adapter(tmp_path: Path, weights: bytes = b"a" * 16) -> Path:
     """A source folder: what a merge reads from an adapter, plus files it does not."""
@@ -135,4 +137,4 @@ def test_a_rollback_refuses_changed_int8_weights_before_starting(tmp_path: Path)
     record = serve.Deployment("m", "local", "1.0.0", "m", "base", str(tmp_path), 0, 0,
                               ["--model", str(out), "--port", "1"], "")
     with pytest.raises(StageFailed, match=r"merged-w8a8/weights.bin: sha256 differs"):
-        serve.restart(record, ServeSettings())
+        serve.restart(record, RESOLVED)

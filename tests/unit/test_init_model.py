@@ -131,8 +131,8 @@ def test_a_long_sequence_gets_a_local_deploy_entry(repo_copy: Path) -> None:
     assert after.startswith(before)  # appended under models:, comments kept
     assert "models.long-one.max_model_len: 4096" in done.deploy_note
     deploy = DeployConfig.model_validate(yaml.safe_load(after))
-    assert deploy.serve_for("long-one").max_model_len == 4096
-    assert deploy.serve_for("tiny").max_model_len == 512
+    assert deploy.serve_for("long-one", None).max_model_len == 4096
+    assert deploy.serve_for("tiny", None).max_model_len == 512
 
 
 def test_a_flow_style_config_is_dumped_again(repo_copy: Path) -> None:

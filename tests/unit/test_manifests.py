@@ -23,6 +23,7 @@ SHAPE = ModelShape(params=8_030_261_248, layers=32, hidden=4096, heads=32, kv_he
                    head_dim=128)
 
 
+
 def gpu(**kw: object) -> GpuTarget:
     return GpuTarget.model_validate({"gpu_type": "nvidia-h100-80gb", "gpu_memory_gib": 24,
                                      "gpus_per_node": 8, **kw})
@@ -131,8 +132,10 @@ def test_local_and_kubernetes_servers_share_one_definition_of_the_vllm_arguments
     from llmops.config import ServeSettings
     from llmops.serve.process import vllm_args as local_args
 
+    resolved = ServeSettings(dtype="bfloat16", quantization="none", kvcache_space_gib=1)
+
     (tmp_path / "adapter_config.json").write_text('{"r": 32}')
-    local = local_args("/base", "bot-base", {"bot": tmp_path}, 8001, ServeSettings())
+    local = local_args("/base", "bot-base", {"bot": tmp_path}, 8001, resolved)
     release = Release("bot", "1.0.0", "sha256:x", "/base", "https://gl/api/v4/projects/1",
                       lora_rank=32)
     pod = by_kind(render(release, "staging", gpu(serve="lora", gpus_per_node=1,

@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+RESOLVED = {"dtype": "bfloat16", "quantization": "none", "kvcache_space_gib": 1}
+
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
@@ -64,7 +66,8 @@ STARTER = textwrap.dedent("""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     template = process.Deployment("m", "local", "1.0.0", "m", "b", "a", 0, 0, [], "")
     process._start(template, lambda port: ["--port", str(port), "--fake-health-after", "600"],
-                   ServeSettings(startup_timeout_s=600))
+                   ServeSettings(dtype="float32", quantization="none", kvcache_space_gib=1,
+                                 startup_timeout_s=600))
 """)
 
 
@@ -121,7 +124,7 @@ def test_a_recorded_pid_that_is_no_longer_our_server_is_never_signalled(home: Pa
         dep.kill()
         assert stranger.poll() is None  # still running
         # Our server's pid, but recorded with another start time: not the same process.
-        settings = process.ServeSettings(startup_timeout_s=60)
+        settings = process.ServeSettings(**RESOLVED, startup_timeout_s=60)
         server = process.launch("m", lambda p: ["--port", str(p)], settings, "k")
         server.wait_healthy(60)
         created = process.process_created(server.proc.pid)
@@ -148,7 +151,7 @@ def test_a_local_server_refuses_requests_without_its_key(home: Path) -> None:
     key = process.local_api_key()
     assert process.api_key_path().stat().st_mode & 0o777 == 0o600
     server = process.launch("m", lambda p: ["--port", str(p)],
-                            process.ServeSettings(startup_timeout_s=60), key)
+                            process.ServeSettings(**RESOLVED, startup_timeout_s=60), key)
     try:
         server.wait_healthy(60)
         assert key not in " ".join(psutil.Process(server.proc.pid).cmdline())

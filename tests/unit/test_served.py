@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PlanFor
 
-from llmops.config import DeployConfig, GateRule, load_deploy
+from llmops.config import DeployConfig, GateRule, ServingChoice, load_deploy
 from llmops.evaluation import evalserve
 from llmops.evaluation.served import (
     ADAPTER_ROLE,
@@ -20,16 +21,19 @@ from llmops.evaluation.served import (
 )
 from llmops.evaluation.suite import Endpoint, SuiteResult, finish, merge_results
 
+PLAN = ServingChoice("bfloat16", "none", 1)
 
-@pytest.mark.parametrize(("env", "model", "artefact"), [
-    ("local", "support-bot", "int8"),  # quantization: w8a8-int8 of the merged weights
-    ("local", "tiny", "merged"),  # serve: merged, the local default
-    ("staging", "support-bot", "adapter"),  # gpu.serve: lora
-    ("production", "support-bot", "merged"),  # gpu.serve: merged
+
+@pytest.mark.parametrize(("env", "model", "isa", "artefact"), [
+    ("local", "support-bot", "AMX", "int8"),  # the plan's w8a8-int8 where int8 is native
+    ("local", "support-bot", "AVX2", "merged"),  # ...and merged weights where emulated
+    ("local", "tiny", "AMX", "merged"),  # quantization: none, set for the test model
+    ("staging", "support-bot", "AMX", "adapter"),  # gpu.serve: lora
+    ("production", "support-bot", "AVX2", "merged"),  # gpu.serve: merged
 ])
-def test_the_served_artefact_follows_the_deploy_config(env: str, model: str,
-                                                       artefact: str) -> None:
-    assert served_artefact(load_deploy(env), model) == artefact
+def test_the_served_artefact_follows_the_deploy_config_and_the_plan(
+        env: str, model: str, isa: str, artefact: str, plan_for: PlanFor) -> None:
+    assert served_artefact(load_deploy(env), model, plan_for(isa)) == artefact
 
 
 def test_a_local_lora_target_serves_the_adapter() -> None:
@@ -110,6 +114,47 @@ def test_int8_weights_are_built_in_the_cache_reused_and_pruned(tmp_path: Path) -
     assert served_weights("/base", {"candidate": other}, {}, cache) == {}
 
 
+def test_a_deployment_links_the_weights_evaluation_built_for_the_same_adapter(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation's int8 rewrite of a run's merged weights is what a deployment of the
+    version (the same adapter and merged weights, downloaded elsewhere) serves: linked after
+    both manifests check, not quantized again; one that no longer checks is rebuilt."""
+    pytest.importorskip("torch")
+    import shutil
+
+    from llmops.models import derived, quantize
+
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "home"))
+    run = _adapter(tmp_path / "run", 1)
+    _merged_by_training(run)
+    evaluated = served_weights("/base", {"candidate": run}, {"candidate": "int8"},
+                               derived.served_cache_root("bot"))["candidate"]
+    version = tmp_path / "deployments" / "bot" / "1.0.0"
+    shutil.copytree(run, version)  # registered, downloaded
+    shelf = derived.served_cache("bot", "/base", version)
+    assert shelf / quantize.INT8_DIR == evaluated
+
+    def no_quantizing(weight: Any) -> Any:
+        raise AssertionError("quantized again")
+
+    real = quantize.quantize_weight
+    monkeypatch.setattr(quantize, "quantize_weight", no_quantizing)
+    served = quantize.int8_model(version / "merged", reuse=shelf / quantize.INT8_DIR)
+    assert served == version / quantize.INT8_DIR
+    assert (served / "model.safetensors").stat().st_ino == \
+        (evaluated / "model.safetensors").stat().st_ino
+    derived.verify(served)  # its own manifest, bound to the version's merged weights
+    assert json.loads((served / "derived.json").read_text())["source"]["path"] == "../merged"
+    # An evaluation folder that no longer matches its manifest is not reused.
+    shutil.rmtree(served)
+    (evaluated / "config.json").write_text("{}")
+    monkeypatch.setattr(quantize, "quantize_weight", real)
+    rebuilt = quantize.int8_model(version / "merged", reuse=shelf / quantize.INT8_DIR)
+    assert (rebuilt / "model.safetensors").stat().st_ino != \
+        (evaluated / "model.safetensors").stat().st_ino
+    derived.verify(rebuilt)
+
+
 class _Suite:
     name = "probe"
 
@@ -130,7 +175,7 @@ def test_every_server_answers_its_roles_and_the_suites_run_on_each(
     started: list[tuple[str, str, dict[str, Path]]] = []
 
     def fake_on(name: str, spec: EvalServer, golden: Any, max_tokens: int, settings: Any,
-                suites: Any) -> evalserve._Served:
+                suites: Any, cache: Any, adapter_suites: bool) -> evalserve._Served:
         started.append((spec.model, spec.name, dict(spec.loras)))
         answers = [evalserve.Answer(role, "golden", "q", "a", "a" if role != "base" else "x",
                                     "stop", 0.1, role != "base", 1.0) for role in spec.roles]
@@ -143,7 +188,7 @@ def test_every_server_answers_its_roles_and_the_suites_run_on_each(
                            {"candidate": Path("/c/merged-w8a8")})
     suite = _Suite()
     metrics, answers, results = evalserve.evaluate_with_vllm(
-        "bot", servers, [], 8, load_deploy("local").serve_for("tiny"), [suite])
+        "bot", servers, [], 8, load_deploy("local").serve_for("tiny", PLAN), [suite])
     assert started == [("/base", "base", {ADAPTER_ROLE: Path("/run")}),
                        ("/c/merged-w8a8", "candidate", {})]
     assert suite.seen == [("base", ADAPTER_ROLE), ("candidate",)]

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import PlanFor
 
 from llmops.errors import UsageError
 from llmops.process.native import preloaded
@@ -251,27 +252,52 @@ def test_backfill_restores_exactly_what_mlflow_missed(tmp_path: Path) -> None:
     assert backfill_metrics(client, run_id, tmp_path / "out") == 0  # idempotent
 
 
-def test_bf16_auto_on_a_cpu_follows_its_bf16_hardware() -> None:
+def test_bf16_auto_on_a_cpu_follows_the_compute_plan(plan_for: PlanFor) -> None:
     cfg = resolved(bf16="auto")
-    with_amx = for_this_machine(cfg, gpus=0, cpu_bf16=True)
+    with_amx, warnings = for_this_machine(cfg, plan_for("AMX"))
     assert with_amx["bf16"] is True and with_amx["fp16"] is False  # never Axolotl's fp16
+    assert warnings == []
     assert CPU_PLUGIN in with_amx["plugins"]  # transformers autocasts bf16 on CPU only so
     assert with_amx["lora_mlp_kernel"] is False  # Triton kernels need CUDA
-    without = for_this_machine(cfg, gpus=0, cpu_bf16=False)
+    without, _ = for_this_machine(cfg, plan_for("AVX2"))
     assert without["bf16"] is False and without["fp16"] is False
     assert cfg["bf16"] == "auto" and "plugins" not in cfg  # the input is not changed
 
 
-def test_gpu_machines_keep_the_yaml_as_written() -> None:
+def test_a_yaml_without_a_precision_gets_the_plans_explicitly(plan_for: PlanFor) -> None:
+    """A user's YAML without `bf16:` trained in fp16 (Axolotl's fallback) on an AVX2 CPU."""
+    cfg = resolved()
+    cfg.pop("bf16", None)
+    out, _ = for_this_machine(cfg, plan_for("AVX2"))
+    assert out["bf16"] is False and out["fp16"] is False
+    out, _ = for_this_machine(cfg, plan_for("AMX"))
+    assert out["bf16"] is True and out["fp16"] is False
+
+
+def test_gpu_machines_get_an_explicit_precision_and_keep_the_rest(plan_for: PlanFor) -> None:
     cfg = resolved(bf16="auto")
-    assert for_this_machine(cfg, gpus=1, cpu_bf16=True) == cfg
+    out, warnings = for_this_machine(cfg, plan_for("AVX2", gpus=("NVIDIA H100",)))
+    assert out["bf16"] is True and out["fp16"] is False and warnings == []
+    assert {k: v for k, v in out.items() if k not in ("bf16", "fp16")} == \
+        {k: v for k, v in cfg.items() if k not in ("bf16", "fp16")}
 
 
-def test_explicit_settings_and_plugins_are_kept_on_a_cpu() -> None:
+def test_explicit_settings_and_plugins_are_kept_on_a_cpu(plan_for: PlanFor) -> None:
     cfg = resolved(bf16=False, plugins=["some.Plugin", CPU_PLUGIN], lora_mlp_kernel=True)
-    out = for_this_machine(cfg, gpus=0, cpu_bf16=True)
+    out, warnings = for_this_machine(cfg, plan_for("AMX"))
     assert out["bf16"] is False and out["lora_mlp_kernel"] is True
     assert out["plugins"] == ["some.Plugin", CPU_PLUGIN]
+    assert warnings == []
+
+
+def test_an_explicit_emulated_precision_is_kept_with_a_warning_naming_its_cost(
+        plan_for: PlanFor) -> None:
+    out, warnings = for_this_machine(resolved(bf16=True), plan_for("AVX2"))
+    assert out["bf16"] is True
+    assert len(warnings) == 1 and "`bf16: true`" in warnings[0]
+    assert "emulates bf16" in warnings[0] and "168x slower" in warnings[0]
+    out, warnings = for_this_machine(resolved(bf16=False, fp16=True), plan_for("AMX"))
+    assert out["fp16"] is True and "no fp16 matmul in hardware" in warnings[0]
 
 
 def test_preload_puts_new_libraries_first_and_never_twice() -> None:

@@ -57,4 +57,4 @@ def test_other_arguments_pass() -> None:
     assert ServeSettings(extra_args=args).extra_args == args
     config = DeployConfig.model_validate(
         {"target": "local", "models": {"tiny": {"extra_args": args}}})
-    assert config.serve_for("tiny").extra_args == args
+    assert config.serve_for("tiny", None).extra_args == args

@@ -214,6 +214,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from llmops.stages.doctor import doctor
+
+    report = doctor()
+    output.print_doctor(report)
+    return 0 if report.ok else 1
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from llmops.config import load_model
     from llmops.stages import deployment

@@ -18,6 +18,7 @@ from llmops.config.paths import run_folder
 
 if TYPE_CHECKING:
     from llmops.data import DataReport
+    from llmops.stages.doctor import DoctorReport
     from llmops.stages.release import ReleaseSummary
 
 
@@ -267,3 +268,18 @@ def print_status(records: list[Any]) -> None:
         table.add_row(d.model, d.env, d.version, d.url, str(d.pid),
                       "running" if d.alive() else "dead")
     Console().print(table)
+
+
+def print_doctor(report: DoctorReport) -> None:
+    """`llmops doctor`: the machine, its plan and why, then one line per check."""
+    plan = report.plan
+    device = ", ".join(plan.gpus) if plan.gpus else f"{plan.cpu_model}, {plan.cores} cores"
+    console.print(f"machine: {escape(device)}; CPU ISA {plan.isa}", highlight=False)
+    console.print(escape(plan.line()), highlight=False)
+    for reason in plan.reasons:
+        console.print(f"  {escape(reason)}", highlight=False)
+    console.print("  override: dtype / quantization / kvcache_space_gib in deploy/<env>.yml, "
+                  "bf16 / fp16 in the Axolotl YAML", highlight=False, style="dim")
+    for check in report.checks:
+        mark = {True: "[green]✓[/]", None: "[yellow]![/]", False: "[bold red]✗[/]"}[check.ok]
+        console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}", highlight=False)

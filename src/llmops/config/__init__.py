@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Pin,
         RegistryPins,
         ServeSettings,
+        ServingChoice,
         Strict,
         ValidationConfig,
         VerifySettings,
@@ -41,14 +42,14 @@ if TYPE_CHECKING:
 
 _SCHEMA = ("HTTP_KEEP_ALIVE_S", "DataChecks", "DeployConfig", "EvalSettings", "GateRule",
            "GoldenSet", "GpuTarget", "LoadSettings", "Pin", "RegistryPins", "ServeSettings",
-           "Strict", "ValidationConfig", "VerifySettings")
+           "ServingChoice", "Strict", "ValidationConfig", "VerifySettings")
 _SPEC = ("DatasetRef", "ModelSpec", "known_envs", "known_models", "load_deploy", "load_model",
          "load_pins")
 __all__ = [
     "HTTP_KEEP_ALIVE_S", "DataChecks", "DatasetRef", "DeployConfig", "EvalSettings", "GateRule",
     "GoldenSet", "GpuTarget", "LoadSettings", "ModelSpec", "Pin", "RegistryPins", "ServeSettings",
-    "Strict", "ValidationConfig", "VerifySettings", "known_envs", "known_models", "load_deploy",
-    "load_model", "load_pins",
+    "ServingChoice", "Strict", "ValidationConfig", "VerifySettings", "known_envs", "known_models",
+    "load_deploy", "load_model", "load_pins",
 ]
 
 

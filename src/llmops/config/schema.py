@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -102,6 +102,10 @@ class EvalSettings(Strict):
     lm_eval: LmEvalSettings | None = Field(
         default=None, description="lm-evaluation-harness tasks against the served roles; "
         "metrics lmeval.<task>.<metric>. null: none.")
+    adapter_suites: bool = Field(
+        default=False, description="Ask the candidate's adapter (candidate_adapter, measured "
+        "beside a candidate served as merged or int8 weights; not gated) every evaluation "
+        "suite (retention, lm_eval, probes) too; false: the golden set only.")
 
 
 class GateRule(Strict):
@@ -256,6 +260,15 @@ def check_extra_args(args: list[str], where: str) -> None:
                              f"{REFUSED_VLLM_ARGS[opt]}")
 
 
+class ServingChoice(NamedTuple):
+    """What the machine's compute plan (`llmops.compute`) serves with where a file says
+    `auto`: vLLM's --dtype and the artefact (merged weights, or int8)."""
+
+    dtype: str  # bfloat16 or float32
+    quantization: str  # none or w8a8-int8
+    kvcache_gib: int = 1
+
+
 class ServeSettings(Strict):
     """How vLLM serves one model on a local CPU target."""
 
@@ -263,12 +276,15 @@ class ServeSettings(Strict):
         default="merged", description="The adapter merged into the weights (much faster on "
         "CPU), or as a LoRA module on the base.")
     dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        default="bfloat16", description="--dtype of the served weights.")
+        default="auto", description="--dtype of the served weights; auto: the machine's "
+        "compute plan (bfloat16 where the CPU multiplies it in hardware, else float32).")
     max_model_len: int = Field(default=1024, ge=16, description="--max-model-len: longest "
                                "prompt and answer, in tokens.")
     max_num_seqs: int = Field(default=64, ge=1, description="--max-num-seqs: sequences "
                               "decoded together.")
-    kvcache_space_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE.")
+    kvcache_space_gib: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto", description="VLLM_CPU_KVCACHE_SPACE, GiB; auto: the machine's compute "
+        "plan (a sixteenth of its memory, 1 to 4 GiB).")
     enforce_eager: bool = Field(
         default=False, description="Skip torch.compile: a faster first start, a slower decode "
         "(later starts read the compile cache in .llmops/cache/vllm).")
@@ -287,10 +303,12 @@ class ServeSettings(Strict):
                                "OpenMP, as vLLM's CPU guide advises.")
     preload_tcmalloc: bool = Field(default=True, description="LD_PRELOAD TCMalloc (Debian's "
                                    "libtcmalloc-minimal4), as vLLM's CPU guide advises.")
-    quantization: Literal["none", "w8a8-int8"] = Field(
-        default="none", description="w8a8-int8: serve the merged model with int8 decoder "
+    quantization: Literal["auto", "none", "w8a8-int8"] = Field(
+        default="auto", description="w8a8-int8: serve the merged model with int8 decoder "
         "weights (one scale per output channel) and activations quantized per token at run "
-        "time (llmops.models.quantize); needs serve: merged.")
+        "time (llmops.models.quantize); needs serve: merged. auto: the machine's compute "
+        "plan (int8 where the CPU multiplies int8 and bf16 in hardware, else none; none "
+        "for serve: lora).")
     startup_timeout_s: float = Field(default=600.0, gt=0, description="Seconds a new "
                                      "server may take to answer its health check.")
     extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments "
@@ -304,7 +322,7 @@ class ServeSettings(Strict):
 
     @model_validator(mode="after")
     def _quantize_merged_only(self) -> ServeSettings:
-        if self.quantization != "none" and self.serve != "merged":
+        if self.quantization not in ("none", "auto") and self.serve != "merged":
             raise ValueError(f"quantization: {self.quantization} needs serve: merged (a LoRA "
                              "adapter is served on its bf16 base)")
         return self
@@ -541,9 +559,19 @@ class DeployConfig(Strict):
             return device, self.gpu.gpus_per_node * self.gpu.nodes * self.kubernetes.replicas
         return device, 1
 
-    def serve_for(self, model: str) -> ServeSettings:
-        """`serve` with the model's overrides applied (validated like `serve`)."""
+    def serve_for(self, model: str, plan: ServingChoice | None) -> ServeSettings:
+        """`serve` with the model's overrides applied (validated like `serve`), and each
+        `auto` decided by `plan` (the machine's compute plan). Without a plan, `auto` is left
+        as is: enough to read the other keys, not to serve."""
         merged = {**self.serve.model_dump(), **self.models.get(model, {})}
+        if plan is not None:
+            if merged.get("dtype") == "auto":
+                merged["dtype"] = plan.dtype
+            if merged.get("kvcache_space_gib") == "auto":
+                merged["kvcache_space_gib"] = plan.kvcache_gib
+            if merged.get("quantization") == "auto":
+                lora = merged.get("serve") == "lora"
+                merged["quantization"] = "none" if lora else plan.quantization
         return ServeSettings.model_validate(merged)
 
 

@@ -19,14 +19,16 @@ one after the other.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from llmops.config import DeployConfig
+from llmops.compute import ComputePlan, serve_settings
+from llmops.config import DeployConfig, ServeSettings
+from llmops.evaluation.answercache import Served, artefact_id
+from llmops.models.derived import cache_key
 
 Artefact = Literal["adapter", "merged", "int8"]
 
@@ -42,13 +44,14 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def served_artefact(config: DeployConfig, model: str) -> Artefact:
+def served_artefact(config: DeployConfig, model: str,
+                    plan: ComputePlan | None = None) -> Artefact:
     """What `deploy/<env>.yml` serves for `model`: the adapter as a LoRA module, the merged
     weights, or those weights in int8. A GPU target's own `gpu.quantization` (fp8, AWQ,
     GPTQ: vLLM's, on CUDA) is not reproduced on the CPU: its merged weights are evaluated."""
     if config.target == "kubernetes" and config.gpu is not None:
         return "merged" if config.gpu.serve == "merged" else "adapter"
-    settings = config.serve_for(model)
+    settings = serve_settings(config, model, plan)
     if settings.serve == "lora":
         return "adapter"
     return "int8" if settings.quantization == "w8a8-int8" else "merged"
@@ -91,13 +94,31 @@ def plan_servers(base_model: str, adapters: Mapping[str, Path],
     return servers
 
 
-def cache_key(base_model: str, adapter_dir: Path) -> str:
-    """The folder name of an adapter's derived weights in the evaluation cache: the digest of
-    the adapter's files (`derived.source_digest`) and of the base model's path."""
+def served_roles(base_model: str, adapters: Mapping[str, Path],
+                 artefacts: Mapping[str, Artefact], settings: ServeSettings) -> \
+        dict[str, Served]:
+    """role → what answers it, by content (the answer cache's key, `answercache`): the
+    base model's files, the role's adapter files and how it is served (base, adapter,
+    merged, int8; `candidate_adapter`: the candidate's adapter as a LoRA module), the
+    serve lock's vLLM release, and the serving dtype and quantization."""
+    from llmops.digests import folder_digest
+    from llmops.engine import vllm_version
     from llmops.models.derived import source_digest
 
-    body = f"{source_digest(adapter_dir)}\n{Path(base_model).resolve()}"
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    engine = vllm_version()
+    base = folder_digest(Path(base_model)) if Path(base_model).is_dir() else \
+        f"name:{base_model}"
+
+    def served(kind: str, adapter: Path | None = None) -> Served:
+        artefact = artefact_id(kind, base, source_digest(adapter) if adapter else None)
+        return Served(artefact, engine, settings.dtype, settings.quantization)
+
+    out = {"base": served("base")}
+    for role, adapter in adapters.items():
+        out[role] = served(artefacts.get(role, "adapter"), adapter)
+    if "candidate" in adapters:
+        out[ADAPTER_ROLE] = served("adapter", adapters["candidate"])
+    return out
 
 
 def artefact_weights(artefact: Artefact, base_model: str, adapter_dir: Path,
@@ -132,7 +153,7 @@ def served_weights(base_model: str, adapters: Mapping[str, Path],
         artefact = artefacts.get(role, "adapter")
         if artefact == "adapter":
             continue
-        key = cache_key(base_model, adapter)
+        key = cache_key(base_model, adapter)  # the folder a deployment reuses
         keep.add(key)
         folder = artefact_weights(artefact, base_model, adapter, cache_root / key)
         if folder is not None:

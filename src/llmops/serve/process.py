@@ -183,6 +183,9 @@ def vllm_args(base_model: str, base_name: str, loras: dict[str, Path], port: int
               settings: ServeSettings) -> list[str]:
     """A local CPU server's arguments: the base model on 127.0.0.1 with each adapter as a
     LoRA module (served under its key), and the CPU engine's own settings."""
+    if "auto" in (settings.dtype, settings.quantization, settings.kvcache_space_gib):
+        raise ValueError("serve settings with `auto` undecided: take them from "
+                         "llmops.compute.serve_settings (the machine's compute plan)")
     server = VllmServer(base_model, base_name, "127.0.0.1", port, settings.dtype,
                         settings.max_model_len, settings.max_num_seqs,
                         {name: str(path) for name, path in loras.items()},
@@ -330,13 +333,18 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
           settings: ServeSettings, digest: str = "") -> Deployment:
     """Start a deployment's server and wait until it is healthy; on failure kill it."""
     if settings.serve == "merged":
+        from llmops.models.derived import served_cache
         from llmops.models.merge import merged_model
 
-        weights = merged_model(base_model, adapter_dir)  # announced when it merges
+        # What evaluation built for this adapter is linked, not built again (both are
+        # checked against their manifests and the files they were built from).
+        evaluated = served_cache(model, base_model, adapter_dir)
+        weights = merged_model(base_model, adapter_dir,  # announced when it merges
+                               reuse=evaluated / "merged")
         if settings.quantization == "w8a8-int8":
-            from llmops.models.quantize import int8_model
+            from llmops.models.quantize import INT8_DIR, int8_model
 
-            weights = int8_model(weights)
+            weights = int8_model(weights, reuse=evaluated / INT8_DIR)
 
         def args_for(port: int) -> list[str]:
             return vllm_args(str(weights), model, {}, port, settings)

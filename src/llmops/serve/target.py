@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from llmops.compute import serve_settings
 from llmops.config import DeployConfig, ModelSpec
 from llmops.config.paths import state_subdir
 from llmops.digests import verify_manifest
@@ -40,7 +41,7 @@ class LocalTarget:
     def start(self, spec: ModelSpec, version: str) -> serve.Deployment:
         """Fetch the version, check its manifest, start its server beside the serving one."""
         serve.reap_orphans()
-        settings = self.config.serve_for(spec.name)
+        settings = serve_settings(self.config, spec.name)
         mv = self.registry.get(spec.name, version)
         dest = state_subdir("deployments") / spec.name / mv.version
         try:
@@ -77,7 +78,7 @@ class LocalTarget:
     def start_previous(self, spec: ModelSpec) -> serve.Deployment:
         """Start the previous verified version again, with its recorded arguments."""
         serve.reap_orphans()
-        settings = self.config.serve_for(spec.name)
+        settings = serve_settings(self.config, spec.name)
         current = serve.load_record(spec.name, self.env)
         event = previous_good(serve.read_history(spec.name, self.env),
                               current.version if current else None)
@@ -125,7 +126,7 @@ class LocalTarget:
             record.kill()
         try:
             verify_manifest(Path(record.adapter_dir), record.digest)
-            dep = serve.restart(record, self.config.serve_for(model))
+            dep = serve.restart(record, serve_settings(self.config, model))
         except StageFailed as exc:
             serve.record_event(model, env, record.version, "rollback", "failed", str(exc),
                                record)

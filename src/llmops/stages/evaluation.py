@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from llmops.compute import serve_settings
 from llmops.config import ModelSpec, load_deploy, load_pins
 from llmops.config.paths import run_folder, state_subdir
 from llmops.errors import CheckFailed, GateRefused, UsageError
@@ -64,7 +65,7 @@ def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry,
     adapters = {"candidate": candidate.adapter_dir}
     if (prod := production_adapter(spec, registry)) is not None:
         adapters["production"] = prod
-    settings = load_deploy(EVAL_ENV).serve_for(spec.name)
+    settings = serve_settings(load_deploy(EVAL_ENV), spec.name)
     artefact = served_artefact(load_deploy(env), spec.name)
     started = time.perf_counter()
     report = evaluate(spec, candidate.base_model, adapters, settings,

@@ -172,7 +172,7 @@ def add_local_deploy_entry(root: Path, name: str, cfg: dict[str, Any]) -> str:
         return "no deploy/local.yml: no deploy entry written"
     deploy = load_model_file(path, DeployConfig)
     seq = cfg.get("sequence_len", 2048)
-    current = deploy.serve_for(name).max_model_len
+    current = deploy.serve_for(name, None).max_model_len
     if not isinstance(seq, int) or seq <= current:
         return (f"no deploy entry needed: deploy/local.yml's serve settings apply to every "
                 f"model (max_model_len {current} ≥ sequence_len {seq})")
@@ -180,7 +180,7 @@ def add_local_deploy_entry(root: Path, name: str, cfg: dict[str, Any]) -> str:
     new = _with_model_entry(text, name, f"max_model_len: {seq}  # its sequence_len "
                             f"(serve's {current} is shorter)")
     try:
-        DeployConfig.model_validate(yaml.safe_load(new)).serve_for(name)
+        DeployConfig.model_validate(yaml.safe_load(new)).serve_for(name, None)
     except (yaml.YAMLError, ValueError):
         return (f"deploy/local.yml: add `models: {{{name}: {{max_model_len: {seq}}}}}` "
                 f"(its sequence_len is above serve's max_model_len {current}); it could "

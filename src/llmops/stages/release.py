@@ -9,13 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmops.compute import machine_plan
 from llmops.config import ModelSpec
+from llmops.process.activity import tell
 from llmops.stages.context import Context
 from llmops.stages.data import check_config, check_data, record_data, require_data
 from llmops.stages.deployment import Target, deploy_version
 from llmops.stages.evaluation import CandidateRef, evaluate_stage, gate_stage
 from llmops.stages.registration import register_stage
-from llmops.stages.runs import release_run, stage_run
+from llmops.stages.runs import log_params, release_run, stage_run
 from llmops.stages.steps import Steps
 from llmops.stages.training import train_stage
 
@@ -40,6 +42,7 @@ class ReleaseSummary:
     smoke_answer: str = ""
     flow_started_at: float = 0.0  # epoch seconds when the release began
     load: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)  # the machine's compute plan
 
 
 def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None = None,
@@ -50,12 +53,18 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
     registered version (a flow names its run after it)."""
     steps = steps or Steps()
     out = ReleaseSummary(model=spec.name, env=target.env, flow_started_at=time.time())
+    # How this machine trains, evaluates and serves: one line first, then in the summary
+    # and in the run's params.
+    plan = machine_plan()
+    tell(plan.line())
+    out.plan = plan.summary()
     try:
         if not config_checked:  # before any run, data or model: a bad YAML costs seconds
             steps("check-config", check_config, spec)
         registry = ctx.registry
         with release_run(spec, ctx.run_tags, version) as run:
             out.run_id, out.run_name = run.run_id, run.name
+            log_params(run, plan.params())
 
             def stage(name: str, fn: Callable[..., Any], *args: Any) -> Any:
                 # Each stage is also a nested run of the release's (the MLflow UI lists

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from llmops.compute import serve_settings
 from llmops.config import ModelSpec, ServeSettings, load_deploy
 from llmops.config.paths import resolve_in_repo
 from llmops.digests import folder_digest, sha256_file
@@ -74,8 +75,8 @@ def build_retention(spec: ModelSpec, base_model: str | None = None) -> Retention
         raise UsageError(f"{settings.pool}: the pool is empty")
     trained_on(spec, pool, settings.pool)
     base = base_model or ensure_base_model(spec.base_model)
-    serve_settings = load_deploy(EVAL_ENV).serve_for(spec.name)
-    with _serve_base(spec, base, serve_settings) as endpoint, \
+    served = serve_settings(load_deploy(EVAL_ENV), spec.name)
+    with _serve_base(spec, base, served) as endpoint, \
             activity(f"asking the base model {len(pool)} retention prompts"):
         replies = ask(endpoint, pool, settings.max_new_tokens)
     kept = [r.item for r in replies if r.correct]
@@ -94,7 +95,7 @@ def build_retention(spec: ModelSpec, base_model: str | None = None) -> Retention
         "base_model": spec.base_model,
         "base_model_digest": folder_digest(Path(base)) if Path(base).is_dir() else None,
         "engine": f"vllm {vllm_version()}",
-        "dtype": serve_settings.dtype,
+        "dtype": served.dtype,
         "max_new_tokens": settings.max_new_tokens,
         "temperature": 0.0,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),

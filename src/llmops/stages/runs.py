@@ -174,3 +174,13 @@ def log_compute(run: Run, stage: str, used: Compute) -> Compute:
         client.set_tag(run.run_id, key, value)
     client.log_metric(run.run_id, f"cost.{stage}_device_hours", used.device_hours)
     return used
+
+
+def log_params(run: Run, params: Mapping[str, str]) -> None:
+    """Log `params` on the run (MLflow takes up to 100 a call)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    client = mlflow_client()
+    for i in range(0, len(items), 100):
+        client.log_batch(run.run_id, params=items[i:i + 100])

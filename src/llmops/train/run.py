@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from llmops.compute import ComputePlan, machine_plan, train_precision
 from llmops.config import ModelSpec
 from llmops.config.paths import resolve_in_repo, run_folder, state_subdir
 from llmops.errors import StageFailed, UsageError
@@ -65,38 +66,29 @@ def resolved_axolotl_config(spec: ModelSpec, output_dir: Path, run_name: str) ->
     # the experiment name alone turns Axolotl's MLflow logging on.
     cfg["mlflow_experiment_name"] = spec.name
     cfg["mlflow_run_name"] = run_name
-    gpus = _cuda_count()
-    return for_this_machine(cfg, gpus, cpu_bf16=not gpus and cpu_has_bf16())
-
-
-def for_this_machine(cfg: dict[str, Any], gpus: int, cpu_bf16: bool) -> dict[str, Any]:
-    """The settings that depend on the hardware, on a CPU-only machine (unchanged on GPUs).
-
-    - Axolotl auto-enables its Triton LoRA kernels when these are unset; they need CUDA.
-    - `bf16: auto` in Axolotl asks CUDA only, and then falls back to fp16, which CPUs train
-      slowly and unstably. On a CPU, bf16 autocast pays off when it multiplies bf16 in
-      hardware (AMX or AVX512-BF16); elsewhere fp32 is the fast choice.
-    - transformers autocasts bf16 on a CPU only when told it runs there: our plugin says so.
-    """
-    if gpus:
-        return cfg
-    cfg = dict(cfg)
-    for key in LORA_KERNELS:
-        cfg.setdefault(key, False)
-    if cfg.get("bf16") == "auto":
-        cfg["bf16"] = cpu_bf16
-        cfg.setdefault("fp16", False)
-    plugins = list(cfg.get("plugins") or [])
-    cfg["plugins"] = plugins if CPU_PLUGIN in plugins else [*plugins, CPU_PLUGIN]
+    cfg, warnings = for_this_machine(cfg, machine_plan())
+    for warning in warnings:
+        activity.warn(warning)
     return cfg
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX512-BF16)."""
-    import torch
+def for_this_machine(cfg: dict[str, Any], plan: ComputePlan) -> tuple[dict[str, Any], list[str]]:
+    """The settings that depend on the hardware, and the warnings about them:
 
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # absent off x86 builds
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+    - the precision, always explicit: the compute plan's where the YAML says `auto` or
+      nothing (`llmops.compute.train_precision`; Axolotl's own fallback is fp16, which CPUs
+      emulate), the YAML's otherwise (with a warning where this CPU would emulate it);
+    - on a CPU, Axolotl's Triton LoRA kernels off where unset (it auto-enables them; they
+      need CUDA), and our plugin, which tells transformers to autocast bf16 on a CPU.
+    """
+    cfg, warnings = train_precision(cfg, plan)
+    if plan.gpus:
+        return cfg, warnings
+    for key in LORA_KERNELS:
+        cfg.setdefault(key, False)
+    plugins = list(cfg.get("plugins") or [])
+    cfg["plugins"] = plugins if CPU_PLUGIN in plugins else [*plugins, CPU_PLUGIN]
+    return cfg, warnings
 
 
 CPU_PLUGIN = "llmops.train.axolotl_cpu.CpuTraining"
