@@ -46,22 +46,27 @@ def tiny_base(shared_home: Path) -> Path:
 
 def _llmops(
     *args: str, root: Path, home: Path, timeout: float = 1200,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, installed: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LLMOPS_ROOT": str(root), "LLMOPS_HOME": str(home),
            "LLMOPS_QUIET_TRAIN": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PREFECT_API_URL", None)
     env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "llmops.cli.main", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    command = [str(Path(sys.executable).parent / "llmops")] if installed else \
+        [sys.executable, "-m", "llmops.cli.main"]
+    return subprocess.run([*command, *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def run_llmops() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """`run_llmops(*args, root=, home=, timeout=1200, extra_env=None)`: the CLI in a
-    subprocess with LLMOPS_ROOT and LLMOPS_HOME set (and no tracking or Prefect server
-    inherited from the caller's environment); returns the CompletedProcess (text)."""
+    """`run_llmops(*args, root=, home=, timeout=1200, extra_env=None, installed=False)`: the
+    CLI in a subprocess with LLMOPS_ROOT and LLMOPS_HOME set (and no tracking or Prefect
+    server inherited from the caller's environment); returns the CompletedProcess (text).
+    `installed`: through the installed `llmops` entry point (the environment's bin/), as a
+    person runs it, instead of `python -m`. `timeout` is the hang guard: past it,
+    subprocess.TimeoutExpired."""
     return _llmops
 
 

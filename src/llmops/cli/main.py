@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, NoReturn
 
 from rich.markup import escape
@@ -43,6 +44,11 @@ EPILOG = """examples:
   llmops lineage support-bot 0.1.0    # data, run, commit, gate, version, deploys, cost
   llmops stop support-bot --env local # end one
 """
+
+
+# How long the exit waits for threads still at work once the command has ended; nothing of
+# ours works past its command, so a thread still running after this is stuck.
+EXIT_WAIT_S = 60.0
 
 
 def _embedded_env() -> None:
@@ -218,20 +224,55 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def end_process(code: int) -> NoReturn:
+def end_process(code: int, wait_s: float = EXIT_WAIT_S) -> NoReturn:
     """Exit without the interpreter's teardown, which garbage-collects every module object
     several times over, for seconds once Axolotl, torch, MLflow and Prefect are imported,
     after the work is done. (Freezing the collector instead makes Triton's bindings report
-    their types as leaked.) What exit does for us is done here: the other threads are
-    joined, the atexit handlers run (Prefect's API server stops, logs and temporary folders
-    are cleaned up), and the standard streams are flushed."""
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    their types as leaked.) What exit does for us is done here, in the interpreter's order:
+    threading's exit hooks run and the other threads are joined (`_finish_threads`, for at
+    most `wait_s`), the atexit handlers run (Prefect's API server stops, logs and temporary
+    folders are cleaned up), and the standard streams are flushed."""
+    _finish_threads(wait_s)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _finish_threads(wait_s: float) -> None:
+    """What the interpreter does first at exit (`threading._shutdown`), bounded: a thread
+    still running after `wait_s` is named on stderr and left behind, so that a stuck
+    library thread cannot hold the command (and a CI job) forever."""
+    deadline = time.monotonic() + wait_s
+    finisher = threading.Thread(target=_threading_exit, args=(deadline,), daemon=True,
+                                name="llmops-exit")
+    finisher.start()
+    finisher.join(wait_s)
+    if stuck := _other_threads():
+        sys.stdout.flush()
+        sys.stderr.write(f"llmops: {len(stuck)} thread(s) still running {wait_s:g} s after "
+                         f"the command ended, exiting without them: "
+                         f"{', '.join(t.name for t in stuck)}\n")
+
+
+def _threading_exit(deadline: float) -> None:
+    # threading's exit hooks stop the idle workers of thread pools (concurrent.futures
+    # registers its shutdown there, as MLflow's artifact download leaves a pool behind):
+    # until they run, those workers wait for work, and a join waits on them forever.
+    # Python runs them at exit only, from a private list: no public call runs them.
+    for hook in reversed(list(getattr(threading, "_threading_atexits", []))):
+        try:
+            hook()
+        except Exception as exc:  # as the interpreter does: say so and go on exiting
+            sys.stderr.write(f"llmops: a threading exit hook failed: {exc!r}\n")
+    for thread in _other_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _other_threads() -> list[threading.Thread]:
+    """The live non-daemon threads besides the main one: those exit waits for."""
+    return [t for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
 
 
 def _run(argv: list[str] | None) -> int:
