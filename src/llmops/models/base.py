@@ -24,6 +24,7 @@ from typing import Any
 from llmops.config import DatasetRef, known_models, load_model
 from llmops.config.golden import read_golden
 from llmops.config.paths import repo_root, state_subdir
+from llmops.config.schema import is_hub_id
 from llmops.data.reader import read_conversations
 from llmops.errors import UsageError
 
@@ -233,3 +234,44 @@ def ensure_base_model(base_model: str) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+# One question to the Hub, answered or not within this, before a release relies on it.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+def unreachable_base_model(base_model: str) -> str | None:
+    """Why a Hub id `base_model` cannot be had here: no copy in the Hub's cache, and the Hub
+    off (HF_HUB_OFFLINE) or not answering one request; None for a path, a cached model or a
+    Hub that answers. Asked before a release starts, so that the trainer's and the
+    tokenizer's downloads do not find out later, retry after retry."""
+    if not is_hub_id(base_model) or (repo_root() / base_model).exists():
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(base_model, "config.json"), str):
+        return None
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _hub_silent(
+        constants.ENDPOINT)
+    if why is None:
+        return None
+    return (f"{base_model} is a Hugging Face Hub id, and this machine has no copy of it and "
+            f"cannot download it ({why}): point base_model at a local copy instead, the path "
+            "of a folder holding its config.json, tokenizer and weights (absolute, or "
+            "relative to the repository)")
+
+
+def _hub_silent(endpoint: str) -> str | None:
+    """Why the Hub at `endpoint` does not answer (one request, no retry); None when it
+    answers, whatever the status."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"),
+                               timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError) as exc:  # URLError, a timeout, a refused connection
+        return f"{endpoint} does not answer: {getattr(exc, 'reason', exc)}"
+    return None

@@ -139,11 +139,12 @@ def release_via_prefect(model: str, env: str, version: str | None) -> tuple[Any,
 
     from llmops.config import load_model
     from llmops.process.activity import activity
-    from llmops.stages.data import check_config
+    from llmops.stages.data import check_config, require_base_model
     from llmops.stages.steps import Steps
     from llmops.tracking import experiment_id
 
     spec = load_model(model)  # fail fast (exit 2) before Prefect starts
+    require_base_model(spec)  # likewise: a Hub id this machine cannot download
     started = time.time()
     api = start_local_api()
     first = Steps()  # reported like the flow's steps

@@ -21,7 +21,7 @@ from llmops.data.changes import changed_files, models_touched
 from llmops.data.htmlreport import write_html
 from llmops.engine import check_deploy
 from llmops.errors import CheckFailed, DataRefused, UsageError
-from llmops.models.base import ensure_base_model
+from llmops.models.base import ensure_base_model, unreachable_base_model
 from llmops.stages.runs import Run, mlflow_client
 from llmops.train.trainconfig import check_training_config
 
@@ -35,6 +35,14 @@ def check_config(spec: ModelSpec) -> None:
     check_training_config(spec.axolotl.as_dict(), spec.axolotl_path,
                           spec.validation.allow_trust_remote_code)
     check_files(spec)
+    require_base_model(spec)
+
+
+def require_base_model(spec: ModelSpec) -> None:
+    """UsageError (exit 2) when the base model is a Hub id this machine cannot reach and
+    has no copy of: one line naming the YAML and how to point at a local copy."""
+    if problem := unreachable_base_model(spec.base_model):
+        raise UsageError(f"{spec.axolotl_path}: base_model: {problem}")
 
 
 @dataclass(frozen=True)
