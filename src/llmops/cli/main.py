@@ -39,6 +39,7 @@ EPILOG = """examples:
   llmops promote tiny 1.2.0 --to production          # opens a merge request
   llmops promote tiny 1.2.0 --to production --local  # edits registry/production.yml
   llmops status                       # local deployments
+  llmops doctor                       # this machine's ISA, compute plan, what it lacks
   llmops rollback support-bot         # serve the previous verified version again
   llmops history support-bot          # what was deployed, when, with which result
   llmops lineage support-bot 0.1.0    # data, run, commit, gate, version, deploys, cost
@@ -162,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="cmd_plan")
     p = sub.add_parser("status", help="list local deployments")
     p.set_defaults(func="cmd_status")
+    p = sub.add_parser(
+        "doctor", help="this machine's CPU (ISA) or GPUs, the compute plan decided from them, "
+        "and what a release may lack here",
+        description="Name the CPU's instruction set (AMX, AVX512-BF16, AVX2, ...) or the GPUs, "
+        "the matmul speed of each dtype measured on this machine (once, cached in "
+        "~/.cache/llmops), and the plan decided from them: the training dtype, the served "
+        "dtype and artefact (merged or int8 weights), vLLM's threads and KV cache. Then check "
+        "Python, disk, memory, TCMalloc, the serving environment, local ports and every "
+        "model's base model. Exit 1 when something a release needs is missing.")
+    p.set_defaults(func="cmd_doctor")
     model_env(sub, "stop", "stop a model's local server", "cmd_stop")
     p = sub.add_parser(
         "init", help="bring your own model: copy an Axolotl YAML in, write its validation "

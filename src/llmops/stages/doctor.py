@@ -12,7 +12,8 @@ from pathlib import Path
 
 from llmops.compute import ComputePlan, machine_plan
 from llmops.config import known_models, load_model
-from llmops.config.paths import repo_root, state_dir
+from llmops.config.paths import state_dir
+from llmops.config.schema import is_hub_id
 from llmops.errors import UsageError
 from llmops.process.native import tcmalloc
 
@@ -43,7 +44,7 @@ def doctor() -> DoctorReport:
     """The machine's plan and every check."""
     plan = machine_plan()
     checks = [python_check(), disk_check(state_dir()), memory_check(plan), tcmalloc_check(),
-              serving_env_check(repo_root()), port_check()]
+              serving_env_check(), port_check()]
     checks += base_model_checks()
     return DoctorReport(plan, checks)
 
@@ -80,11 +81,14 @@ def tcmalloc_check() -> Check:
                  "libtcmalloc-minimal4, or `make setup` as root)")
 
 
-def serving_env_check(root: Path) -> Check:
-    python = root / ".venv-serve" / "bin" / "python"
-    ok = python.exists()
-    return Check("serving environment", ok, str(python.parent.parent) if ok else
-                 f"no {python}: run `make setup` (vLLM's CPU build, apart from .venv)")
+def serving_env_check() -> Check:
+    from llmops.serve.process import serve_python
+
+    try:
+        python = serve_python()
+    except UsageError as exc:
+        return Check("serving environment", False, str(exc))
+    return Check("serving environment", True, str(python.parent.parent))
 
 
 def port_check(host: str = "127.0.0.1") -> Check:
@@ -98,37 +102,27 @@ def port_check(host: str = "127.0.0.1") -> Check:
 
 
 def base_model_checks() -> list[Check]:
-    """Each model's base model: one this machine builds, a local folder, or a Hub id in
-    this machine's Hub cache (else it must be downloaded on first use)."""
+    """Each model's base model: one this machine builds, a local folder, or a Hub id it
+    has a copy of or can download (`check-config` refuses the others)."""
     from llmops.config.paths import resolve_in_repo
-    from llmops.config.schema import is_hub_id
-    from llmops.models.base import BUILDERS
+    from llmops.models.base import BUILDERS, unreachable_base_model
 
     out = []
     for name in known_models():
+        label = f"base model of {name}"
         try:
             base = load_model(name).base_model
         except UsageError as exc:
-            out.append(Check(f"base model of {name}", False, str(exc)))
+            out.append(Check(label, False, str(exc)))
             continue
-        label = f"base model of {name}"
         if Path(base).name in BUILDERS and Path(base).parent.name == "models":
             out.append(Check(label, True, f"{base} (built here on first use)"))
         elif resolve_in_repo(base).is_dir():
             out.append(Check(label, True, str(resolve_in_repo(base))))
-        elif is_hub_id(base) and hub_cached(base):
-            out.append(Check(label, True, f"{base} (in the Hub cache)"))
         elif is_hub_id(base):
-            out.append(Check(label, None, f"{base}: a Hub id, not in this machine's Hub cache: "
-                             "downloaded on first use; offline, point base_model at a local "
-                             "copy (a folder with config.json and the weights)"))
+            why = unreachable_base_model(base)
+            out.append(Check(label, why is None, why or f"{base} (the Hub's cache or a "
+                             "download)"))
         else:
             out.append(Check(label, False, f"{base}: no such folder"))
     return out
-
-
-def hub_cached(repo_id: str) -> bool:
-    """Whether the Hub cache holds `repo_id`'s config (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(repo_id.split("@")[0], "config.json"), str)
