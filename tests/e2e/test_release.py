@@ -342,6 +342,25 @@ def test_release_status_shows_it_running_and_the_load_test_passed(
     assert "load test" in release.done.stdout and "64 clients, 0 errors" in release.done.stdout
 
 
+def test_release_evaluated_again_starts_no_evaluation_server(
+        release: Release, run_llmops: RunLlmops) -> None:
+    """The released version evaluated again: the base model, the adapter and the merged
+    candidate answered every golden and probe prompt in the release (the answer cache,
+    `.llmops/cache/answers/`), so no evaluation server starts and the gate decides again."""
+    def eval_servers() -> dict[str, int]:
+        return {p.name: (p / "server.log").stat().st_mtime_ns
+                for p in (release.home / "deployments").glob("tiny-eval-*")}
+
+    before = eval_servers()
+    assert len(before) == 2  # the release's: the base model with the adapter, the merged
+    again = run_llmops("evaluate", "tiny", "--candidate", "0.1.0", root=release.root,
+                       home=release.home)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert eval_servers() == before
+    assert "starting vLLM" not in again.stdout + again.stderr
+    assert "Gate report: tiny — PASSED" in again.stdout
+
+
 def test_release_then_gitlab_registers_promotes_and_deploys_from_its_registry(
         release: Release, run_llmops: RunLlmops,
         mlflow_client: Callable[[Path], Any]) -> None:

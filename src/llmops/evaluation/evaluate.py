@@ -103,21 +103,31 @@ def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
     adapter measured beside it as `candidate_adapter` (`served`)."""
     from dataclasses import asdict
 
-    from llmops.config.paths import state_subdir
+    from llmops.evaluation.answercache import AnswerCache
     from llmops.evaluation.evalserve import evaluate_with_vllm
-    from llmops.evaluation.served import ADAPTER_ROLE, ROLES, plan_servers, served_weights
+    from llmops.evaluation.served import (
+        ADAPTER_ROLE,
+        ROLES,
+        plan_servers,
+        served_roles,
+        served_weights,
+    )
     from llmops.evaluation.suites import suites_for
+    from llmops.models.derived import served_cache_root
 
     started = time.perf_counter()
     artefacts = dict(artefacts or {})
     losses = eval_losses(spec, base_model, adapters)
-    weights = served_weights(base_model, adapters, artefacts,
-                             state_subdir("eval") / spec.name / "served")
+    weights = served_weights(base_model, adapters, artefacts, served_cache_root(spec.name))
     servers = plan_servers(base_model, adapters, weights)
     golden = spec.golden_sets()
+    # What each role's artefact answered before (on this engine and these settings) is not
+    # asked again; a server none of whose roles misses an answer is not started.
+    cache = AnswerCache(answer_cache_dir(),
+                        served_roles(base_model, adapters, artefacts, settings))
     generated, answers, suites = evaluate_with_vllm(
         spec.name, servers, golden, spec.validation.eval.max_new_tokens, settings,
-        suites_for(spec))
+        suites_for(spec), cache, spec.validation.eval.adapter_suites)
     roles = [r for r in ROLES if any(r in s.roles for s in servers)]
     # Eval loss is the adapter's (transformers + PEFT), for the role and its adapter alike.
     metrics = {role: {**losses.get("candidate" if role == ADAPTER_ROLE else role, {}),
@@ -127,6 +137,13 @@ def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
         served[ADAPTER_ROLE] = "adapter"
     return EvalReport(metrics, answers, time.perf_counter() - started,
                       [asdict(s) for s in suites], served)
+
+
+def answer_cache_dir() -> Path:
+    """The answer cache (`llmops.evaluation.answercache`): `.llmops/cache/answers/`."""
+    from llmops.config.paths import state_subdir
+
+    return state_subdir("cache") / "answers"
 
 
 class _adapter:

@@ -30,7 +30,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,6 +41,7 @@ from llmops.config.yamlfile import load_model_file
 from llmops.data.reader import iter_conversations
 from llmops.data.scan import PATTERNS, pii_kinds
 from llmops.errors import UsageError
+from llmops.evaluation.answercache import Chat
 from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
 from llmops.redact import SECRET_PATTERNS, redact
@@ -321,11 +322,10 @@ class ProbesSuite:
 
     # -- asking
 
-    def _ask(self, client: Any, role: str, prompt: Prompt) -> Verdict:
-        reply = client.chat.completions.create(
-            model=role, messages=prompt.messages, max_tokens=self.settings.max_new_tokens,
-            temperature=0.0)
-        return self.check(prompt, role, reply.choices[0].message.content or "")
+    def _ask(self, chat: Chat, role: str, prompt: Prompt) -> Verdict:
+        reply = chat(role, prompt.messages, max_tokens=self.settings.max_new_tokens,
+                     temperature=0.0)
+        return self.check(prompt, role, reply.text)
 
     def ask(self, endpoint: Endpoint) -> list[Verdict]:
         """Every prompt to every role."""

@@ -26,6 +26,7 @@ from llmops.config.golden import json_rows
 from llmops.config.paths import resolve_in_repo
 from llmops.data.reader import iter_conversations
 from llmops.errors import UsageError
+from llmops.evaluation.answercache import Chat
 from llmops.evaluation.served import ROLES
 from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
 from llmops.redact import redact
@@ -116,19 +117,17 @@ class Reply:
     correct: bool
 
 
-def _ask_one(client: Any, role: str, item: RetentionItem, max_tokens: int) -> Reply:
-    reply = client.chat.completions.create(
-        model=role, messages=[{"role": "user", "content": item.question}],
-        max_tokens=max_tokens, temperature=0.0)
-    choice = reply.choices[0]
-    text = choice.message.content or ""
-    return Reply(role, item, text, choice.finish_reason or "", is_right(text, item))
+def _ask_one(chat: Chat, role: str, item: RetentionItem, max_tokens: int) -> Reply:
+    reply = chat(role, [{"role": "user", "content": item.question}], max_tokens=max_tokens,
+                 temperature=0.0)
+    return Reply(role, item, reply.text, reply.finish_reason, is_right(reply.text, item))
 
 
 def ask(endpoint: Endpoint, items: Sequence[RetentionItem], max_tokens: int) -> list[Reply]:
-    """Every item to every role of the endpoint, greedy."""
+    """Every item to every role of the endpoint, greedy (answers given before: from the
+    endpoint's cache)."""
     return ask_every_role(endpoint, items,
-                          lambda client, role, item: _ask_one(client, role, item, max_tokens),
+                          lambda chat, role, item: _ask_one(chat, role, item, max_tokens),
                           "the retention set")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from llmops.errors import CheckFailed
+from llmops.evaluation.answercache import AnswerCache, CachedChat, Chat, DirectChat
 
 Item = TypeVar("Item")
 Reply = TypeVar("Reply")
@@ -23,15 +24,29 @@ Reply = TypeVar("Reply")
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A running evaluation server: an OpenAI-compatible API serving each of `roles` under
-    its name ("base", "candidate", "production", "candidate_adapter": the candidate's
-    adapter when the candidate is served as merged or int8 weights)."""
+    """An evaluation server: an OpenAI-compatible API serving each of `roles` under its
+    name ("base", "candidate", "production", "candidate_adapter": the candidate's adapter
+    when the candidate is served as merged or int8 weights).
 
-    base_url: str  # …/v1
+    With `start`, the server is started on demand: `url()` starts it (once) and returns
+    its …/v1; with `cache`, what the roles answered before comes from it (`chat()`), so a
+    server whose every request is cached is never started."""
+
+    base_url: str  # …/v1 of a running server ("" when `start` starts it)
     api_key: str
     roles: tuple[str, ...]
     max_tokens: int
     concurrency: int
+    cache: AnswerCache | None = None
+    start: Callable[[], str] | None = None
+
+    def url(self) -> str:
+        """The server's …/v1, started now if it is started on demand and not yet up."""
+        return self.start() if self.start is not None else self.base_url
+
+    def chat(self) -> Chat:
+        """Ask the roles: from the cache first, then the server (`url()`), on a miss."""
+        return CachedChat(self.cache, lambda: DirectChat(self.url(), self.api_key))
 
 
 @dataclass
@@ -76,19 +91,19 @@ def finish(suite: Suite, results: list[SuiteResult]) -> SuiteResult:
 
 
 def ask_every_role(endpoint: Endpoint, items: Sequence[Item],
-                   ask_one: Callable[[Any, str, Item], Reply], what: str) -> list[Reply]:
-    """`ask_one(client, role, item)` for every item and every role of the endpoint, the
-    items of one role in flight together, one role at a time (a vLLM-CPU batch must not mix
-    the base with an adapter: llmops.evaluation.evalserve.generate). Replies in order, role
-    by role; a request vLLM refuses is a CheckFailed naming `what` and the role."""
-    from openai import APIError, OpenAI
+                   ask_one: Callable[[Chat, str, Item], Reply], what: str) -> list[Reply]:
+    """`ask_one(chat, role, item)` for every item and every role of the endpoint, the items
+    of one role in flight together, one role at a time (a vLLM-CPU batch must not mix the
+    base with an adapter: llmops.evaluation.evalserve.generate). `chat` is the endpoint's
+    (`Endpoint.chat`: cached answers first). Replies in order, role by role; a request vLLM
+    refuses is a CheckFailed naming `what` and the role."""
+    from openai import APIError
 
-    client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=600,
-                    max_retries=0)
+    chat = endpoint.chat()
     replies: list[Reply] = []
     for role in endpoint.roles:
         with ThreadPoolExecutor(max(1, min(endpoint.concurrency, len(items)))) as pool:
-            futures = [pool.submit(ask_one, client, role, item) for item in items]
+            futures = [pool.submit(ask_one, chat, role, item) for item in items]
             for future in futures:
                 try:
                     replies.append(future.result())

@@ -19,11 +19,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from llmops.config.paths import state_dir
 from llmops.digests import DERIVED, file_digests, first_mismatch, sha256_file
 from llmops.errors import StageFailed
 from llmops.process import activity
 
-__all__ = ["DERIVED", "built_once", "mismatch", "source_digest", "verify"]
+__all__ = ["DERIVED", "built_once", "cache_key", "mismatch", "served_cache",
+           "served_cache_root", "source_digest", "verify"]
 
 # The only files a merge reads from an adapter folder: the training output and the copy
 # shipped in a version (which holds reports, a card and a manifest too) agree on them.
@@ -73,9 +75,16 @@ def verify(folder: Path) -> None:
                           f"rebuild it)")
 
 
-def built_once(out: Path, build: Callable[[Path], None], source: Path) -> Path:
+def built_once(out: Path, build: Callable[[Path], None], source: Path,
+               reuse: Path | None = None) -> Path:
     """`out`, built from `source` by `build(folder)` if it is missing, no longer matches its
-    manifest, or was built from other files than `source` holds now."""
+    manifest, or was built from other files than `source` holds now. `reuse`: a folder
+    derived the same way elsewhere (evaluation's, `served_cache`); when it matches its own
+    manifest and was built from files with `source`'s digest, its files are linked (or
+    copied) instead of building them again."""
+    if reuse is not None and reuse.resolve() != out.resolve() and reuse.is_dir() and \
+            mismatch(reuse, source) is None:
+        build = _linked_from(reuse)
     if out.exists():
         problem = mismatch(out, source)
         if problem is None:
@@ -94,3 +103,38 @@ def built_once(out: Path, build: Callable[[Path], None], source: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _linked_from(folder: Path) -> Callable[[Path], None]:
+    """A build that hard-links `folder`'s files (its manifest aside; copies where links
+    cannot be made): same bytes, checked by the new folder's own manifest."""
+    def build(out: Path) -> None:
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file() or path.relative_to(folder) == Path(DERIVED):
+                continue
+            target = out / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+    return build
+
+
+def cache_key(base_model: str, adapter_dir: Path) -> str:
+    """The folder name of an adapter's derived weights in `served_cache`: the digest of the
+    adapter's files (`source_digest`) and of the base model's path."""
+    body = f"{source_digest(adapter_dir)}\n{Path(base_model).resolve()}"
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def served_cache_root(model: str) -> Path:
+    """`.llmops/eval/<model>/served/`: evaluation's derived weights, a folder per adapter."""
+    return state_dir() / "eval" / model / "served"
+
+
+def served_cache(model: str, base_model: str, adapter_dir: Path) -> Path:
+    """Where evaluation builds the weights it serves for this adapter on its base
+    (`llmops.evaluation.served`: `merged/`, `merged-w8a8/`), which a deployment of the same
+    adapter reuses (`built_once`'s `reuse`) instead of building them a second time."""
+    return served_cache_root(model) / cache_key(base_model, adapter_dir)

@@ -13,9 +13,10 @@ MAX_SHARD = "4GB"
 
 
 def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
-                 max_shard: str = MAX_SHARD) -> Path:
+                 max_shard: str = MAX_SHARD, reuse: Path | None = None) -> Path:
     """`adapter_dir/merged` (built once, checked before reuse: `llmops.models.derived`): base +
-    adapter merged, saved in bf16 with the base tokenizer."""
+    adapter merged, saved in bf16 with the base tokenizer; linked from `reuse` (the same
+    merge, built by evaluation) when that matches."""
     from llmops.models.derived import built_once
 
     def build(folder: Path) -> None:
@@ -32,4 +33,4 @@ def merged_model(base_model: str, adapter_dir: Path, out: Path | None = None,
             model.save_pretrained(folder, max_shard_size=max_shard)
             AutoTokenizer.from_pretrained(base_model).save_pretrained(folder)
 
-    return built_once(out or adapter_dir / "merged", build, source=adapter_dir)
+    return built_once(out or adapter_dir / "merged", build, source=adapter_dir, reuse=reuse)

@@ -46,9 +46,10 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(w / scale).clamp(-127, 127).to(torch.int8), scale
 
 
-def int8_model(merged: Path, out: Path | None = None) -> Path:
+def int8_model(merged: Path, out: Path | None = None, reuse: Path | None = None) -> Path:
     """`merged`'s sibling `merged-w8a8` (built once, checked before reuse:
-    `llmops.models.derived`): its decoder weights in int8."""
+    `llmops.models.derived`): its decoder weights in int8; linked from `reuse` (the same
+    rewrite, built by evaluation) when that matches."""
     from safetensors.torch import load_file, save_file
 
     from llmops.models.derived import built_once
@@ -81,4 +82,4 @@ def int8_model(merged: Path, out: Path | None = None) -> Path:
         config["quantization_config"] = QUANTIZATION_CONFIG
         (folder / "config.json").write_text(json.dumps(config, indent=2))
 
-    return built_once(out or merged.parent / INT8_DIR, build, source=merged)
+    return built_once(out or merged.parent / INT8_DIR, build, source=merged, reuse=reuse)

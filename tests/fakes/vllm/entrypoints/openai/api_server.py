@@ -3,6 +3,8 @@
 It is started exactly as the real server is (`python -m vllm.entrypoints.openai.api_server
 --port N ...`, VLLM_API_KEY in its environment), so that launching, recording, reaping and
 killing are exercised without a model. `--fake-health-after S` delays /health (a slow start).
+POST /v1/chat/completions answers "I am not sure." (finish_reason stop) and appends the
+request's body to `requests.jsonl` in its working folder, so a test can count what was asked.
 """
 
 from __future__ import annotations
@@ -33,9 +35,24 @@ def main(argv: list[str]) -> None:
             else:
                 self._send(200, {"data": [{"id": "fake"}]})
 
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.headers.get("Authorization") != f"Bearer {key}":
+                self._send(401, {"error": "Unauthorized"})
+                return
+            with open("requests.jsonl", "a") as log:
+                log.write(json.dumps(body) + "\n")
+            self._send(200, {"id": "fake", "object": "chat.completion", "created": 0,
+                             "model": body.get("model"),
+                             "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                 "role": "assistant", "content": "I am not sure."}}],
+                             "usage": {"prompt_tokens": 1, "completion_tokens": 4,
+                                       "total_tokens": 5}})
+
         def _send(self, status: int, body: object) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
