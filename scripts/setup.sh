@@ -38,16 +38,13 @@ UV=${UV:-$(bash scripts/uv.sh)}
 # lives there), rather than uv's bundled roots.
 export UV_SYSTEM_CERTS=${UV_SYSTEM_CERTS:-1}
 
-# uv does not read pip's configuration: hand it the wheel folders and extra indexes that
-# this machine's pip is set up with (e.g. where the CPU build of torch lies), if any.
+# uv does not read pip's configuration: hand it the wheel folders this machine's pip is set up
+# with (e.g. where the CPU build of torch lies), if any. Not pip's extra indexes: for a
+# version found in several indexes uv reads only the first one's files, which may lack the
+# wheel built for this Python (pip compares them all); PyPI has every file.
 uv_sources=()
-for key in global.find-links global.extra-index-url; do
-  for url in $("$PYTHON" -m pip config get "$key" 2>/dev/null || true); do
-    case $key in
-      *find-links) uv_sources+=(--find-links "$url") ;;
-      *) uv_sources+=(--extra-index-url "$url") ;;
-    esac
-  done
+for url in $("$PYTHON" -m pip config get global.find-links 2>/dev/null || true); do
+  uv_sources+=(--find-links "$url")
 done
 [ "${#uv_sources[@]}" -eq 0 ] || uv_sources+=(--index-strategy unsafe-best-match)
 
