@@ -34,13 +34,10 @@ def uv_binary() -> str:
 
 
 def pip_sources() -> list[str]:
-    """This machine's pip find-links and extra indexes, handed to uv as setup.sh does."""
-    out: list[str] = []
-    for key, flag in (("global.find-links", "--find-links"),
-                      ("global.extra-index-url", "--extra-index-url")):
-        done = subprocess.run([python(), "-m", "pip", "config", "get", key],
-                              capture_output=True, text=True)
-        out += [x for url in done.stdout.split() for x in (flag, url)]
+    """This machine's pip wheel folders, handed to uv as setup.sh does."""
+    done = subprocess.run([python(), "-m", "pip", "config", "get", "global.find-links"],
+                          capture_output=True, text=True)
+    out = [x for url in done.stdout.split() for x in ("--find-links", url)]
     return out + (["--index-strategy", "unsafe-best-match"] if out else [])
 
 
