@@ -96,3 +96,20 @@ def test_the_cli_shows_lines_and_warnings_whether_verbose_or_not(
     shown = console.getvalue()
     assert "warning: history line 2 skipped" in shown
     assert ("a note" in shown) is verbose  # notes stay in the log unless -v
+
+
+def test_the_cli_shows_lines_where_print_is_a_log_record(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a Prefect flow (log_prints) `print` becomes a log record below the level the
+    terminal shows: the release's first line (its compute plan) was lost there."""
+    import builtins
+
+    swallowed: list[str] = []
+    monkeypatch.setattr(builtins, "print", lambda *a, **k: swallowed.append(" ".join(a)))
+    previous = activity.install(Terminal(False, out=Console(file=io.StringIO(), width=200)))
+    try:
+        activity.tell("compute plan: CPU AMX, 2 cores: train bf16")
+    finally:
+        activity.install(previous)
+    assert capsys.readouterr().out == "compute plan: CPU AMX, 2 cores: train bf16\n"
+    assert swallowed == []

@@ -85,11 +85,14 @@ class Terminal:
             self._show()
 
     def tell(self, text: str) -> None:
-        # Standard output, as a plain print: through the live display where it shares the
-        # terminal (it redirects standard output), unchanged where it is piped.
+        # Standard output: through the live display where it shares the terminal (it
+        # redirects standard output), unchanged where it is piped. Written, not printed:
+        # inside a Prefect flow (log_prints) `print` becomes a log record below the level
+        # the terminal shows.
         if not self.verbose:  # with -v nothing goes to the log file, as for notes
             logging.getLogger(_OURS).info(text)
-        print(text, flush=True)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
     def warn(self, text: str) -> None:
         if not self.verbose:
