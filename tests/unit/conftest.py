@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,27 @@ def plan_for() -> PlanFor:
         return decide(caps, Speeds(gflops or speeds))
 
     return make
+
+
+def tiny_base_and_adapter(folder: Path) -> tuple[Path, Path]:
+    """A random 2-layer Llama with the tiny tokenizer in `folder/base`, and a LoRA adapter
+    of it in `folder/run` whose B matrices are not zero (a fresh adapter would change
+    nothing and prove nothing)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmops.models.base import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+    base_dir, adapter_dir = folder / "base", folder / "run"
+    base.save_pretrained(base_dir)
+    tok.save_pretrained(base_dir)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                           init_lora_weights=False))
+    peft.save_pretrained(adapter_dir)
+    return base_dir, adapter_dir

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tiny_base_and_adapter
 
 from llmops.config import GoldenSet, ServeSettings
 from llmops.config.golden import GoldenItem
@@ -357,28 +358,6 @@ def test_a_server_that_cannot_start_fails_once_for_every_waiting_request(
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
-def _tiny_base_and_adapter(folder: Path) -> tuple[Path, Path]:
-    """A random 2-layer Llama with the tiny tokenizer, and a LoRA adapter of it."""
-    torch = pytest.importorskip("torch")
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmops.models.base import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
-    base_dir, adapter_dir = folder / "base", folder / "run"
-    base.save_pretrained(base_dir)
-    tok.save_pretrained(base_dir)
-    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                           init_lora_weights=False))
-    peft.save_pretrained(adapter_dir)
-    return base_dir, adapter_dir
-
-
 def test_evaluating_the_same_candidate_twice_asks_no_server_the_second_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`evaluate` as the evaluate stage calls it (tiny's golden set and probes, its eval
@@ -392,7 +371,7 @@ def test_evaluating_the_same_candidate_twice_asks_no_server_the_second_time(
     monkeypatch.setenv("LLMOPS_HOME", str(home))
     monkeypatch.setenv("LLMOPS_SERVE_PYTHON", sys.executable)
     monkeypatch.setenv("PYTHONPATH", str(FAKES))
-    base, adapter = _tiny_base_and_adapter(tmp_path)
+    base, adapter = tiny_base_and_adapter(tmp_path)
     spec = load_model("tiny")
     settings = ServeSettings(dtype="bfloat16", quantization="none", kvcache_space_gib=1,
                              max_num_seqs=8,

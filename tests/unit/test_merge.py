@@ -8,28 +8,7 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-
-
-def _base_and_adapter(tmp_path: Path) -> tuple[Path, Path]:
-    """A random 2-layer Llama with the tiny tokenizer, and a LoRA adapter whose B matrices
-    are not zero (a fresh adapter would change nothing and prove nothing)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from llmops.models.base import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
-    base_dir, adapter_dir = tmp_path / "base", tmp_path / "run"
-    base.save_pretrained(base_dir)
-    tok.save_pretrained(base_dir)
-    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                           init_lora_weights=False))
-    peft.save_pretrained(adapter_dir)
-    return base_dir, adapter_dir
+from conftest import tiny_base_and_adapter  # noqa: E402 (after the skip)
 
 
 def test_merged_model_matches_the_adapter_and_keeps_shards_under_the_limit(
@@ -39,7 +18,7 @@ def test_merged_model_matches_the_adapter_and_keeps_shards_under_the_limit(
 
     from llmops.models.merge import merged_model
 
-    base_dir, adapter_dir = _base_and_adapter(tmp_path)
+    base_dir, adapter_dir = tiny_base_and_adapter(tmp_path)
     merged = merged_model(str(base_dir), adapter_dir, max_shard="200KB")
 
     shards = sorted(merged.glob("*.safetensors"))
@@ -66,7 +45,7 @@ def test_merged_model_matches_the_adapter_and_keeps_shards_under_the_limit(
 def test_merged_model_is_built_once(tmp_path: Path) -> None:
     from llmops.models.merge import merged_model
 
-    base_dir, adapter_dir = _base_and_adapter(tmp_path)
+    base_dir, adapter_dir = tiny_base_and_adapter(tmp_path)
     first = merged_model(str(base_dir), adapter_dir)
     stamp = (first / "config.json").stat().st_mtime_ns
     assert merged_model(str(base_dir), adapter_dir) == first
