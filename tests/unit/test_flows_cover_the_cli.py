@@ -11,8 +11,8 @@ import yaml
 from llmops.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-# Verbs that only read (tables, a plan): nothing to orchestrate.
-READ_ONLY = {"status", "history", "plan", "lineage"}
+# Verbs that only read (tables, a plan, this machine): nothing to orchestrate.
+READ_ONLY = {"status", "history", "plan", "lineage", "doctor"}
 # Verbs that write files into the developer's checkout, to review and commit (a flow run
 # would write them into the worker's checkout, where nobody commits them).
 CHECKOUT_ONLY = {"init", "config-reference", "build-retention"}
