@@ -91,7 +91,7 @@ def plan_for() -> PlanFor:
     def make(isa: str, gpus: tuple[str, ...] = (), gflops: dict[str, float] | None = None,
              gpu_bf16: bool = True) -> ComputePlan:
         flags, speeds = MACHINES[isa]
-        caps = Capabilities("test CPU", isa, flags, "AVX2", 2, 24.0, gpus, gpu_bf16)
+        caps = Capabilities("test CPU", isa, flags, 2, 24.0, gpus, gpu_bf16)
         return decide(caps, Speeds(gflops or speeds))
 
     return make

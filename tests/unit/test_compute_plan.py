@@ -63,7 +63,7 @@ def test_flags_name_the_isa_class() -> None:
 
 
 def caps(isa: str = "AVX2") -> Capabilities:
-    return Capabilities("test CPU", isa, MACHINES[isa][0], "AVX2", 2, 24.0)
+    return Capabilities("test CPU", isa, MACHINES[isa][0], 2, 24.0)
 
 
 def test_speeds_are_measured_once_per_machine_and_a_bad_cache_is_measured_again(
@@ -148,3 +148,23 @@ def test_the_plan_is_recorded_as_params_and_in_the_summary(plan_for: PlanFor) ->
     summary = plan.summary()
     assert summary["line"] == plan.line() and summary["gflops"]["fp32"] == 168.0
     json.dumps(summary)  # release_summary.json takes it as it is
+
+
+@pytest.mark.skipif(machine.cuda_devices()[0] != (), reason="an NVIDIA driver: torch names "
+                    "the GPUs")
+def test_a_cached_plan_does_not_import_torch(tmp_path: Path) -> None:
+    """Commands that only read the plan (deploy, verify, rollback) stay light: with this
+    machine's speeds cached, no torch import (seconds) is needed to decide."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from llmops.compute import machine_plan; machine_plan(); "
+            "print('torch' in sys.modules)")
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "True"  # measured: torch times the matmuls
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert again.stdout.strip() == "False", again.stderr

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,6 @@ class Capabilities:
     cpu_model: str
     isa: str  # AMX, AVX512-BF16, AVX512-VNNI, AVX-VNNI, AVX512, AVX2, or other
     flags: tuple[str, ...]  # the dtype-relevant CPU flags present
-    torch_capability: str  # torch.backends.cpu.get_cpu_capability()
     cores: int  # CPUs this process may run on
     memory_gib: float
     gpus: tuple[str, ...] = ()  # CUDA device names
@@ -85,9 +85,9 @@ def cpu_flags(cpuinfo: str) -> tuple[str, set[str]]:
 
 
 def detect() -> Capabilities:
-    """This machine's capabilities (imports torch)."""
+    """This machine's capabilities. torch is imported only where an NVIDIA driver is (to
+    name its GPUs): a command that only reads the plan stays light."""
     import psutil
-    import torch
 
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -95,20 +95,27 @@ def detect() -> Capabilities:
         cpuinfo = ""
     model, flags = cpu_flags(cpuinfo)
     relevant = {"avx2", "avx512f", *BF16_FLAGS, *INT8_FLAGS, "amx_tile"}
-    gpus: tuple[str, ...] = ()
-    gpu_bf16 = False
-    if torch.cuda.is_available():
-        gpus = tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        gpu_bf16 = bool(torch.cuda.is_bf16_supported())
+    gpus, gpu_bf16 = cuda_devices()
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     return Capabilities(
         cpu_model=model, isa=isa_class(flags), flags=tuple(sorted(flags & relevant)),
-        torch_capability=str(torch.backends.cpu.get_cpu_capability()), cores=cores,
-        memory_gib=round(psutil.virtual_memory().total / 2**30, 1), gpus=gpus,
+        cores=cores, memory_gib=round(psutil.virtual_memory().total / 2**30, 1), gpus=gpus,
         gpu_bf16=gpu_bf16)
+
+
+def cuda_devices() -> tuple[tuple[str, ...], bool]:
+    """(CUDA device names, whether they compute bf16); none without an NVIDIA driver."""
+    if not Path("/proc/driver/nvidia/gpus").is_dir() and shutil.which("nvidia-smi") is None:
+        return (), False
+    import torch
+
+    if not torch.cuda.is_available():
+        return (), False
+    names = tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return names, bool(torch.cuda.is_bf16_supported())
 
 
 def time_matmul(dtype: str, n: int, budget_s: float) -> float:
@@ -155,10 +162,10 @@ def measure(caps: Capabilities, native_n: int = 1024, emulated_n: int = 128,
 
 def cache_file(caps: Capabilities, cache_dir: Path) -> Path:
     """Where this machine's speeds are kept: one file per CPU model, flags, cores and torch."""
-    import torch
+    from importlib.metadata import version
 
     key = json.dumps([CACHE_VERSION, caps.cpu_model, caps.flags, caps.cores,
-                      torch.__version__])
+                      version("torch")])
     return cache_dir / f"speeds-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
