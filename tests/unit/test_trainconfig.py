@@ -91,3 +91,30 @@ def test_trust_remote_code_needs_the_models_explicit_allowance(tmp_path: Path) -
     with pytest.raises(UsageError, match="trust_remote_code: runs Python code"):
         check_training_config(cfg, tmp_path / "x.yml")
     check_training_config(cfg, tmp_path / "x.yml", allow_remote_code=True)
+
+
+def test_axolotls_verdict_is_kept_per_machine_and_redone_for_a_changed_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.train import trainconfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    asked: list[dict[str, Any]] = []
+    real = trainconfig._validate_with_axolotl
+
+    def counted(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+        asked.append(cfg)
+        return real(cfg)
+
+    monkeypatch.setattr(trainconfig, "_validate_with_axolotl", counted)
+    bad = {**tiny(), "learning_rate": "fast"}
+    first = trainconfig.axolotl_problems(bad)
+    assert [k for k, _ in first] == ["learning_rate"]
+    assert trainconfig.axolotl_problems(bad) == first  # the kept verdict, Axolotl not asked
+    assert trainconfig.axolotl_problems(tiny()) == []  # another config: asked
+    assert len(asked) == 2
+    kept = list((tmp_path / ".cache" / "llmops" / "axolotl-config").glob("*.json"))
+    assert len(kept) == 2
+    for entry in kept:  # an unreadable entry is a miss, not a verdict
+        entry.write_text("{not json")
+    assert [k for k, _ in trainconfig.axolotl_problems(bad)] == ["learning_rate"]
+    assert len(asked) == 3

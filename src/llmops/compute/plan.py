@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from llmops.compute.machine import Capabilities, Speeds, detect, machine_speeds
 from llmops.config import ServingChoice
+from llmops.config.paths import machine_cache
 
 # A narrower dtype must multiply this much faster than fp32 to be chosen: casts, and the
 # parts of a model that stay in fp32, eat into a smaller margin.
@@ -106,11 +106,6 @@ def decide(caps: Capabilities, speeds: Speeds) -> ComputePlan:
         kvcache_gib=max(1, min(4, int(caps.memory_gib // 16))),
         bf16_native=caps.bf16_native, speeds=speeds,
         reasons=tuple(reasons))
-
-
-def machine_cache() -> Path:
-    """Per-machine caches that outlive a checkout: ~/.cache/llmops."""
-    return Path.home() / ".cache" / "llmops"
 
 
 @functools.cache

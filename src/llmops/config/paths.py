@@ -39,6 +39,12 @@ def state_subdir(name: str) -> Path:
     return path
 
 
+def machine_cache() -> Path:
+    """Per-machine caches that outlive a checkout and its state: ~/.cache/llmops (the
+    compute plan's speeds, vLLM's model-info and compile caches)."""
+    return Path.home() / ".cache" / "llmops"
+
+
 def resolve_in_repo(path: str | Path) -> Path:
     """A path from a YAML file: absolute as is, relative to the repository root otherwise."""
     p = Path(path)

@@ -9,10 +9,14 @@ seconds with the file, the key and what to do.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 from llmops.config.axolotl import OWNED_KEYS
+from llmops.config.paths import machine_cache
 from llmops.errors import UsageError
 from llmops.redact import secret_keys
 
@@ -55,7 +59,33 @@ def project_problems(cfg: dict[str, Any], allow_remote_code: bool = False
 
 
 def axolotl_problems(cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """(key, message) from Axolotl's own config model (pydantic), without loading a model."""
+    """(key, message) from Axolotl's own config model (pydantic), without loading a model.
+    The verdict depends on the config and Axolotl's release only, so it is kept per machine:
+    importing Axolotl's config model (torch, torchao, bitsandbytes) costs more than the
+    rest of check-config, and a YAML that did not change need not pay it again."""
+    path = _verdict_path(cfg)
+    try:
+        return [(str(k), str(m)) for k, m in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        pass  # not checked yet on this machine (or an unreadable entry): check it
+    problems = _validate_with_axolotl(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(problems))
+    tmp.replace(path)
+    return problems
+
+
+def _verdict_path(cfg: dict[str, Any]) -> Path:
+    from importlib.metadata import version
+
+    key = json.dumps({"axolotl": version("axolotl"), "config": cfg}, sort_keys=True,
+                     default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return machine_cache() / "axolotl-config" / f"{digest}.json"
+
+
+def _validate_with_axolotl(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     import pydantic
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
