@@ -5,9 +5,12 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.tasks import PrefectSteps
+from llmops.config import load_model
 from llmops.errors import UsageError
-from llmops.serve.process import stop as stop_server
+from llmops.stages.context import Context
 from llmops.stages.data import check_all_configs
+from llmops.stages.deployment import stop as stop_model
+from llmops.stages.deployment import target_for
 
 
 @flow(name="check-config", log_prints=True)
@@ -21,6 +24,6 @@ def check_config(models: list[str] | None = None) -> list[str]:
 
 @flow(name="stop", flow_run_name="{model}-{env}-stop", log_prints=True)
 def stop(model: str, env: str = "local") -> str:
-    """Stop a model's local server and forget its record."""
-    dep = PrefectSteps()("stop", stop_server, model, env)
+    """Stop serving a model in an environment (a local server: stopped, its record gone)."""
+    dep = PrefectSteps()("stop", stop_model, load_model(model), target_for(env, Context()))
     return f"stopped {dep.model} {dep.version}"

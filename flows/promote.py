@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.tasks import PrefectSteps
-from llmops.registry.promote import apply_promotion as apply_pins
 from llmops.stages.context import Context
+from llmops.stages.registration import apply_promotion as apply_pins
 from llmops.stages.registration import promote_version
 
 
@@ -22,5 +22,5 @@ def promote(model: str, version: str, to_env: str, local: bool = False) -> str:
 @flow(name="apply-promotion", flow_run_name="apply-{env}", log_prints=True)
 def apply_promotion(env: str) -> list[str]:
     """After the merge: check every pin of `env` against the registry, point its aliases."""
-    applied = PrefectSteps()("apply-promotion", apply_pins, env, Context().registry)
+    applied = PrefectSteps()("apply-promotion", apply_pins, env, Context())
     return [f"{mv.name} {mv.version}" for mv in applied]

@@ -64,11 +64,11 @@ def a_run(client: Any, artifacts: Path, model: str = "support-bot") -> str:
 def served(tokens_per_s: float, model: str = "support-bot") -> None:
     """A verified local deploy of 0.1.0 with its load test, priced at 0.10 USD per
     machine-hour, in the history of LLMOPS_HOME."""
-    from llmops.serve import process
+    from llmops.serve.history import History
 
     load = {"requests": 64, "tokens_per_s": tokens_per_s}
-    process.record_event(model, "local", "0.1.0", "deploy", "serving",
-                         reason=f"load: {load}", extra={"load": load, "serving_cost": {
+    History(model, "local").record("0.1.0", "deploy", "serving",
+                         reason=f"load: {load}", fields={"load": load, "serving_cost": {
                              "device": "cpu", "devices": 1, "tokens_per_s": tokens_per_s,
                              "price_per_device_hour": 0.1, "currency": "USD",
                              "cost_per_million_tokens": 0.1 / (tokens_per_s * 3600) * 1e6}})

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # The repository's declarative folders: what `llmops` reads from LLMOPS_ROOT.
-# requirements/: serve.lock pins the engine version deploy/ must serve (llmops.engine).
+# requirements/: serve.lock pins the engine version deploy/ must serve (llmops.serve.vllm_release).
 DECLARATIVE = ("axolotl_configs", "validation", "deploy", "registry", "datasets", "flows",
                "requirements")
 

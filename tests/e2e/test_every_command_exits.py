@@ -16,7 +16,7 @@ import pytest
 from gitlab_emulator import GitlabEmulator
 from registered_version import SECRET, a_run, served, tags, version_folder
 
-from llmops.engine import DIGEST_PLACEHOLDER
+from llmops.serve.vllm_release import DIGEST_PLACEHOLDER
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from gitlab_emulator import GitlabEmulator
 
-from llmops.engine import DIGEST_PLACEHOLDER
+from llmops.serve.vllm_release import DIGEST_PLACEHOLDER
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +102,7 @@ def test_check_config_reports_every_bad_file_and_exits_2(
     assert "tiny.yml: lora_r: Input should be a valid integer" in done.stderr
     assert "staging.yml" in done.stderr and "gpu_count_typo" in done.stderr
     assert "model support-bot: ok" in done.stdout  # the good ones are still checked
-    # deploy/production.yml too, while its vLLM digest is a placeholder (llmops.engine).
+    # deploy/production.yml too, while its vLLM digest is a placeholder (llmops.serve.vllm_release).
     placeholder = DIGEST_PLACEHOLDER in (root / "deploy" / "production.yml").read_text()
     assert f"{2 + placeholder} of 9 configurations are invalid" in done.stderr
     assert not (tmp_path / "home" / "runs").exists()
@@ -324,14 +324,35 @@ def test_release_endpoint_answers_through_the_openai_client(release: Release) ->
     assert reply.choices[0].message.content
 
 
-def test_release_endpoint_refuses_a_request_without_its_api_key(release: Release) -> None:
-    """vLLM itself checks the key (VLLM_API_KEY); /health stays open for probes."""
+def test_release_endpoint_refuses_every_route_without_its_api_key(release: Release) -> None:
+    """Every route the served vLLM exposes (its OpenAPI listing, read with the key) answers
+    401 without the key and with a wrong one: vLLM's own check guards /v1... only, and
+    /invocations answered a chat completion without a key. /health stays open for probes."""
     import httpx
 
-    assert httpx.get(f"{release.url}/models").status_code == 401
-    assert httpx.get(f"{release.url}/models",
-                     headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert httpx.get(release.url.removesuffix("/v1") + "/health").status_code == 200
+    root = release.url.removesuffix("/v1")
+    good = {"Authorization": f"Bearer {release.api_key}"}
+    spec = httpx.get(f"{root}/openapi.json", headers=good, timeout=30)
+    assert spec.status_code == 200
+    routes = [(method.upper(), path.replace("{", "").replace("}", ""))
+              for path, ops in spec.json()["paths"].items() for method in ops]
+    routes += [("GET", "/docs"), ("GET", "/redoc"), ("GET", "/openapi.json"),
+               ("GET", "/metrics"), ("POST", "/invocations"), ("GET", "/not-a-route")]
+    assert ("POST", "/tokenize") in routes and ("POST", "/invocations") in routes
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 1}
+    opened = []
+    for method, path in sorted(set(routes)):
+        if path == "/health":
+            continue
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "wrong"}):
+            answer = httpx.request(method, root + path, headers=headers, json=body,
+                                   timeout=30)
+            if answer.status_code != 401:
+                opened.append(f"{method} {path} {headers}: {answer.status_code}")
+    assert opened == []
+    assert httpx.get(f"{root}/health").status_code == 200
+    assert httpx.get(f"{root}/metrics", headers=good).status_code == 200
     assert "Authorization: Bearer $(cat" in release.done.stdout  # the curl example
 
 

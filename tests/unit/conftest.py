@@ -13,16 +13,16 @@ import pytest
 
 from llmops.compute.machine import Capabilities, Speeds
 from llmops.compute.plan import ComputePlan, decide
-from llmops.evaluation.suite import Endpoint
+from llmops.evaluation.suite import EvalEndpoint
 
 # (served model name, the request's messages) → the assistant's answer
 Answerer = Callable[[str, list[dict[str, str]]], str]
-StartChat = Callable[..., tuple[Endpoint, list[dict[str, Any]]]]
+StartChat = Callable[..., tuple[EvalEndpoint, list[dict[str, Any]]]]
 
 
 class _ChatHandler(BaseHTTPRequestHandler):
     """/v1/chat/completions as vLLM's OpenAI server answers it (non-streaming), with the
-    bearer key the Endpoint names."""
+    bearer key the EvalEndpoint names."""
 
     answer: Answerer
     seen: list[dict[str, Any]]
@@ -51,17 +51,17 @@ class _ChatHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def fake_chat_server() -> Iterator[StartChat]:
-    """start(answer, roles=("base", "candidate")) → (Endpoint, the request bodies seen)."""
+    """start(answer, roles=("base", "candidate")) → (EvalEndpoint, the request bodies seen)."""
     servers: list[ThreadingHTTPServer] = []
 
     def start(answer: Answerer, roles: tuple[str, ...] = ("base", "candidate")) -> \
-            tuple[Endpoint, list[dict[str, Any]]]:
+            tuple[EvalEndpoint, list[dict[str, Any]]]:
         seen: list[dict[str, Any]] = []
         handler = type("H", (_ChatHandler,), {"answer": staticmethod(answer), "seen": seen})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return Endpoint(f"http://127.0.0.1:{server.server_port}/v1", "k", roles, 16, 4), seen
+        return EvalEndpoint(f"http://127.0.0.1:{server.server_port}/v1", "k", roles, 16, 4), seen
 
     yield start
     for server in servers:

@@ -27,7 +27,7 @@ from llmops.evaluation.answercache import (
     request_key,
 )
 from llmops.evaluation.served import ADAPTER_ROLE, EvalServer, plan_servers, served_roles
-from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
+from llmops.evaluation.suite import EvalEndpoint, SuiteResult, ask_every_role
 
 SERVED = Served(artefact_id("merged", "sha256:base", "sha256:adapter"), "0.32.0", "bfloat16",
                 "none")
@@ -186,7 +186,7 @@ def test_a_fully_cached_chat_never_connects_and_one_miss_connects_once(
         return lambda role, messages, **params: Reply("new", "length", 1.0)
 
     chat = CachedChat(cache, connect)
-    endpoint = Endpoint("", "k", ("base",), 8, 4)
+    endpoint = EvalEndpoint("", "k", ("base",), 8, 4)
 
     def ask(_: Any, role: str, q: str) -> Reply:
         if q == "new question":
@@ -208,7 +208,7 @@ class _Suite:
 
     name = "one question"
 
-    def run(self, endpoint: Endpoint) -> SuiteResult:
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult:
         replies = ask_every_role(
             endpoint, ["Say hi."],
             lambda chat, role, q: (role, chat(role, [{"role": "user", "content": q}],

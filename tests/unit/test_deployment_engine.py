@@ -1,6 +1,7 @@
 """The one deployment path: deploy, verify, roll back and history drive any target the same
-way (a fake target and a fake registry here; the real targets in the e2e tier), and the
-Kubernetes target undoes a rollout that never becomes ready (kubectl faked on PATH)."""
+way (a toy target kind, registered from here, and a fake registry; the real targets in the
+e2e tier), and the Kubernetes target undoes a rollout that never becomes ready (kubectl
+faked on PATH)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from llmops.config import load_deploy, load_model
 from llmops.config.settings import Settings
 from llmops.errors import StageFailed, UsageError
-from llmops.kubernetes.target import KubernetesTarget
+from llmops.kubernetes.target import KubernetesTarget, Rendered
 from llmops.registry.base import ModelVersion
 from llmops.serve.target import LocalTarget
 from llmops.serve.verify import SmokeResult, Verification
@@ -35,10 +36,18 @@ class Started:
 
 @dataclass
 class FakeTarget:
+    """A third target kind: every method of the protocol, nothing under stages/ changed."""
+
     env: str = "fake"
     config: Any = field(default_factory=lambda: load_deploy("local"))
     kind: str = "fake"
     calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def config_problems(self) -> list[str]:
+        return []
+
+    def preflight(self, spec: Any, version: str) -> None:
+        self.calls.append(("preflight", version))
 
     def start(self, spec: Any, version: str) -> Started:
         self.calls.append(("start", version))
@@ -58,11 +67,31 @@ class FakeTarget:
         self.calls.append(("start_previous", "0.1.0"))
         return Started(version="0.1.0")
 
-    def history(self, model: str) -> list[dict[str, Any]]:
-        return [{"version": str(n)} for n in range(5)]
+    def stop(self, spec: Any) -> Started:
+        self.calls.append(("stop", "0.1.0"))
+        return Started(version="0.1.0")
+
+    def history(self, model: str) -> Any:
+        return FakeHistory()
 
     def api_key(self) -> str:
         return "the-targets-key"
+
+    def api_key_hint(self) -> str:
+        return "$TOY_KEY"
+
+    def plan(self, spec: Any) -> Any:
+        raise UsageError("a toy has no GPUs")
+
+    def render(self, spec: Any, version: str, out: Path) -> Any:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "toy.yaml").write_text(f"version: {version}\n")
+        return Rendered(out / "toy.yaml", 1, "one toy")
+
+
+class FakeHistory:
+    def read(self) -> list[dict[str, Any]]:
+        return [{"version": str(n)} for n in range(5)]
 
 
 class FakeRegistry:
@@ -74,6 +103,12 @@ class FakeRegistry:
 
     def download(self, mv: ModelVersion, dest: Path) -> Path:
         raise AssertionError("not used")
+
+    def set_alias(self, name: str, alias: str, mv: ModelVersion) -> None:
+        self.aliases[alias] = mv.version
+
+    def __init__(self) -> None:
+        self.aliases: dict[str, str] = {}
 
 
 def fake_context() -> Context:
@@ -92,9 +127,12 @@ def checks(problems: list[str]) -> Any:
 def test_a_verified_deploy_is_committed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deployment, "run_checks", checks([]))
     target = FakeTarget()
-    done = deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
-    assert target.calls == [("start", "0.2.0"), ("commit:deploy", "0.2.0")]
+    registry = FakeRegistry()
+    done = deployment.deploy_version(load_model("tiny"), target, "0.2.0", registry)
+    assert target.calls == [("preflight", "0.2.0"), ("start", "0.2.0"),
+                            ("commit:deploy", "0.2.0")]
     assert done.endpoint.version == "0.2.0"
+    assert registry.aliases == {"fake": "0.2.0"}  # the registry's own alias, where it has any
 
 
 def test_a_failed_verification_is_aborted_and_says_what_serves(
@@ -104,7 +142,8 @@ def test_a_failed_verification_is_aborted_and_says_what_serves(
     with pytest.raises(StageFailed, match=r"(?s)verification of tiny 0\.2\.0 .*golden "
                        r"accuracy.*still serves"):
         deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
-    assert target.calls == [("start", "0.2.0"), ("abort:deploy", "0.2.0")]
+    assert target.calls == [("preflight", "0.2.0"), ("start", "0.2.0"),
+                            ("abort:deploy", "0.2.0")]
 
 
 def test_verify_checks_what_serves_and_switches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +161,36 @@ def test_rollback_starts_the_previous_version_and_verifies_it(
     deployment.rollback_env(load_model("tiny"), target, FakeRegistry())
     assert target.calls == [("start_previous", "0.1.0"), ("commit:rollback", "0.1.0")]
     assert [e["version"] for e in deployment.history("tiny", target, 2)] == ["3", "4"]
+
+
+def test_a_third_target_kind_is_added_without_changing_the_engine(
+        repo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (repo_copy / "deploy" / "toy.yml").write_text("target: toy\n")
+    with pytest.raises(UsageError, match=r"deploy/toy\.yml: target: 'toy' is not a target "
+                                         r"kind llmops knows \(kubernetes, local\)"):
+        deployment.target_for("toy", fake_context())
+    made: list[FakeTarget] = []
+
+    def toy(env: str, config: Any, ctx: Context) -> FakeTarget:
+        made.append(FakeTarget(env, config, "toy"))
+        return made[-1]
+
+    monkeypatch.setattr(deployment, "_KINDS", dict(deployment._KINDS))
+    deployment.register_target_kind("toy", toy)
+    target = deployment.target_for("toy", fake_context())
+    assert isinstance(target, deployment.Target)  # every method of the protocol
+    deployment.check_deploy("toy")
+    monkeypatch.setattr(deployment, "run_checks", checks([]))
+    spec = load_model("tiny")
+    deployment.deploy_version(spec, target, "0.2.0", FakeRegistry())
+    deployment.rollback_env(spec, target, FakeRegistry())
+    assert deployment.stop(spec, target).version == "0.1.0"
+    assert deployment.render_manifests(spec, target, "0.2.0", tmp_path).objects == 1
+    with pytest.raises(UsageError, match="no GPUs"):
+        deployment.parallel_plan(spec, target)
+    assert made[0].calls == [("preflight", "0.2.0"), ("start", "0.2.0"),
+                             ("commit:deploy", "0.2.0"), ("start_previous", "0.1.0"),
+                             ("commit:rollback", "0.1.0"), ("stop", "0.1.0")]
 
 
 def test_the_target_comes_from_the_deploy_file() -> None:
@@ -170,4 +239,5 @@ def test_an_interrupted_verification_aborts_the_new_version_then_goes_on(
     target = FakeTarget()
     with pytest.raises(KeyboardInterrupt):
         deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
-    assert target.calls == [("start", "0.2.0"), ("abort:deploy", "0.2.0")]
+    assert target.calls == [("preflight", "0.2.0"), ("start", "0.2.0"),
+                            ("abort:deploy", "0.2.0")]

@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from llmops.config.schema import KubernetesSettings
-from llmops.engine import (
+from llmops.errors import UsageError
+from llmops.serve.vllm_release import (
     DIGEST_PLACEHOLDER,
-    check_deploy,
     engine_image,
     image_problem,
     vllm_version,
 )
-from llmops.errors import UsageError
+from llmops.stages.deployment import check_deploy
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERNETES_ENVS = sorted(

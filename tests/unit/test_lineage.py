@@ -16,7 +16,7 @@ from llmops.config.paths import run_folder
 from llmops.config.settings import Settings
 from llmops.redact import forget_all, remember
 from llmops.registry.base import ModelVersion
-from llmops.serve import process
+from llmops.serve.history import History
 from llmops.stages import lineage, registration
 from llmops.stages.context import Context
 
@@ -76,13 +76,13 @@ def traced(repo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "tiny", 41))
     # Served locally (with a priced load test), refused in staging, a later version too.
     load = {"tokens_per_s": 50.0, "requests": 64}
-    process.record_event("tiny", "local", "0.1.0", "deploy", "serving", reason=f"load: {load}",
-                         extra={"load": load, "serving_cost": {
+    History("tiny", "local").record("0.1.0", "deploy", "serving", reason=f"load: {load}",
+                         fields={"load": load, "serving_cost": {
                              "device": "cpu", "devices": 1, "tokens_per_s": 50.0,
                              "price_per_device_hour": 0.1, "currency": "USD",
                              "cost_per_million_tokens": 0.555556}})
-    process.record_event("tiny", "staging", "0.1.0", "deploy", "failed", "never ready")
-    process.record_event("tiny", "local", "0.2.0", "deploy", "serving")
+    History("tiny", "staging").record("0.1.0", "deploy", "failed", "never ready")
+    History("tiny", "local").record("0.2.0", "deploy", "serving")
     reg = FakeRegistry(package(tmp_path / "pkg"), TAGS)
     return lineage.lineage("tiny", "0.1.0", reg)  # type: ignore[arg-type]
 
@@ -140,7 +140,7 @@ def test_the_latest_version_is_the_default(repo_copy: Path, tmp_path: Path) -> N
     class NoListing:  # GitLab's registry cannot list: the pins and the histories name them
         pass
 
-    process.record_event("tiny", "local", "1.2.0", "deploy", "serving")
+    History("tiny", "local").record("1.2.0", "deploy", "serving")
     assert lineage.latest_version("tiny", NoListing()) == "1.2.0"  # type: ignore[arg-type]
     with pytest.raises(Exception, match="name one"):
         lineage.latest_version("tiny-alpaca", NoListing())  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from llmops.config import GpuTarget, load_deploy
 from llmops.config.schema import KubernetesSettings
 from llmops.errors import UsageError
 from llmops.kubernetes.manifests import Release, render
-from llmops.kubernetes.plan import ModelShape, Target, plan, plan_for
+from llmops.kubernetes.plan import GpuBudget, ModelShape, plan, plan_for
 
 Doc = dict[str, Any]
 BY_DIGEST = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
@@ -170,7 +170,7 @@ def gpu(**kw: object) -> GpuTarget:
 
 def rendered(k8s: KubernetesSettings | None = None, **kw: object) -> list[Doc]:
     g = gpu(**kw)
-    p = plan(SHAPE, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
+    p = plan(SHAPE, GpuBudget(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
                            max_model_len=g.max_model_len, max_num_seqs=g.max_num_seqs))
     return render(RELEASE, "production", g, p, k8s or KubernetesSettings(vllm_image=IMAGE))
 

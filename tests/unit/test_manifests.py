@@ -11,7 +11,7 @@ from llmops.config import GpuTarget
 from llmops.config.schema import KubernetesSettings
 from llmops.errors import UsageError
 from llmops.kubernetes.manifests import Release, k8s_name, render
-from llmops.kubernetes.plan import ModelShape, Target, plan
+from llmops.kubernetes.plan import GpuBudget, ModelShape, plan
 
 REVISION = "12fd25f77366fa6b3b4b768ec3050bf629380bac"
 RELEASE = Release("support-bot", "1.4.0", "sha256:abc",
@@ -30,7 +30,7 @@ def gpu(**kw: object) -> GpuTarget:
 
 
 def rendered(g: GpuTarget, k8s: KubernetesSettings = K8S) -> list[dict]:  # type: ignore[type-arg]
-    p = plan(SHAPE, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
+    p = plan(SHAPE, GpuBudget(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
                            max_model_len=g.max_model_len, max_num_seqs=g.max_num_seqs))
     return render(RELEASE, "production", g, p, k8s)
 
@@ -109,7 +109,7 @@ def test_a_disruption_budget_in_the_api_version_the_cluster_serves() -> None:
     assert "PodDisruptionBudget" not in by_kind(rendered(gpu()))
     two = KubernetesSettings(vllm_image=VLLM_IMAGE, replicas=2, progress_deadline_s=900)
     g = gpu()
-    p = plan(SHAPE, Target(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
+    p = plan(SHAPE, GpuBudget(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
                            max_model_len=g.max_model_len, max_num_seqs=g.max_num_seqs))
 
     def budget(apis: set[str] | None) -> dict:  # type: ignore[type-arg]
@@ -140,7 +140,7 @@ def test_local_and_kubernetes_servers_share_one_definition_of_the_vllm_arguments
                       lora_rank=32)
     pod = by_kind(render(release, "staging", gpu(serve="lora", gpus_per_node=1,
                                                  gpu_memory_gib=80),
-                         plan(SHAPE, Target(80, 1, 1, max_model_len=8192, max_num_seqs=16)),
+                         plan(SHAPE, GpuBudget(80, 1, 1, max_model_len=8192, max_num_seqs=16)),
                          K8S))["Deployment"]
     cluster = pod["spec"]["template"]["spec"]["containers"][0]["args"]
     for flag in ("--model", "--served-model-name", "--enable-lora", "--max-loras",
@@ -171,4 +171,4 @@ def test_a_hub_base_model_without_a_revision_is_refused() -> None:
     DeployConfig.model_validate({"target": "local", "base_models": {"m": "/mnt/models/m"}})
     with pytest.raises(UsageError, match="without a revision"):
         render(replace(RELEASE, base_model="org/name"), "production", gpu(serve="lora"),
-               plan(SHAPE, Target(24, 8, 1, max_model_len=8192, max_num_seqs=16)), K8S)
+               plan(SHAPE, GpuBudget(24, 8, 1, max_model_len=8192, max_num_seqs=16)), K8S)

@@ -16,7 +16,7 @@ import pytest
 from llmops.errors import UsageError
 from llmops.evaluation import lmeval, retention
 from llmops.evaluation.retention import RetentionItem, is_right, read_items
-from llmops.evaluation.suite import Endpoint
+from llmops.evaluation.suite import EvalEndpoint
 
 REPO = Path(__file__).resolve().parents[2]
 Answerer = Callable[[str, str], str]  # (role, question) -> answer
@@ -70,10 +70,10 @@ def test_the_pool_and_the_committed_sets_read(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def fake_server(fake_chat_server: Any) -> Callable[..., tuple[Endpoint, list[dict[str, Any]]]]:
+def fake_server(fake_chat_server: Any) -> Callable[..., tuple[EvalEndpoint, list[dict[str, Any]]]]:
     """The chat server answering by the last message only."""
     def start(answer: Answerer, roles: tuple[str, ...] = ("base", "candidate")) -> \
-            tuple[Endpoint, list[dict[str, Any]]]:
+            tuple[EvalEndpoint, list[dict[str, Any]]]:
         return fake_chat_server(lambda model, messages: answer(model, messages[-1]["content"]),
                                 roles)
     return start
@@ -154,10 +154,10 @@ def test_build_keeps_what_the_base_answers_right_with_provenance(
 
 
 class _Served:
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: EvalEndpoint) -> None:
         self.endpoint = endpoint
 
-    def __enter__(self) -> Endpoint:
+    def __enter__(self) -> EvalEndpoint:
         return self.endpoint
 
     def __exit__(self, *exc: object) -> None:

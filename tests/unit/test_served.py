@@ -19,7 +19,7 @@ from llmops.evaluation.served import (
     served_artefact,
     served_weights,
 )
-from llmops.evaluation.suite import Endpoint, SuiteResult, finish, merge_results
+from llmops.evaluation.suite import EvalEndpoint, SuiteResult, finish, merge_results
 
 PLAN = ServingChoice("bfloat16", "none", 1)
 
@@ -161,7 +161,7 @@ class _Suite:
     def __init__(self) -> None:
         self.seen: list[tuple[str, ...]] = []
 
-    def run(self, endpoint: Endpoint) -> SuiteResult:
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult:
         self.seen.append(endpoint.roles)
         return SuiteResult(self.name, {r: {"probe.refusal_rate": 0.5} for r in endpoint.roles},
                            [{"role": r} for r in endpoint.roles])
@@ -179,7 +179,7 @@ def test_every_server_answers_its_roles_and_the_suites_run_on_each(
         started.append((spec.model, spec.name, dict(spec.loras)))
         answers = [evalserve.Answer(role, "golden", "q", "a", "a" if role != "base" else "x",
                                     "stop", 0.1, role != "base", 1.0) for role in spec.roles]
-        return evalserve._Served(answers, [s.run(Endpoint("u", "k", spec.roles, 8, 4))
+        return evalserve._Served(answers, [s.run(EvalEndpoint("u", "k", spec.roles, 8, 4))
                                            for s in suites],
                                  100.0 * len(started), dict.fromkeys(spec.roles, 0.5))
 

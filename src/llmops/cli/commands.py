@@ -118,10 +118,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_apply_promotion(args: argparse.Namespace) -> int:
-    from llmops.registry.promote import apply_promotion
+    from llmops.stages import registration
     from llmops.stages.context import Context
 
-    for mv in apply_promotion(args.env, Context().registry):
+    for mv in registration.apply_promotion(args.env, Context()):
         print(f"{args.env}: {mv.name} {mv.version} ({mv.digest})")
     return 0
 
@@ -135,9 +135,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     target = deployment.target_for(args.env, ctx)
     version = deployment.pinned_version(spec.name, args.env, args.version)
     if args.render:
-        path, count, plan = deployment.render_manifests(spec, target, version,
-                                                        Path(args.render))
-        print(f"rendered {count} manifests to {path} ({plan})")
+        done = deployment.render_manifests(spec, target, version, Path(args.render))
+        print(f"rendered {done.objects} manifests to {done.path} ({done.explanation})")
         return 0
     output.print_verification(deployment.deploy_version(
         spec, target, version, ctx.registry, pins=deployment.PinKeeper(ctx, args.local)))
@@ -237,19 +236,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from llmops.serve.process import list_records, reap_orphans
+    from llmops.stages import deployment
 
-    for pid in reap_orphans():
+    reaped, running = deployment.local_status()
+    for pid in reaped:
         print(f"stopped an unrecorded server (pid {pid}) whose deploy was interrupted")
-    output.print_status(list_records())
+    output.print_status(running)
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from llmops.serve.process import stop
+    from llmops.config import load_model
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
 
-    dep = stop(args.model, args.env)
-    output.console.print(f"stopped {dep.model} {dep.version} ({dep.url}, pid {dep.pid})")
+    target = deployment.target_for(args.env, Context())
+    dep = deployment.stop(load_model(args.model), target)
+    output.console.print(f"stopped {dep.model} {dep.version} ({dep.url})")
     return 0
 
 

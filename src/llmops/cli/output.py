@@ -143,13 +143,9 @@ def print_summary(s: ReleaseSummary, total: float) -> None:
                       f"clients, {s.load['errors']} errors, {s.load['tokens_per_s']} tok/s, "
                       f"p99 {s.load['p99_s']} s")
     Console().print(table)
-    from llmops.serve.process import api_key_path
-
-    key = f"$(cat {api_key_path()})" if s.endpoint.startswith("http://127.0.0.1") \
-        else "$LLMOPS_API_KEY"
     print(
         f"\ncurl {s.endpoint}/chat/completions -H 'Content-Type: application/json' \\\n"
-        f"  -H \"Authorization: Bearer {key}\" \\\n"
+        f"  -H \"Authorization: Bearer {s.api_key_hint}\" \\\n"
         f"  -d '{{\"model\": \"{s.served_name}\", \"messages\": [{{\"role\": \"user\", "
         f"\"content\": \"How long is the Quillbox free trial?\"}}], \"max_tokens\": 48}}'\n"
         f"stop it with: llmops stop {s.model} --env {s.env}"

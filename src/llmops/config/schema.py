@@ -381,9 +381,9 @@ class GpuTarget(Strict):
 
 
 IMAGE_BY_DIGEST = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
-# Production's vLLM: the release requirements/serve.lock pins (llmops.engine checks they
-# agree). The digest is a placeholder (llmops.engine.DIGEST_PLACEHOLDER) until the platform
-# team pins the real one: `docker buildx imagetools inspect vllm/vllm-openai:v0.32.0`.
+# Production's vLLM: the release requirements/serve.lock pins (llmops.serve.vllm_release
+# checks they agree). The digest is a placeholder (vllm_release.DIGEST_PLACEHOLDER) until the
+# platform team pins the real one: `docker buildx imagetools inspect vllm/vllm-openai:v0.32.0`.
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64
 
 
@@ -492,9 +492,10 @@ def is_hub_id(base: str) -> bool:
 class DeployConfig(Strict):
     """deploy/<env>.yml: one target environment."""
 
-    target: Literal["local", "kubernetes"] = Field(
-        description="local: vLLM processes on 127.0.0.1; kubernetes: manifests applied "
-        "with kubectl.")
+    target: str = Field(
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="The target kind. local: vLLM processes on 127.0.0.1; kubernetes: "
+        "manifests applied with kubectl (further kinds: `register_target_kind`).")
     gpu: GpuTarget | None = Field(default=None, description="The GPUs of a kubernetes "
                                   "target (required there).")
     kubernetes: KubernetesSettings = Field(

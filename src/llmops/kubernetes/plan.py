@@ -52,7 +52,7 @@ class ModelShape:
 
 
 @dataclass(frozen=True)
-class Target:
+class GpuBudget:
     gpu_memory_gib: float
     gpus_per_node: int
     nodes: int
@@ -76,21 +76,21 @@ class Plan:
     explanation: str
 
 
-def weights_gib(shape: ModelShape, target: Target) -> float:
+def weights_gib(shape: ModelShape, target: GpuBudget) -> float:
     return shape.params * DTYPE_BYTES[target.dtype] / GIB
 
 
-def kv_cache_gib(shape: ModelShape, target: Target) -> float:
+def kv_cache_gib(shape: ModelShape, target: GpuBudget) -> float:
     per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * DTYPE_BYTES[target.kv_dtype]
     return per_token * target.max_model_len * target.max_num_seqs / GIB
 
 
-def per_gpu_gib(shape: ModelShape, target: Target, tp: int, pp: int) -> float:
+def per_gpu_gib(shape: ModelShape, target: GpuBudget, tp: int, pp: int) -> float:
     kv_shards = min(tp, shape.kv_heads)
     return weights_gib(shape, target) / (tp * pp) + kv_cache_gib(shape, target) / (kv_shards * pp)
 
 
-def plan(shape: ModelShape, target: Target) -> Plan:
+def plan(shape: ModelShape, target: GpuBudget) -> Plan:
     """The smallest TP (dividing the heads, within a node), then the smallest PP (nodes)."""
     usable = target.gpu_memory_gib * target.gpu_memory_utilization - target.reserve_gib
     w, kv = weights_gib(shape, target), kv_cache_gib(shape, target)
@@ -116,6 +116,6 @@ def plan(shape: ModelShape, target: Target) -> Plan:
 
 def plan_for(shape: ModelShape, gpu: Any) -> Plan:
     """The plan for a deploy/<env>.yml `gpu` section (a config.GpuTarget)."""
-    return plan(shape, Target(gpu.gpu_memory_gib, gpu.gpus_per_node, gpu.nodes, gpu.dtype,
+    return plan(shape, GpuBudget(gpu.gpu_memory_gib, gpu.gpus_per_node, gpu.nodes, gpu.dtype,
                               gpu.dtype, gpu.gpu_memory_utilization,
                               max_model_len=gpu.max_model_len, max_num_seqs=gpu.max_num_seqs))

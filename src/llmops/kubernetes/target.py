@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import yaml
 
@@ -28,9 +28,18 @@ from llmops.models.base import ensure_base_model
 from llmops.process.activity import activity, tell
 from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.cost import history_fields
-from llmops.serve.process import read_history, record_event
-from llmops.serve.target import previous_good
+from llmops.serve.history import History
 from llmops.serve.verify import Verification
+from llmops.serve.vllm_release import image_problem
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """`deploy --render`: the manifests written, nothing applied."""
+
+    path: Path
+    objects: int
+    explanation: str
 
 
 @dataclass
@@ -58,6 +67,18 @@ class KubernetesTarget:
     endpoint_key: str | None = None  # LLMOPS_API_KEY: the key in the pods' api-key Secret
     kind = "kubernetes"
 
+    def config_problems(self) -> list[str]:
+        """The pods must run the vLLM that evaluates releases, pinned by digest."""
+        problem = image_problem(self.config.kubernetes.vllm_image)
+        return [f"kubernetes.vllm_image: {problem}"] if problem else []
+
+    def preflight(self, spec: ModelSpec, version: str) -> None:
+        """Nothing to check here: the manifests carry the pin's digest (or the registry's),
+        which the pods' init container enforces on the files it fetches."""
+
+    def api_key_hint(self) -> str:
+        return "$LLMOPS_API_KEY"
+
     def api_key(self) -> str:
         """The key the endpoint requires, for `verify` (the pods read it from a Secret)."""
         if not self.endpoint_key:
@@ -78,10 +99,11 @@ class KubernetesTarget:
         shape = ModelShape.from_dir(Path(ensure_base_model(spec.base_model)))
         return shape, plan_for(shape, self.config.gpu)
 
-    def render(self, spec: ModelSpec, version: str, out: Path,
-               apis: set[str] | None = None) -> tuple[Path, int, Plan]:
-        """Write the version's manifests to `out`: (file, number of objects, plan)."""
-        return self._render(spec, version, self.digest(spec.name, version), out, apis)
+    def render(self, spec: ModelSpec, version: str, out: Path) -> Rendered:
+        """Write the version's manifests to `out` (for the newest API versions)."""
+        path, count, plan = self._render(spec, version, self.digest(spec.name, version),
+                                         out, None)
+        return Rendered(path, count, plan.explanation)
 
     def _render(self, spec: ModelSpec, version: str, digest: str,
                 out: Path, apis: set[str] | None) -> tuple[Path, int, Plan]:
@@ -161,24 +183,19 @@ class KubernetesTarget:
             raise UsageError(f"no deployment/{name} in {self.env}'s cluster; deploy it with "
                              f"`llmops deploy {spec.name} --env {self.env}`")
         return ClusterRollout(spec.name, self.env, version, url, spec.name, name,
-                              self._digest_served(spec.name, version))
-
-    def _digest_served(self, model: str, version: str) -> str:
-        for event in reversed(self.history(model)):
-            if event.get("version") == version and event.get("digest"):
-                return str(event["digest"])
-        return ""
+                              self.history(spec.name).digest_served(version))
 
     def commit(self, rollout: ClusterRollout, action: str, checked: Verification) -> None:
-        record_event(rollout.model, self.env, rollout.version, action, "serving",
-                     reason=f"load: {checked.load}" if checked.load else "",
-                     extra={"digest": rollout.digest, "deployment": rollout.deployment,
-                            **history_fields(self.config, checked.load)})
+        self.history(rollout.model).record(
+            rollout.version, action, "serving",
+            reason=f"load: {checked.load}" if checked.load else "",
+            fields={"digest": rollout.digest, "deployment": rollout.deployment,
+                    **history_fields(self.config, checked.load)})
 
     def abort(self, rollout: ClusterRollout, action: str, exc: Exception) -> StageFailed:
         """Back to the revision of the version that served before; the history says why."""
-        record_event(rollout.model, self.env, rollout.version, action, "failed", str(exc),
-                     extra={"deployment": rollout.deployment})
+        self.history(rollout.model).record(rollout.version, action, "failed", str(exc),
+                                           {"deployment": rollout.deployment})
         return StageFailed(f"{exc}\n{self.undo_to(rollout, rollout.previous)}")
 
     def undo_to(self, rollout: ClusterRollout, version: str | None) -> str:
@@ -196,11 +213,11 @@ class KubernetesTarget:
         except (LlmopsError, OSError) as exc:
             undone, said = False, str(exc)
         if not undone or not ready:
-            record_event(rollout.model, self.env, version, "rollback", "failed", said)
+            self.history(rollout.model).record(version, "rollback", "failed", said)
             return f"`kubectl rollout undo deployment/{name}` to {version} failed too: {said}"
-        record_event(rollout.model, self.env, version, "rollback", "restored",
-                     f"undone after {rollout.version} failed",
-                     extra={"deployment": name, "revision": revision})
+        self.history(rollout.model).record(version, "rollback", "restored",
+                                           f"undone after {rollout.version} failed",
+                                           {"deployment": name, "revision": revision})
         return (f"rolled back with `kubectl rollout undo` (revision {revision}): "
                 f"{rollout.model} {version} serves again")
 
@@ -208,7 +225,7 @@ class KubernetesTarget:
         """`kubectl rollout undo` to the revision of the previous verified version (not
         merely the previous revision, which may be a rollout that failed), and wait."""
         current = self.serving(spec)
-        event = previous_good(self.history(spec.name), current.version, need_args=False)
+        event = self.history(spec.name).previous_good(current.version)
         if event is None:
             raise UsageError(f"no earlier verified deployment of {spec.name} in {self.env} "
                              "to roll back to; see `llmops history`")
@@ -230,5 +247,11 @@ class KubernetesTarget:
         self.await_rollout(kc, rollout, "rollback", after_undo=True)
         return rollout
 
-    def history(self, model: str) -> list[dict[str, Any]]:
-        return read_history(model, self.env)
+    def stop(self, spec: ModelSpec) -> NoReturn:
+        name = self.name(spec.name)
+        raise UsageError(f"llmops does not stop {spec.name} in {self.env}'s cluster: scale or "
+                         f"delete deployment/{name} with kubectl (namespace "
+                         f"{self.config.kubernetes.namespace}), as the platform team decides")
+
+    def history(self, model: str) -> History:
+        return History(model, self.env)

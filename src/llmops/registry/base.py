@@ -123,6 +123,10 @@ class Registry(Protocol):
 
     def download(self, mv: ModelVersion, dest: Path) -> Path: ...
 
+    def set_alias(self, name: str, alias: str, mv: ModelVersion) -> None:
+        """Point the environment's alias at the version where the registry keeps aliases."""
+        ...
+
 
 class MlflowRegistry:
     """MLflow's model registry (embedded store or a server); SemVer in the `version` tag."""
@@ -260,4 +264,5 @@ class MlflowRegistry:
         return dest
 
     def set_alias(self, name: str, alias: str, mv: ModelVersion) -> None:
+        """The `<env>` alias the MLflow UI shows (and `models:/<name>@<env>` resolves)."""
         self.client.set_registered_model_alias(name, alias, mv.registry_id)

@@ -312,6 +312,10 @@ class GitlabRegistry:
                                   f"again with --version {version} to complete it")
         return mv
 
+    def set_alias(self, name: str, alias: str, mv: ModelVersion) -> None:
+        """GitLab's model registry keeps no aliases: registry/<env>.yml, changed by merge
+        request, is what names the version an environment serves."""
+
     def download(self, mv: ModelVersion, dest: Path) -> Path:
         """Fetch exactly the files the (verified) manifest lists into a fresh folder beside
         `dest`, verify them, and only then put that folder in place of `dest`: nothing is

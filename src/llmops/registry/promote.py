@@ -193,7 +193,6 @@ def apply_promotion(env: str, registry: Registry) -> list[ModelVersion]:
         if mv.digest != pin.digest:
             raise CheckFailed(f"registry/{env}.yml pins {model} {pin.version} at {pin.digest}, "
                               f"but the registry holds {mv.digest}; refusing to apply")
-        if isinstance(registry, MlflowRegistry):
-            registry.set_alias(model, env, mv)
+        registry.set_alias(model, env, mv)
         applied.append(mv)
     return applied

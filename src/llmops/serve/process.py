@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from llmops.config import HTTP_KEEP_ALIVE_S, ServeSettings
-from llmops.config.paths import repo_root, state_dir, state_subdir
+from llmops.config.paths import machine_cache, repo_root, state_dir, state_subdir
 from llmops.errors import UsageError
-from llmops.process.activity import warn
 from llmops.process.health import wait_for_health
 from llmops.process.native import preloaded, tcmalloc
 from llmops.redact import remember, scrubbed_env
+from llmops.serve.history import History
 from llmops.serve.vllm import VllmServer
 from llmops.serve.vllm import vllm_args as common_vllm_args
 
@@ -57,6 +57,11 @@ class Deployment:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def history_fields(self) -> dict[str, object]:
+        """What the history keeps of a server: enough to start it again (rollback)."""
+        return {"port": self.port, "base_model": self.base_model,
+                "adapter_dir": self.adapter_dir, "digest": self.digest, "args": self.args}
 
     def alive(self) -> bool:
         """Whether the recorded server still runs (not another process that got its pid,
@@ -190,7 +195,8 @@ def vllm_args(base_model: str, base_name: str, loras: dict[str, Path], port: int
                         settings.max_model_len, settings.max_num_seqs,
                         {name: str(path) for name, path in loras.items()},
                         max(lora_rank(p) for p in loras.values()) if loras else None)
-    extras = ["--block-size", str(settings.block_size),
+    extras = ["--distributed-executor-backend", "uni",  # one CPU process runs the model
+              "--block-size", str(settings.block_size),
               "--stream-interval", str(settings.stream_interval),
               "--uvicorn-log-level", "warning"]
     if settings.enforce_eager:
@@ -224,8 +230,15 @@ def with_port(args: list[str], port: int) -> list[str]:
 def server_env(settings: ServeSettings, sockets: Path) -> dict[str, str]:
     """The variables a vLLM CPU server starts with (over the caller's environment)."""
     return {
-        # Shared by every deployment, so that only the first start of a model compiles.
-        "VLLM_CACHE_ROOT": str(state_subdir("cache") / "vllm"),
+        # Per machine, shared by every deployment and checkout: only the first start of a
+        # model compiles, and only the first start of an architecture inspects it (in a
+        # subprocess that imports vLLM again).
+        "VLLM_CACHE_ROOT": str(machine_cache() / "vllm"),
+        # With the uni executor (vllm_args), the engine core runs the model in its own
+        # process instead of spawning a worker that imports vLLM a third time; vLLM's CPU
+        # platform keeps `uni` only when this is 0 (the API server still runs the engine
+        # core in a process of its own).
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         # vLLM 0.32's AOT compile cache fails to load its own artifacts with torch 2.13
         # ("'function' object has no attribute 'finalize_loading'") and compiles again on
         # every start; the Inductor cache it falls back to without AOT loads, so a warm
@@ -448,59 +461,6 @@ def deferred_signals() -> Iterator[None]:
 # --- history: one JSON line per deploy, rollback and stop, per model and environment --------
 
 
-def history_path(model: str, env: str) -> Path:
-    return state_subdir("deployments") / f"{model}-{env}.history.jsonl"
-
-
-def record_event(model: str, env: str, version: str, action: str, result: str,
-                 reason: str = "", dep: Deployment | None = None,
-                 extra: dict[str, object] | None = None) -> None:
-    """Append what happened: action (deploy, rollback, stop), result (serving, failed,
-    restored, stopped), the version and, when a local server ran, its arguments (a
-    cluster's rollout records its own `extra` fields)."""
-    event: dict[str, object] = {
-        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": action, "result": result,
-        "model": model, "env": env, "version": version, "reason": reason[:2000]}
-    if dep is not None:
-        event.update(port=dep.port, base_model=dep.base_model, adapter_dir=dep.adapter_dir,
-                     digest=dep.digest, args=dep.args)
-    event.update(extra or {})
-    path = history_path(model, env)
-    line = json.dumps(event) + "\n"
-    with open(path, "ab") as fh:
-        # A line torn by a crash has no newline: start on a line of our own.
-        if fh.tell() and not _ends_with_newline(path):
-            line = "\n" + line
-        fh.write(line.encode())
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
-
-
-def read_history(model: str, env: str) -> list[dict[str, object]]:
-    """Every event of the history; a line that is not a JSON object (torn by a crash or
-    edited by hand) is skipped and reported, not fatal to rollback or history."""
-    path = history_path(model, env)
-    if not path.is_file():
-        return []
-    events: list[dict[str, object]] = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            event = None
-        if isinstance(event, dict):
-            events.append(event)
-        else:
-            warn(f"{path}:{number} is not a history event (torn or edited): skipped")
-    return events
-
-
 def stop(model: str, env: str) -> Deployment:
     """Stop a model's server in an environment and forget its record."""
     reap_orphans()
@@ -509,5 +469,5 @@ def stop(model: str, env: str) -> Deployment:
         raise UsageError(f"no deployment of {model!r} in {env!r}; see `llmops status`")
     dep.kill()
     _record_path(model, env).unlink(missing_ok=True)
-    record_event(model, env, dep.version, "stop", "stopped", dep=dep)
+    History(model, env).record(dep.version, "stop", "stopped", fields=dep.history_fields())
     return dep

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import httpx
 
 from llmops.compute import serve_settings
-from llmops.config import DeployConfig, ModelSpec
+from llmops.config import DeployConfig, ModelSpec, load_pins
 from llmops.config.paths import state_subdir
-from llmops.digests import verify_manifest
-from llmops.errors import StageFailed, UsageError
+from llmops.digests import folder_digest, verify_manifest
+from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.process import activity
 from llmops.registry.base import Registry
 from llmops.serve import process as serve
 from llmops.serve.cost import history_fields
+from llmops.serve.history import History
 from llmops.serve.verify import Verification
 
 
@@ -37,6 +38,30 @@ class LocalTarget:
     config: DeployConfig
     registry: Registry
     kind = "local"
+
+    def config_problems(self) -> list[str]:
+        return []
+
+    def preflight(self, spec: ModelSpec, version: str) -> None:
+        """The version registry/<env>.yml pins serves the pin's digest (the files are
+        verified against the registry's digest, so that must be the pinned one), on the
+        base model it was trained on (`base_model.digest`, recorded at registration), not
+        on whatever folder has its name now."""
+        pin = load_pins(self.env).models.get(spec.name)
+        mv = self.registry.get(spec.name, version)
+        if pin is not None and pin.version == version and mv.digest != pin.digest:
+            raise CheckFailed(f"registry/{self.env}.yml pins {spec.name} {version} at "
+                              f"{pin.digest}, but the registry holds {mv.digest}; refusing "
+                              "to deploy it (promote the version again, or find out who "
+                              "changed it)")
+        want = mv.tags.get("base_model.digest")
+        if want:
+            base = Path(ensure_base_model(mv.base_model or spec.base_model))
+            if base.is_dir() and (have := folder_digest(base)) != want:
+                raise CheckFailed(f"{spec.name} {version} was trained on the base model "
+                                  f"{want}, but {base} is now {have}; refusing to serve the "
+                                  "adapter on another base (restore that base model, or "
+                                  "retrain)")
 
     def start(self, spec: ModelSpec, version: str) -> serve.Deployment:
         """Fetch the version, check its manifest, start its server beside the serving one."""
@@ -66,9 +91,10 @@ class LocalTarget:
     def commit(self, dep: serve.Deployment, action: str, checked: Verification) -> None:
         """Verified: the new server becomes the record; the one it replaces is stopped."""
         serve.activate(dep)
-        serve.record_event(dep.model, dep.env, dep.version, action, "serving",
-                           reason=f"load: {checked.load}" if checked.load else "", dep=dep,
-                           extra=history_fields(self.config, checked.load))
+        self.history(dep.model).record(
+            dep.version, action, "serving",
+            reason=f"load: {checked.load}" if checked.load else "",
+            fields={**dep.history_fields(), **history_fields(self.config, checked.load)})
 
     def abort(self, dep: serve.Deployment, action: str, exc: Exception) -> StageFailed:
         """Verification failed: stop the new server; the recorded one serves again."""
@@ -80,11 +106,11 @@ class LocalTarget:
         serve.reap_orphans()
         settings = serve_settings(self.config, spec.name)
         current = serve.load_record(spec.name, self.env)
-        event = previous_good(serve.read_history(spec.name, self.env),
-                              current.version if current else None)
+        history = self.history(spec.name)
+        event = history.previous_good(current.version if current else None, need_args=True)
         if event is None:
             raise UsageError(f"no earlier verified deployment of {spec.name} in {self.env} to "
-                             f"roll back to; see {serve.history_path(spec.name, self.env)}")
+                             f"roll back to; see {history.path}")
         adapter_dir = Path(str(event["adapter_dir"]))
         if not adapter_dir.is_dir():
             raise UsageError(f"{adapter_dir} (files of {event['version']}) is gone: deploy it "
@@ -101,15 +127,29 @@ class LocalTarget:
         except StageFailed as exc:
             raise self.failed(spec.name, record.version, "rollback", exc) from exc
 
-    def history(self, model: str) -> list[dict[str, Any]]:
-        return serve.read_history(model, self.env)
+    def stop(self, spec: ModelSpec) -> serve.Deployment:
+        return serve.stop(spec.name, self.env)
+
+    def history(self, model: str) -> History:
+        return History(model, self.env)
 
     def api_key(self) -> str:
         return serve.local_api_key()
 
+    def api_key_hint(self) -> str:
+        return f"$(cat {serve.api_key_path()})"
+
+    def plan(self, spec: ModelSpec) -> NoReturn:
+        raise UsageError(f"deploy/{self.env}.yml is a local target with no gpu section: "
+                         "nothing to plan")
+
+    def render(self, spec: ModelSpec, version: str, out: Path) -> NoReturn:
+        raise UsageError(f"deploy/{self.env}.yml is a local target: nothing to render")
+
     def failed(self, model: str, version: str, action: str, exc: Exception,
                dep: serve.Deployment | None = None) -> StageFailed:
-        serve.record_event(model, self.env, version, action, "failed", str(exc), dep)
+        self.history(model).record(version, action, "failed", str(exc),
+                                   dep.history_fields() if dep else None)
         return StageFailed(f"{exc}\n{self.restore(model)}")
 
     def restore(self, model: str) -> str:
@@ -118,9 +158,10 @@ class LocalTarget:
         record = serve.load_record(model, env)
         if record is None:
             return f"nothing to roll back to: no earlier deployment of {model} in {env}"
+        history = self.history(model)
         if _healthy(record):
-            serve.record_event(model, env, record.version, "rollback", "restored",
-                               "it never stopped serving", record)
+            history.record(record.version, "rollback", "restored", "it never stopped serving",
+                           record.history_fields())
             return f"rolled back: {model} {record.version} still serves at {record.url}"
         if record.alive():  # running but not healthy: replace it
             record.kill()
@@ -128,11 +169,11 @@ class LocalTarget:
             verify_manifest(Path(record.adapter_dir), record.digest)
             dep = serve.restart(record, serve_settings(self.config, model))
         except StageFailed as exc:
-            serve.record_event(model, env, record.version, "rollback", "failed", str(exc),
-                               record)
+            history.record(record.version, "rollback", "failed", str(exc),
+                           record.history_fields())
             return f"rollback to {model} {record.version} failed too: {exc}"
         serve.save_record(dep)
-        serve.record_event(model, env, record.version, "rollback", "restored", dep=dep)
+        history.record(record.version, "rollback", "restored", fields=dep.history_fields())
         return f"rolled back: {model} {record.version} restarted at {dep.url}"
 
 
@@ -142,14 +183,3 @@ def _healthy(dep: serve.Deployment) -> bool:
                                          timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def previous_good(history: list[dict[str, Any]], current: str | None,
-                  need_args: bool = True) -> dict[str, Any] | None:
-    """The latest history entry that served (and was verified) a version other than the
-    current one; with `need_args`, one that recorded the arguments it ran with."""
-    for event in reversed(history):
-        if event.get("result") == "serving" and event.get("version") != current \
-                and (event.get("args") or not need_args):
-            return event
-    return None

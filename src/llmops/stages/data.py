@@ -19,9 +19,9 @@ from llmops.config.paths import repo_root
 from llmops.data import DataReport, validate_model_data
 from llmops.data.changes import changed_files, models_touched
 from llmops.data.htmlreport import write_html
-from llmops.engine import check_deploy
 from llmops.errors import CheckFailed, DataRefused, UsageError
 from llmops.models.base import ensure_base_model, unreachable_base_model
+from llmops.stages.deployment import check_deploy
 from llmops.stages.runs import Run, mlflow_client
 from llmops.train.trainconfig import check_training_config
 
@@ -56,7 +56,7 @@ def check_all_configs(models: list[str] | None = None) -> list[ConfigCheck]:
     checks: list[tuple[str, Callable[[], object]]] = [
         *((f"model {name}", lambda n=name: check_config(load_model(n)))
           for name in (models or known_models())),
-        # A Kubernetes target must serve the vLLM that evaluates (llmops.engine).
+        # Each target checks its own file (a Kubernetes target: the vLLM that evaluates).
         *((f"deploy/{env}.yml", lambda e=env: check_deploy(e)) for env in known_envs()),
         *((f"registry/{env}.yml", lambda e=env: load_pins(e))
           for env in known_envs("registry"))]

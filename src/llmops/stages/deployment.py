@@ -1,5 +1,5 @@
-"""One deployment path, two targets: deploy, verify, roll back and the history, the same
-logic for local vLLM processes and for a Kubernetes cluster.
+"""One deployment path for every target: deploy, verify, roll back and the history, the
+same logic for local vLLM processes, a Kubernetes cluster, or a kind registered later.
 
 A target starts a version (beside the serving one, or as a rollout), says what serves now,
 and commits or aborts once the engine has verified the endpoint with the same smoke, golden
@@ -9,18 +9,19 @@ are further target methods, not a second path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
-from llmops.digests import folder_digest
 from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.kubernetes.plan import ModelShape, Plan
-from llmops.kubernetes.target import KubernetesTarget
-from llmops.models.base import ensure_base_model
+from llmops.kubernetes.target import KubernetesTarget, Rendered
 from llmops.process import activity
-from llmops.registry.base import MlflowRegistry, Registry
+from llmops.registry.base import Registry
+from llmops.serve.history import History
+from llmops.serve.process import Deployment, list_records, reap_orphans
 from llmops.serve.target import LocalTarget
 from llmops.serve.verify import Verification, run_checks
 from llmops.stages.context import Context
@@ -30,57 +31,125 @@ from llmops.stages.steps import Steps
 class Endpoint(Protocol):
     """A started or serving version, wherever it runs."""
 
-    model: str
-    env: str
-    version: str
-    served_name: str
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def env(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def served_name(self) -> str: ...
 
     @property
     def url(self) -> str: ...
 
 
-class Target(Protocol):
-    """Where a model is served (`deploy/<env>.yml`)."""
+E = TypeVar("E", bound=Endpoint)
+
+
+@runtime_checkable
+class Target(Protocol[E]):
+    """Where a model is served (`deploy/<env>.yml`): every capability of a deployment is a
+    method here, so the engine never asks which kind of target it holds. A target kind is
+    added with `register_target_kind`, without changing this module."""
 
     env: str
     config: DeployConfig
     kind: str
 
-    def start(self, spec: ModelSpec, version: str) -> Any:
+    def config_problems(self) -> list[str]:
+        """What in `deploy/<env>.yml` this target cannot serve from (check-config)."""
+        ...
+
+    def preflight(self, spec: ModelSpec, version: str) -> None:
+        """Before a deploy: CheckFailed when `version` must not be served here."""
+        ...
+
+    def start(self, spec: ModelSpec, version: str) -> E:
         """The version up beside (or rolled out over) the serving one, not yet verified;
         StageFailed after undoing it when it cannot start."""
         ...
 
-    def serving(self, spec: ModelSpec) -> Any:
+    def serving(self, spec: ModelSpec) -> E:
         """What serves now (UsageError when nothing does)."""
         ...
 
-    def commit(self, started: Any, action: str, checked: Verification) -> None:
+    def commit(self, started: E, action: str, checked: Verification) -> None:
         """Verified: the started version serves; record it."""
         ...
 
-    def abort(self, started: Any, action: str, exc: Exception) -> StageFailed:
+    def abort(self, started: E, action: str, exc: Exception) -> StageFailed:
         """Not verified: undo it; the error says what serves now."""
         ...
 
-    def start_previous(self, spec: ModelSpec) -> Any:
+    def start_previous(self, spec: ModelSpec) -> E:
         """The previous verified version started again (not yet verified)."""
         ...
 
-    def history(self, model: str) -> list[dict[str, Any]]: ...
+    def stop(self, spec: ModelSpec) -> E:
+        """Stop serving the model in this environment; what was stopped."""
+        ...
+
+    def history(self, model: str) -> History: ...
 
     def api_key(self) -> str:
         """The key clients of this target's endpoints present (`Authorization: Bearer`)."""
         ...
 
+    def api_key_hint(self) -> str:
+        """Where a client finds that key, as a shell expression (never the key itself)."""
+        ...
 
-def target_for(env: str, ctx: Context) -> Target:
+    def plan(self, spec: ModelSpec) -> tuple[ModelShape, Plan]:
+        """How the model spreads over the target's GPUs (UsageError without GPUs)."""
+        ...
+
+    def render(self, spec: ModelSpec, version: str, out: Path) -> Rendered:
+        """The version's manifests written to `out` (UsageError where none are applied)."""
+        ...
+
+
+TargetFactory = Callable[[str, DeployConfig, Context], "Target[Any]"]
+_KINDS: dict[str, TargetFactory] = {}
+
+
+def register_target_kind(kind: str, factory: TargetFactory) -> None:
+    """Make `target: <kind>` in deploy/<env>.yml build its target with `factory`."""
+    _KINDS[kind] = factory
+
+
+def _local(env: str, config: DeployConfig, ctx: Context) -> Target[Any]:
+    return LocalTarget(env, config, ctx.registry)
+
+
+def _kubernetes(env: str, config: DeployConfig, ctx: Context) -> Target[Any]:
+    return KubernetesTarget(env, config, ctx.registry, ctx.settings.project_api,
+                            ctx.settings.api_key)
+
+
+register_target_kind("local", _local)
+register_target_kind("kubernetes", _kubernetes)
+
+
+def target_for(env: str, ctx: Context) -> Target[Any]:
     """The target of `deploy/<env>.yml` (read once here, then passed down)."""
     config = load_deploy(env)
-    if config.target == "kubernetes":
-        return KubernetesTarget(env, config, ctx.registry, ctx.settings.project_api,
-                                ctx.settings.api_key)
-    return LocalTarget(env, config, ctx.registry)
+    make = _KINDS.get(config.target)
+    if make is None:
+        raise UsageError(f"deploy/{env}.yml: target: {config.target!r} is not a target kind "
+                         f"llmops knows ({', '.join(sorted(_KINDS))})")
+    return make(env, config, ctx)
+
+
+def check_deploy(env: str) -> None:
+    """deploy/<env>.yml loads, names a known target kind, and that target can serve from
+    it (a Kubernetes target: the serve lock's vLLM image, pinned by digest)."""
+    target = target_for(env, Context())
+    if problems := target.config_problems():
+        raise UsageError("\n".join(f"deploy/{env}.yml: {p}" for p in problems))
 
 
 @dataclass(frozen=True)
@@ -99,30 +168,7 @@ def pinned_version(model: str, env: str, version: str | None) -> str:
     return pin.version
 
 
-def check_identity(spec: ModelSpec, target: Target, version: str, registry: Registry) -> None:
-    """Before a deploy: the version registry/<env>.yml pins serves the pin's digest (the
-    files are verified against the registry's digest, so that must be the pinned one), and a
-    local deploy runs on the base model the version was trained on (`base_model.digest`,
-    recorded at registration), not on whatever folder has its name now. A Kubernetes target
-    renders the pin's digest itself, which the pods' init container enforces."""
-    if not isinstance(target, LocalTarget):
-        return
-    pin = load_pins(target.env).models.get(spec.name)
-    mv = registry.get(spec.name, version)
-    if pin is not None and pin.version == version and mv.digest != pin.digest:
-        raise CheckFailed(f"registry/{target.env}.yml pins {spec.name} {version} at "
-                          f"{pin.digest}, but the registry holds {mv.digest}; refusing to "
-                          "deploy it (promote the version again, or find out who changed it)")
-    want = mv.tags.get("base_model.digest")
-    if want:
-        base = Path(ensure_base_model(mv.base_model or spec.base_model))
-        if base.is_dir() and (have := folder_digest(base)) != want:
-            raise CheckFailed(f"{spec.name} {version} was trained on the base model {want}, "
-                              f"but {base} is now {have}; refusing to serve the adapter on "
-                              "another base (restore that base model, or retrain)")
-
-
-def verify_started(spec: ModelSpec, target: Target, started: Endpoint, action: str,
+def verify_started(spec: ModelSpec, target: Target[E], started: E, action: str,
                    registry: Registry | None = None) -> Verified:
     """Check a started version; commit it, or abort it (the previous one serves). An
     interruption (SIGTERM from a cancelled job, Ctrl-C) aborts it too, then goes on."""
@@ -138,7 +184,7 @@ def verify_started(spec: ModelSpec, target: Target, started: Endpoint, action: s
                               f"{started.url} failed: " + "; ".join(problems))
         raise target.abort(started, action, failure)
     target.commit(started, action, checked)
-    if isinstance(registry, MlflowRegistry):
+    if registry is not None:
         registry.set_alias(spec.name, target.env, registry.get(spec.name, started.version))
     return Verified(started, checked)
 
@@ -153,7 +199,7 @@ class PinKeeper:
     ctx: Context
     local: bool = False
 
-    def after_rollback(self, spec: ModelSpec, target: Target, reason: str) -> str:
+    def after_rollback(self, spec: ModelSpec, target: Target[Any], reason: str) -> str:
         """What it did, in one line ('' when the pin already names what serves)."""
         pin = load_pins(target.env).models.get(spec.name)
         if pin is None:
@@ -180,18 +226,18 @@ class PinKeeper:
         return f"pinned {spec.name} {serving} in {done.pin_file} again"
 
 
-def start_version(spec: ModelSpec, target: Target, version: str) -> Any:
+def start_version(spec: ModelSpec, target: Target[E], version: str) -> E:
     """The deploy step: the version started, the previous one still serving."""
     return target.start(spec, version)
 
 
-def deploy_version(spec: ModelSpec, target: Target, version: str, registry: Registry,
+def deploy_version(spec: ModelSpec, target: Target[Any], version: str, registry: Registry,
                    steps: Steps | None = None, pins: PinKeeper | None = None) -> Verified:
     """Start `version` on the target (step `deploy`) and verify it (step `verify`); a
     failure anywhere leaves the previous version serving (and raises StageFailed), and
     with `pins`, the environment's pin names the version that serves."""
     steps = steps or Steps()
-    check_identity(spec, target, version, registry)
+    target.preflight(spec, version)
     try:
         started = steps("deploy", start_version, spec, target, version)
         return steps("verify", verify_started, spec, target, started, "deploy", registry)
@@ -203,7 +249,7 @@ def deploy_version(spec: ModelSpec, target: Target, version: str, registry: Regi
         raise StageFailed(f"{exc}\n{note}") from exc
 
 
-def verify_env(spec: ModelSpec, target: Target) -> Verified:
+def verify_env(spec: ModelSpec, target: Target[Any]) -> Verified:
     """Check what serves in the environment again (a CI verify job); switch nothing."""
     serving = target.serving(spec)
     checked, problems = run_checks(spec, target.config.verify, serving.url,
@@ -214,11 +260,11 @@ def verify_env(spec: ModelSpec, target: Target) -> Verified:
     return Verified(serving, checked)
 
 
-def start_previous(spec: ModelSpec, target: Target) -> Any:
+def start_previous(spec: ModelSpec, target: Target[E]) -> E:
     return target.start_previous(spec)
 
 
-def rollback_env(spec: ModelSpec, target: Target, registry: Registry,
+def rollback_env(spec: ModelSpec, target: Target[Any], registry: Registry,
                  steps: Steps | None = None, pins: PinKeeper | None = None) -> Verified:
     """Serve the previous verified version again (step `rollback`), verified like a deploy
     (step `verify`); with `pins`, the environment's pin then names it."""
@@ -230,23 +276,27 @@ def rollback_env(spec: ModelSpec, target: Target, registry: Registry,
     return done
 
 
-def history(model: str, target: Target, last: int) -> list[dict[str, Any]]:
-    return target.history(model)[-last:]
+def history(model: str, target: Target[Any], last: int) -> list[dict[str, Any]]:
+    return target.history(model).read()[-last:]
 
 
-def parallel_plan(spec: ModelSpec, target: Target) -> tuple[ModelShape, Plan]:
+def stop(spec: ModelSpec, target: Target[E]) -> E:
+    return target.stop(spec)
+
+
+def local_status() -> tuple[list[int], list[Deployment]]:
+    """`llmops status`: the pids of unrecorded servers stopped now (an interrupted deploy's),
+    and every recorded local server."""
+    reaped = reap_orphans()
+    return reaped, list_records()
+
+
+def parallel_plan(spec: ModelSpec, target: Target[Any]) -> tuple[ModelShape, Plan]:
     """How the model spreads over a GPU target's devices (`llmops plan`)."""
-    if not isinstance(target, KubernetesTarget):
-        raise UsageError(f"deploy/{target.env}.yml is a {target.kind} target with no gpu "
-                         "section: nothing to plan")
     return target.plan(spec)
 
 
-def render_manifests(spec: ModelSpec, target: Target, version: str,
-                     out: Path) -> tuple[Path, int, str]:
-    """`deploy --render DIR`: the manifests written, nothing applied; (file, objects, plan)."""
-    if not isinstance(target, KubernetesTarget):
-        raise UsageError(f"deploy/{target.env}.yml is a {target.kind} target: nothing to "
-                         "render")
-    path, count, plan = target.render(spec, version, out)
-    return path, count, plan.explanation
+def render_manifests(spec: ModelSpec, target: Target[Any], version: str,
+                     out: Path) -> Rendered:
+    """`deploy --render DIR`: the manifests written, nothing applied."""
+    return target.render(spec, version, out)

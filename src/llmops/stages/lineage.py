@@ -29,7 +29,7 @@ from llmops.config import known_envs, load_pins
 from llmops.errors import UsageError
 from llmops.redact import redact, redact_value
 from llmops.registry.base import ModelVersion, Registry, parse_semver
-from llmops.serve.process import read_history
+from llmops.serve.history import History
 from llmops.stages.runs import COST_FILE, mlflow_client
 
 # The training settings worth a line (the whole resolved YAML is in the version).
@@ -120,7 +120,7 @@ def latest_version(model: str, registry: Registry) -> str:
         found = [pin.version for env in known_envs("registry")
                  if (pin := load_pins(env).models.get(model)) is not None]
         found += [str(e.get("version")) for env in known_envs()
-                  for e in read_history(model, env) if e.get("version")]
+                  for e in History(model, env).read() if e.get("version")]
     valid = []
     for version in set(found):
         try:
@@ -178,7 +178,7 @@ def deployment_events(model: str, version: str, envs: list[str]) -> list[Deploym
     """Every history event of `version` in `envs`, oldest first within each environment."""
     out = []
     for env in envs:
-        for e in read_history(model, env):
+        for e in History(model, env).read():
             if str(e.get("version")) != version:
                 continue
             cost = e.get("serving_cost") if isinstance(e.get("serving_cost"), dict) else {}

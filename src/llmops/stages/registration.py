@@ -131,6 +131,12 @@ def promote_version(model: str, version: str, env: str, ctx: Context,
         reason=redact(reason) if reason else None))
 
 
+def apply_promotion(env: str, ctx: Context) -> list[ModelVersion]:
+    """After a pin's merge: every pin of registry/<env>.yml checked against the registry,
+    and the environment's aliases pointed at them."""
+    return promote.apply_promotion(env, ctx.registry)
+
+
 def release_notes(spec: ModelSpec, version: str, out: Path, registry: Registry) -> Path:
     """notes.md (summary and gate report), README.md (the model card) and gate_report.md of
     a registered version, in `out`."""

