@@ -28,7 +28,9 @@ __all__ = ["fetch", "main", "safe_relative", "shipped_sources"]
 # What the ConfigMap carries, and where each file goes under the scripts volume.
 SHIPPED = {"errors.py": "llmops/errors.py", "digests.py": "llmops/digests.py",
            "fetch.py": "llmops/kubernetes/fetch.py", "init.py": "llmops/__init__.py",
-           "kubernetes_init.py": "llmops/kubernetes/__init__.py"}
+           "kubernetes_init.py": "llmops/kubernetes/__init__.py",
+           # Not the fetch's: the vLLM container's key guard (`--middleware`).
+           "keyguard.py": "llmops_keyguard.py"}
 
 
 def shipped_sources() -> dict[str, str]:
@@ -36,7 +38,8 @@ def shipped_sources() -> dict[str, str]:
     package = Path(__file__).resolve().parents[1]
     return {"errors.py": (package / "errors.py").read_text(),
             "digests.py": (package / "digests.py").read_text(),
-            "fetch.py": Path(__file__).read_text(), "init.py": "", "kubernetes_init.py": ""}
+            "fetch.py": Path(__file__).read_text(), "init.py": "", "kubernetes_init.py": "",
+            "keyguard.py": (package / "serve" / "guard" / "llmops_keyguard.py").read_text()}
 
 
 def _get(url: str, token: str) -> bytes:

@@ -168,11 +168,14 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
               "llmops/model": k8s_name(release.model), "llmops/version": release.version}
     gpus = plan.tensor_parallel
     memory = f"{k8s.memory_gib_per_gpu * gpus:g}Gi"
-    probe = {"httpGet": {"path": "/health", "port": PORT}}  # vLLM asks no key for /health
+    probe = {"httpGet": {"path": "/health", "port": PORT}}  # the one path with no key
     container = {
         "name": "vllm", "image": k8s.vllm_image, "args": vllm_args(release, gpu, gpus),
         "env": [{"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": str(HTTP_KEEP_ALIVE_S)},
-                # vLLM reads it as --api-key: every /v1 request needs the key.
+                # The key of every request but /health (vLLM's --api-key and the
+                # llmops_keyguard middleware, from the read-only /scripts).
+                {"name": "PYTHONPATH", "value": "/scripts"},
+                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
                 {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {
                     "name": k8s.api_key_secret or f"{name}-api-key", "key": API_KEY_KEY}}},
                 # Caches (~/.cache: Hugging Face, vLLM's compile cache; ~/.triton;
@@ -192,6 +195,7 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
         "readinessProbe": {**probe, "periodSeconds": 10},
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 90},
         "volumeMounts": [{"name": "models", "mountPath": "/models"},
+                         {"name": "scripts", "mountPath": "/scripts", "readOnly": True},
                          {"name": "dshm", "mountPath": "/dev/shm"},
                          {"name": "tmp", "mountPath": "/tmp"},
                          {"name": "home", "mountPath": HOME}],

@@ -31,7 +31,7 @@ from llmops.process.health import wait_for_health
 from llmops.process.native import preloaded, tcmalloc
 from llmops.redact import remember, scrubbed_env
 from llmops.serve.history import History
-from llmops.serve.vllm import VllmServer
+from llmops.serve.vllm import GUARD_DIR, VllmServer
 from llmops.serve.vllm import vllm_args as common_vllm_args
 
 
@@ -245,6 +245,7 @@ def server_env(settings: ServeSettings, sockets: Path) -> dict[str, str]:
         # start reuses the compiled graphs.
         "VLLM_USE_AOT_COMPILE": "0",
         "VLLM_RPC_BASE_PATH": str(sockets),
+        "PYTHONPATH": str(GUARD_DIR),  # the key guard (`--middleware`), and nothing else
         "TMPDIR": str(sockets),
         **cpu_env(settings),
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kvcache_space_gib),

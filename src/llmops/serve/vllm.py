@@ -8,6 +8,7 @@ memory on Kubernetes). Adapters are served as LoRA modules under their own names
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmops.errors import UsageError
 
@@ -39,10 +40,18 @@ def supported_rank(rank: int) -> int:
     raise UsageError(f"LoRA rank {rank} is larger than vLLM supports ({LORA_RANKS[-1]})")
 
 
+GUARD_DIR = Path(__file__).resolve().parent / "guard"
+GUARD_MODULE = "llmops_keyguard"
+GUARD_MIDDLEWARE = f"{GUARD_MODULE}.KeyGuard"
+
+
 def vllm_args(server: VllmServer, extras: list[str]) -> list[str]:
     """The server's command-line arguments; never --trust-remote-code."""
     args = ["--model", server.model, "--served-model-name", server.served_name,
             "--host", server.host, "--port", str(server.port),
+            # The key on every path but /health (vLLM's own check guards /v1... only); the
+            # guard's folder is on the server's PYTHONPATH (GUARD_DIR).
+            "--middleware", GUARD_MIDDLEWARE,
             "--dtype", server.dtype,
             "--max-model-len", str(server.max_model_len),
             "--max-num-seqs", str(server.max_num_seqs),
