@@ -69,6 +69,25 @@ def test_a_gated_run_is_registered_as_the_ci_tags_version_with_its_lineage(
     assert {"README.md", "axolotl.yml", "gate_report.md", "adapter_model.safetensors"} <= files
 
 
+def test_a_retried_register_job_builds_the_same_files(repo_copy: Path) -> None:
+    """A retried CI job has another id and URL: they go to the version's tags, never into
+    the hashed files, or the retry could not complete the first try's version."""
+    from llmops.digests import folder_digest
+
+    built = []
+    for job in ("42", "43"):
+        ctx = context(CI_COMMIT_TAG="v1.4.0", CI_PIPELINE_ID="77", CI_JOB_ID=job,
+                      CI_PIPELINE_URL="https://gl.example/p/-/pipelines/77",
+                      CI_JOB_URL=f"https://gl.example/p/-/jobs/{job}")
+        folder, lineage = registration.build_package(load_model("tiny"), a_run(passed=True),
+                                                     ctx.run_tags)
+        assert lineage["gitlab.CI_JOB_URL"].endswith(f"/jobs/{job}")  # kept, as a tag
+        card = (folder / "README.md").read_text()
+        assert "pipelines/77" in card and "jobs/" not in card
+        built.append(folder_digest(folder))
+    assert built[0] == built[1]
+
+
 def test_an_explicit_version_wins_and_none_means_the_next_patch(repo_copy: Path) -> None:
     tagged, local = context(CI_COMMIT_TAG="v1.4.0"), context()
     registration.register_stage(load_model("tiny"), a_run(passed=True), "2.0.0", tagged)

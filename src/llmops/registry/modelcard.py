@@ -24,7 +24,10 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
 
 def render(spec: ModelSpec, data: dict[str, Any], metrics: dict[str, dict[str, float]],
            gate: dict[str, Any], lineage: dict[str, str]) -> str:
-    """Markdown from the run's reports: base model, data digests, config, metrics, gate."""
+    """Markdown from the run's reports: base model, data digests, config, metrics, gate.
+    Nothing that differs between two tries of one `register` job (the job's id and URL:
+    the version's tags and `llmops lineage` have them): the card is hashed with the
+    version's files, and a retry must compute the digest of the half-uploaded first try."""
     cfg = spec.axolotl.as_dict()
     datasets = "\n".join(
         f"- `{Path(d['path']).name}` ({d['split']}): {d['examples']} examples, "
@@ -43,7 +46,6 @@ A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`{_merged_note(cfg
 - base model: `{lineage.get('base_model', spec.base_model)}`{_base_pin(lineage)}
 - git commit: `{lineage.get('mlflow.source.git.commit', 'unknown')}`
 - CI pipeline: {lineage.get('gitlab.CI_PIPELINE_URL', 'not built in CI')}
-- CI job: {lineage.get('gitlab.CI_JOB_URL', 'not built in CI')}
 - release gate: {'passed' if gate.get('passed') else 'refused'}
 - `llmops lineage {spec.name} <version>`: the whole chain, with every deployment
 
