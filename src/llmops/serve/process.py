@@ -245,7 +245,6 @@ def server_env(settings: ServeSettings, sockets: Path) -> dict[str, str]:
         # start reuses the compiled graphs.
         "VLLM_USE_AOT_COMPILE": "0",
         "VLLM_RPC_BASE_PATH": str(sockets),
-        "PYTHONPATH": str(GUARD_DIR),  # the key guard (`--middleware`), and nothing else
         "TMPDIR": str(sockets),
         **cpu_env(settings),
         "VLLM_CPU_KVCACHE_SPACE": str(settings.kvcache_space_gib),
@@ -294,6 +293,9 @@ def launch(name: str, args_for: Callable[[int], list[str]], settings: ServeSetti
     args = args_for(port)
     env_vars = {**scrubbed_env(parent_env, keep=SERVE_SECRETS), **server_env(settings, sockets),
                 "VLLM_API_KEY": api_key}
+    # The key guard (`--middleware`) first, so that no folder of the caller's shadows it.
+    env_vars["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(GUARD_DIR), parent_env.get("PYTHONPATH", "")) if p)
     env_vars.pop("TQDM_DISABLE", None)  # the CLI's, for its own terminal: the log keeps bars
     log_path = workdir / "server.log"
     # Written before the launch: if this process dies before the server is recorded
