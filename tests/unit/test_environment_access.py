@@ -33,6 +33,9 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "kubernetes/kubectl.py::_env": (
         frozenset({READ}), "builds kubectl's environment from a parent mapping (this "
         "process's by default)"),
+    "serve/guard/llmops_keyguard.py::KeyGuard.__init__": (
+        frozenset({READ}), "runs inside vLLM's API server, not llmops: VLLM_API_KEY, the key "
+        "vLLM itself reads"),
     "serve/process.py::serve_python": (
         frozenset({READ}), "LLMOPS_SERVE_PYTHON of the environment a vLLM server starts "
         "from (a parent mapping, this process's by default)"),
