@@ -14,13 +14,13 @@ lint: setup
 	.venv/bin/lint-imports
 
 test: lint
-	.venv/bin/python -m pytest -m "not slow and not gpu"
+	.venv/bin/python -m pytest -m "not slow and not gpu" --durations=25
 
 # Heavier end-to-end runs (.ci/run runs them too): `prefect deployment run` via a worker,
 # resume after SIGKILL, the tag pipeline through gitlab-ci-local.
 test-slow: setup
 	bash scripts/setup-ci-tools.sh
-	.venv/bin/python -m pytest -m "slow and not gpu"
+	.venv/bin/python -m pytest -m "slow and not gpu" --durations=25
 
 # A local Prefect server + process worker with prefect.yaml's deployments (foreground).
 orchestrator: setup
