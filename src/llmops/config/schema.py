@@ -287,7 +287,7 @@ class ServeSettings(Strict):
         "plan (a sixteenth of its memory, 1 to 4 GiB).")
     enforce_eager: bool = Field(
         default=False, description="Skip torch.compile: a faster first start, a slower decode "
-        "(later starts read the compile cache in .llmops/cache/vllm).")
+        "(later starts read the compile cache in ~/.cache/llmops/vllm).")
     block_size: int = Field(
         default=32, ge=32, multiple_of=32, description="Tokens per KV-cache block (vLLM's "
         "CPU attention takes multiples of 32; its default is 128). Short chats waste less "
