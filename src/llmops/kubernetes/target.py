@@ -225,7 +225,7 @@ class KubernetesTarget:
         """`kubectl rollout undo` to the revision of the previous verified version (not
         merely the previous revision, which may be a rollout that failed), and wait."""
         current = self.serving(spec)
-        event = self.history(spec.name).previous_good(current.version)
+        event = self.history(spec.name).previous_good(current.version, need_args=False)
         if event is None:
             raise UsageError(f"no earlier verified deployment of {spec.name} in {self.env} "
                              "to roll back to; see `llmops history`")

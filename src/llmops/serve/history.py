@@ -64,8 +64,7 @@ class History:
                 warn(f"{path}:{number} is not a history event (torn or edited): skipped")
         return events
 
-    def previous_good(self, current: str | None,
-                      need_args: bool = False) -> dict[str, Any] | None:
+    def previous_good(self, current: str | None, need_args: bool) -> dict[str, Any] | None:
         return previous_good(self.read(), current, need_args)
 
     def digest_served(self, version: str) -> str:
