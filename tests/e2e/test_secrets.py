@@ -4,17 +4,14 @@ secret in the environment, then every file, store, request and line of output se
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from gitlab_emulator import GitlabEmulator
+from mlflow_server import mlflow_server as running_mlflow_server
 
 RunLlmops = Callable[..., subprocess.CompletedProcess[str]]
 TRACKING_PASSWORD = "S3cr3t-tracking-pw-4711"
@@ -23,37 +20,11 @@ UNUSED_SECRET = "wandb-S3cr3t-never-needed-0815"
 YAML_SECRET = "S3cr3t-in-the-yaml-0042"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """A real MLflow tracking server (its artifacts on local disk); (url, db, artifacts)."""
-    port, db, artifacts = free_port(), tmp_path / "mlflow.db", tmp_path / "mlartifacts"
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{db}", "--no-serve-artifacts",
-         "--default-artifact-root", artifacts.as_uri()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "mlflow server down"
-        time.sleep(0.5)
-    try:
-        yield url, db, artifacts
-    finally:
-        server.terminate()
-        server.wait(30)
+    with running_mlflow_server(tmp_path) as found:
+        yield found
 
 
 def files_under(*folders: Path) -> Iterator[Path]:

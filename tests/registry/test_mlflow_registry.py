@@ -124,3 +124,33 @@ def test_two_concurrent_local_releases_get_distinct_versions(
         t.join(timeout=120)
     assert not errors, errors
     assert sorted(made) == ["0.1.0", "0.1.1"] and versions(store, name) == ["0.1.0", "0.1.1"]
+
+
+def test_a_create_answer_lost_on_the_wire_leaves_one_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client retries every method, POST included, when a connection drops before
+    the answer: the server then makes the version twice. Through a real server and a proxy
+    that loses the first answer to `model-versions/create`, registration still leaves one."""
+    import mlflow
+    from mlflow_server import LosingProxy, mlflow_server
+
+    name = "lost-on-the-wire"
+    with (mlflow_server(tmp_path) as (url, _, artifacts),
+          LosingProxy(url, "/model-versions/create") as proxy):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", proxy.url)
+        monkeypatch.setenv("LLMOPS_HOME", str(tmp_path / "state"))
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+        client = mlflow.MlflowClient(proxy.url)
+        run_id = client.create_run(client.create_experiment("lost", artifacts.as_uri())
+                                   ).info.run_id
+        folder = tmp_path / "adapter"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        mv = MlflowRegistry().register(name, folder, run_id, None, LINEAGE)
+        creates = [s for s in proxy.seen if s.endswith("/model-versions/create")]
+        assert len(creates) == 2, proxy.seen  # the client did retry the lost POST
+        made = mlflow.MlflowClient(url).search_model_versions(f"name='{name}'")
+        assert [(m.tags["version"], str(m.version)) for m in made] == [("0.1.0",
+                                                                         mv.registry_id)]
+        alias = mlflow.MlflowClient(url).get_model_version_by_alias(name, "candidate")
+        assert str(alias.version) == mv.registry_id

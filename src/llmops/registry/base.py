@@ -150,10 +150,9 @@ class MlflowRegistry:
               version: str | None) -> ModelVersion | None:
         """The version already made from this run with these files (and this SemVer, when
         one is asked for): what a retried registration must return instead of a new one."""
-        for mv in existing:
-            if mv.run_id == run_id and mv.digest == digest and version in (None, mv.version):
-                return mv
-        return None
+        same = [mv for mv in existing
+                if mv.run_id == run_id and mv.digest == digest and version in (None, mv.version)]
+        return min(same, key=lambda mv: int(mv.registry_id), default=None)
 
     @staticmethod
     def _to_version(mv: object) -> ModelVersion:
@@ -218,6 +217,7 @@ class MlflowRegistry:
             if made is None:
                 raise
             registry_id = made.registry_id
+        registry_id = self._keep_one(name, run_id, digest, version, registry_id)
         try:
             self.client.set_registered_model_alias(name, "candidate", registry_id)
         except Exception:
@@ -227,6 +227,28 @@ class MlflowRegistry:
             self._link_model(model_id, name, registry_id)
         return ModelVersion(name, version, registry_id, source, run_id, digest,
                             lineage.get("base_model", ""), tags)
+
+    def _keep_one(self, name: str, run_id: str, digest: str, version: str,
+                  registry_id: str) -> str:
+        """The first version this run made with these files; any later twin deleted.
+
+        MLflow's client retries every method, POST included, when a connection drops
+        before the answer, so one create can make two versions (the first answer lost,
+        the retry's received). The earliest is kept: it is the one a retried job finds.
+        """
+        from mlflow.exceptions import MlflowException
+
+        twins = [mv for mv in self._versions(name) if mv.run_id == run_id
+                 and mv.digest == digest and mv.version == version]
+        kept = min([int(registry_id), *(int(mv.registry_id) for mv in twins)])
+        for mv in twins:
+            if int(mv.registry_id) != kept:
+                try:
+                    self.client.delete_model_version(name, mv.registry_id)
+                except MlflowException as exc:  # a retried delete: already gone
+                    if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+        return str(kept)
 
     def _link_model(self, model_id: str, name: str, registry_id: str) -> None:
         """List the version on its logged model (`mlflow.modelVersions`, the model page's
