@@ -17,6 +17,9 @@ from llmops.stages.deployment import target_for
 def check_config(models: list[str] | None = None) -> list[str]:
     """Every YAML the release reads; raises listing each invalid one."""
     checks = check_all_configs(models)
+    for c in checks:
+        for note in c.notes:
+            print(f"{c.label}: note: {note}")
     if bad := [f"{c.label}: {c.problem}" for c in checks if c.problem]:
         raise UsageError("invalid configurations:\n" + "\n".join(bad))
     return [c.label for c in checks]

@@ -41,7 +41,7 @@ def k8s_staging_yml(endpoint: str) -> str:
                 "max_model_len": 512, "max_num_seqs": 4, "serve": "lora"},
         "registry_api": "http://gitlab.invalid/api/v4/projects/1",
         "endpoint": endpoint,
-        "kubernetes": {"vllm_image": "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64,
+        "kubernetes": {"vllm_image": "vllm/vllm-openai:v0.32.0@sha256:" + "ab" * 32,
                        "namespace": "ci-staging", "progress_deadline_s": 15},
         "verify": {"golden_prompts": 2, "min_golden_accuracy": None,
                    "load": {"concurrency": 2, "duration_s": 2, "min_requests": 2,

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 NAMESPACE = "llmops-staging"
 DEPLOYMENT = "tiny-staging"
-IMAGE = "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64  # never pulled: no runtime here
+IMAGE = "vllm/vllm-openai:v0.32.0@sha256:" + "ab" * 32  # never pulled: no runtime here
 
 REGISTER = """
 import sys

@@ -102,9 +102,10 @@ def test_check_config_reports_every_bad_file_and_exits_2(
     assert "tiny.yml: lora_r: Input should be a valid integer" in done.stderr
     assert "staging.yml" in done.stderr and "gpu_count_typo" in done.stderr
     assert "model support-bot: ok" in done.stdout  # the good ones are still checked
-    # deploy/production.yml too, while its vLLM digest is a placeholder (llmops.serve.vllm_release).
-    placeholder = DIGEST_PLACEHOLDER in (root / "deploy" / "production.yml").read_text()
-    assert f"{2 + placeholder} of 9 configurations are invalid" in done.stderr
+    # A placeholder vLLM digest is a note, not a failure: a fresh fork's MRs pass.
+    if DIGEST_PLACEHOLDER in (root / "deploy" / "production.yml").read_text():
+        assert "note: kubernetes.vllm_image: not deployable yet" in done.stdout
+    assert "2 of 9 configurations are invalid" in done.stderr
     assert not (tmp_path / "home" / "runs").exists()
 
 

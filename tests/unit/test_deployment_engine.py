@@ -19,6 +19,7 @@ from llmops.kubernetes.target import KubernetesTarget, Rendered
 from llmops.registry.base import ModelVersion
 from llmops.serve.target import LocalTarget
 from llmops.serve.verify import SmokeResult, Verification
+from llmops.serve.vllm_release import DIGEST_PLACEHOLDER
 from llmops.stages import deployment
 from llmops.stages.context import Context
 
@@ -44,6 +45,9 @@ class FakeTarget:
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def config_problems(self) -> list[str]:
+        return []
+
+    def config_notes(self) -> list[str]:
         return []
 
     def preflight(self, spec: Any, version: str) -> None:
@@ -221,6 +225,8 @@ def test_a_rollout_that_cannot_be_verified_never_reaches_the_cluster(
     (bin_dir / "kubectl").write_text(FAKE_KUBECTL.format(log=log))
     (bin_dir / "kubectl").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    staging = repo_copy / "deploy" / "staging.yml"  # pinned: the placeholder is refused first
+    staging.write_text(staging.read_text().replace(DIGEST_PLACEHOLDER, "ab" * 32))
     without_endpoint = deployment.target_for("staging", fake_context())
     with pytest.raises(UsageError, match="endpoint: not set"):
         deployment.deploy_version(load_model("tiny"), without_endpoint, "0.2.0",

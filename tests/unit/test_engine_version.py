@@ -84,7 +84,8 @@ def test_the_engine_by_digest_is_accepted(image: str) -> None:
     assert image_problem(image.format(v=vllm_version())) is None
 
 
-def test_check_config_refuses_another_engine_and_the_placeholder(repo_copy: Path) -> None:
+def test_check_config_refuses_another_engine_and_notes_the_placeholder(repo_copy: Path
+                                                                        ) -> None:
     production = repo_copy / "deploy" / "production.yml"
     committed = production.read_text()
     image = committed_image("production")
@@ -93,9 +94,29 @@ def test_check_config_refuses_another_engine_and_the_placeholder(repo_copy: Path
                                          r"vllm/vllm-openai:v0\.11\.0 is not the vLLM that "
                                          r"evaluates releases \(requirements/serve\.lock pins"):
         check_deploy("production")
+    # A fresh fork's placeholder passes check-config (its merge requests stay green) with a
+    # note naming the command that pins it; the deploy refuses it (below).
     production.write_text(committed.replace(image, f"{engine_image()}@sha256:{'0' * 64}"))
-    with pytest.raises(UsageError, match=r"placeholder.*docker buildx imagetools inspect"):
-        check_deploy("production")
+    [note] = check_deploy("production")
+    assert re.search(r"not deployable yet: .*placeholder.*docker buildx imagetools inspect",
+                     note)
     production.write_text(committed.replace(image, f"{engine_image()}@{DIGEST}"))
-    check_deploy("production")
-    check_deploy("local")  # no image to check
+    assert check_deploy("production") == []
+    assert check_deploy("local") == []  # no image to check
+
+
+def test_a_deploy_refuses_the_placeholder_digest_before_anything_is_applied(
+        repo_copy: Path) -> None:
+    from llmops.config import load_model
+    from llmops.stages.context import Context
+    from llmops.stages.deployment import target_for
+
+    production = repo_copy / "deploy" / "production.yml"
+    image = committed_image("production")
+    production.write_text(production.read_text().replace(
+        image, f"{engine_image()}@sha256:{'0' * 64}"))
+    target = target_for("production", Context())
+    with pytest.raises(UsageError, match=r"refusing to deploy tiny 1\.0\.0 to production: "
+                                         r"deploy/production\.yml: kubernetes\.vllm_image: "
+                                         r"the digest .* is a placeholder.*skopeo inspect"):
+        target.preflight(load_model("tiny"), "1.0.0")

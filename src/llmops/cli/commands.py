@@ -73,6 +73,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             output.error(c.label, c.problem)
         else:
             print(f"{c.label}: ok")
+        for note in c.notes:
+            print(f"  note: {note}")
     if bad := sum(1 for c in checks if c.problem):
         raise UsageError(f"{bad} of {len(checks)} configurations are invalid (above)")
     return 0

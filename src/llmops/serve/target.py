@@ -42,6 +42,9 @@ class LocalTarget:
     def config_problems(self) -> list[str]:
         return []
 
+    def config_notes(self) -> list[str]:
+        return []
+
     def preflight(self, spec: ModelSpec, version: str) -> None:
         """The version registry/<env>.yml pins serves the pin's digest (the files are
         verified against the registry's digest, so that must be the pinned one), on the

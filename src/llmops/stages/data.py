@@ -49,6 +49,7 @@ def require_base_model(spec: ModelSpec) -> None:
 class ConfigCheck:
     label: str
     problem: str | None  # None: valid
+    notes: tuple[str, ...] = ()  # said, not failed on (what only a deploy refuses)
 
 
 def check_all_configs(models: list[str] | None = None) -> list[ConfigCheck]:
@@ -63,11 +64,12 @@ def check_all_configs(models: list[str] | None = None) -> list[ConfigCheck]:
     results = []
     for label, check in checks:
         try:
-            check()
+            said = check()
         except UsageError as exc:
             results.append(ConfigCheck(label, str(exc)))
         else:
-            results.append(ConfigCheck(label, None))
+            notes = tuple(said) if isinstance(said, list) else ()
+            results.append(ConfigCheck(label, None, notes))
     return results
 
 

@@ -64,6 +64,11 @@ class Target(Protocol[E]):
         """What in `deploy/<env>.yml` this target cannot serve from (check-config)."""
         ...
 
+    def config_notes(self) -> list[str]:
+        """What check-config should say but not fail on: a setting that only the deploy
+        to this target refuses (a placeholder the platform team pins once)."""
+        ...
+
     def preflight(self, spec: ModelSpec, version: str) -> None:
         """Before a deploy: CheckFailed when `version` must not be served here."""
         ...
@@ -144,12 +149,13 @@ def target_for(env: str, ctx: Context) -> Target[Any]:
     return make(env, config, ctx)
 
 
-def check_deploy(env: str) -> None:
+def check_deploy(env: str) -> list[str]:
     """deploy/<env>.yml loads, names a known target kind, and that target can serve from
-    it (a Kubernetes target: the serve lock's vLLM image, pinned by digest)."""
+    it (a Kubernetes target: the serve lock's vLLM image, by digest); its notes."""
     target = target_for(env, Context())
     if problems := target.config_problems():
         raise UsageError("\n".join(f"deploy/{env}.yml: {p}" for p in problems))
+    return target.config_notes()
 
 
 @dataclass(frozen=True)
