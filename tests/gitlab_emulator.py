@@ -14,6 +14,11 @@ the ml_models package API):
   path adds a second package file (as GitLab does): `duplicate_files()` counts them;
 - branches, commits with actions, merge requests (create, get, merge), raw files, releases;
 - 401 without a token; the CI job token is accepted on the package routes only;
+- object storage (`object_storage=<host>`): as GitLab with packages in object storage and
+  `proxy_download` off (its default), a package file GET is answered with a 302 to a
+  pre-signed URL on a second server, `gl.store` (`object_storage_emulator.ObjectStore`),
+  announced as http://<host>:<port>; `state.proxy_download = True` makes GitLab stream
+  the file itself again;
 - fault injection: `fail_next(method, pattern, kind)` with kind "502" or "drop" (the
   connection is closed after reading part of the request body), or "lost" (the request
   is carried out, then the connection is closed before the answer: a lost response).
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from object_storage_emulator import ObjectStore
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?"
                     r"(?:\+[0-9A-Za-z.-]+)?$")
@@ -52,6 +59,7 @@ class State:
     job_token: str = "emulator-job-token"
     max_file_bytes: int = 5 * 1024**3
     errors_as_200: bool = False
+    proxy_download: bool = False  # only read when the emulator has object storage
     models: dict[str, int] = field(default_factory=dict)
     versions: dict[int, Version] = field(default_factory=dict)
     branches: dict[str, dict[str, str]] = field(default_factory=lambda: {"main": {}})
@@ -75,21 +83,34 @@ class State:
 class GitlabEmulator:
     """Start with `with GitlabEmulator() as gl:`; `gl.url` is the GitLab base URL."""
 
-    def __init__(self, **state: Any) -> None:
+    def __init__(self, object_storage: str | None = None, **state: Any) -> None:
         self.state = State(**state)
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"emulator": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.tracking_uri = f"{self.url}/api/v4/projects/{PROJECT_ID}/ml/mlflow"
+        self.store = ObjectStore(object_storage, self._stored) if object_storage else None
 
     def __enter__(self) -> GitlabEmulator:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        for server in self._servers():
+            threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self._servers():
+            server.shutdown()
+            server.server_close()
+
+    def _stored(self, version_id: int, rel: str) -> bytes | None:
+        """A package file's bytes as the object store holds them (its last upload)."""
+        with self.lock:
+            version = self.state.versions.get(version_id)
+            files = version.files.get(rel) if version else None
+            return files[-1] if files else None
+
+    def _servers(self) -> list[ThreadingHTTPServer]:
+        return [self.server] + ([self.store.server] if self.store else [])
 
     def fail_next(self, method: str, pattern: str, kind: str) -> None:
         self.state.faults.append((method, re.compile(pattern), kind))
@@ -121,6 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _redirect(self, location: str) -> None:
+        """As GitLab's `redirect` of a remote file: a 302, and no body to speak of."""
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _mlflow_error(self, code: str, status: int, message: str = "") -> None:
         st = self.emulator.state
@@ -267,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             if rel not in version.files:
                 return self._send(404, {"message": "404 Package file Not Found"})
+            store = self.emulator.store
+            if store is not None and not st.proxy_download:
+                return self._redirect(store.presigned(version.id, rel))
             return self._send(200, raw=version.files[rel][-1])
         return self._send(405, {"message": "405 Method Not Allowed"})
 

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from gitlab_emulator import GitlabEmulator
 
 from llmops.errors import StageFailed, UsageError
-from llmops.registry.gitlab import GitlabRegistry
+from llmops.registry.gitlab import GitlabRegistry, TokenSafeSession
 
 
 @pytest.fixture()
@@ -146,3 +147,43 @@ def test_a_tampered_file_is_refused_on_download(emulator: GitlabEmulator,
     emulator.state.versions[int(mv.registry_id)].files["adapter_model.safetensors"].append(b"bad")
     with pytest.raises(StageFailed, match="sha256 mismatch"):
         reg.download(mv, tmp_path / "out")
+
+
+def test_downloads_follow_the_object_storage_redirect_without_the_token(tmp_path: Path) -> None:
+    """GitLab with object storage answers a file GET with a 302 to a pre-signed URL on
+    another origin: python-gitlab's requests would carry PRIVATE-TOKEN there."""
+    with GitlabEmulator(object_storage="127.0.0.1") as gl:
+        reg = registry(gl)
+        reg.register("bot", model_folder(tmp_path), "r", "1.0.0", LINEAGE)
+        out = reg.download(reg.get("bot", "1.0.0"), tmp_path / "out")
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert gl.store is not None and gl.store.seen  # register, get and download went there
+    assert gl.store.tokens_seen(gl.state.api_token) == []
+
+
+def test_a_plain_http_redirect_to_another_host_is_refused(tmp_path: Path) -> None:
+    with GitlabEmulator(object_storage="localhost", proxy_download=True) as gl:
+        reg = registry(gl)
+        mv = reg.register("bot", model_folder(tmp_path), "r", "1.0.0", LINEAGE)
+        gl.state.proxy_download = False
+        with pytest.raises(StageFailed, match="plain http to another host") as info:
+            reg.download(mv, tmp_path / "out")
+    assert "X-Amz-Signature" not in str(info.value)  # a pre-signed URL's query is a credential
+    assert gl.store is not None and gl.store.seen == []
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("target", "keeps"), [("http://127.0.0.1:8/b", True),
+                                               ("http://127.0.0.1:9/b", False),
+                                               ("https://127.0.0.1:8/b", False)])
+def test_the_session_keeps_the_token_for_its_own_origin_only(target: str, keeps: bool) -> None:
+    first = requests.Request("GET", "http://127.0.0.1:8/a", headers={
+        "PRIVATE-TOKEN": "t", "JOB-TOKEN": "t", "Authorization": "Bearer t"}).prepare()
+    answer = requests.Response()
+    answer.request, answer.history = first, []
+    follow = first.copy()
+    follow.url = target
+    TokenSafeSession().rebuild_auth(follow, answer)
+    tokens = {k: follow.headers.get(k) for k in ("PRIVATE-TOKEN", "JOB-TOKEN", "Authorization")}
+    assert tokens == ({"PRIVATE-TOKEN": "t", "JOB-TOKEN": "t", "Authorization": "Bearer t"}
+                      if keeps else dict.fromkeys(tokens))

@@ -5,18 +5,21 @@ against the GitLab emulator (a test double)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
+from http.client import HTTPMessage
 from pathlib import Path
 
 import pytest
 from gitlab_emulator import GitlabEmulator
 
 from llmops.errors import StageFailed
-from llmops.kubernetes.fetch import SHIPPED, safe_relative, shipped_sources
+from llmops.kubernetes.fetch import SHIPPED, TokenRedirects, safe_relative, shipped_sources
 from llmops.registry.base import ModelVersion
 from llmops.registry.gitlab import GitlabRegistry
 
@@ -86,3 +89,42 @@ def test_an_unknown_version_is_reported_not_raised(emulator: GitlabEmulator,
 def test_paths_that_leave_the_folder_are_refused(rel: str) -> None:
     with pytest.raises(StageFailed, match="outside the model folder"):
         safe_relative(rel)
+
+
+def test_a_redirected_download_arrives_and_the_token_stays_behind(tmp_path: Path) -> None:
+    """GitLab with object storage answers a file GET with a 302 to a pre-signed URL on
+    another origin: the files come from there and verify, and the token never goes there
+    (urllib alone copies `Authorization` to any redirect target)."""
+    with GitlabEmulator(object_storage="127.0.0.1", proxy_download=True) as gl:
+        _, mv = registered(gl, tmp_path)
+        gl.state.proxy_download = False
+        done = run_fetch(gl, tmp_path, mv.digest)
+    assert done.returncode == 0, done.stderr
+    assert "verified 2 files" in done.stdout
+    assert gl.store is not None and len(gl.store.seen) == 3  # the manifest and two files
+    assert gl.store.tokens_seen(gl.state.api_token) == []
+
+
+def test_a_redirect_to_plain_http_on_another_host_is_refused(tmp_path: Path) -> None:
+    with GitlabEmulator(object_storage="localhost", proxy_download=True) as gl:
+        _, mv = registered(gl, tmp_path)
+        gl.state.proxy_download = False
+        done = run_fetch(gl, tmp_path, mv.digest)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "refusing to serve" in done.stderr and "plain http to another host" in done.stderr
+    assert "X-Amz-Signature" not in done.stderr  # a pre-signed URL's query is a credential
+    assert gl.store is not None and gl.store.seen == []
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize(("target", "keeps"), [("http://127.0.0.1:8/b", True),
+                                               ("http://127.0.0.1:9/b", False),
+                                               ("https://127.0.0.1:8/b", False)])
+def test_the_token_follows_a_redirect_to_its_own_origin_only(target: str, keeps: bool) -> None:
+    first = "http://127.0.0.1:8/a"
+    request = urllib.request.Request(first)
+    request.add_unredirected_header("Authorization", "Bearer tok")
+    new = TokenRedirects(first, "tok").redirect_request(
+        request, io.BytesIO(), 302, "Found", HTTPMessage(), target)
+    assert new is not None and new.full_url == target
+    assert new.get_header("Authorization") == ("Bearer tok" if keeps else None)

@@ -150,6 +150,10 @@ def test_promotion_calls_to_gitlab_have_a_timeout(emulator: GitlabEmulator) -> N
         "GITLAB_PROJECT": "1"}))
     timeout = project.manager.gitlab.timeout  # python-gitlab's default is none: wait forever
     assert timeout is not None and 0 < timeout <= 120
+    # And the session that drops the token on a redirect to another origin (the registry's).
+    from llmops.registry.gitlab import TokenSafeSession
+
+    assert isinstance(project.manager.gitlab.session, TokenSafeSession)
 
 
 def test_after_a_rollback_a_merge_request_pins_what_serves(

@@ -1,8 +1,9 @@
 """The init container's fetch: a registered version's files from GitLab's package API,
 checked with `llmops.digests.verify_manifest`, the check every local deploy runs.
 
-It runs in a bare Python image: the manifests ship this module and the two it imports
-(`llmops.digests`, `llmops.errors`) in a ConfigMap, so it uses the standard library only.
+It runs in a bare Python image: the manifests ship this module and those it imports
+(`llmops.digests`, `llmops.errors`, `llmops.redirects`) in a ConfigMap, so it uses the
+standard library only.
 Files land in a fresh folder beside the destination and are renamed into place only once
 the whole version verifies; a path in the manifest that would leave the folder is refused.
 """
@@ -17,16 +18,20 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from http.client import HTTPMessage
 from pathlib import Path
+from typing import IO
 
 # safe_relative is the one path check every fetch and verify uses (re-exported here).
 from llmops.digests import MANIFEST, checked_manifest, safe_relative, verify_manifest
 from llmops.errors import StageFailed
+from llmops.redirects import redirect_refusal, same_origin
 
-__all__ = ["fetch", "main", "safe_relative", "shipped_sources"]
+__all__ = ["TokenRedirects", "fetch", "main", "safe_relative", "shipped_sources"]
 
 # What the ConfigMap carries, and where each file goes under the scripts volume.
 SHIPPED = {"errors.py": "llmops/errors.py", "digests.py": "llmops/digests.py",
+           "redirects.py": "llmops/redirects.py",
            "fetch.py": "llmops/kubernetes/fetch.py", "init.py": "llmops/__init__.py",
            "kubernetes_init.py": "llmops/kubernetes/__init__.py",
            # Not the fetch's: the vLLM container's key guard (`--middleware`).
@@ -38,14 +43,39 @@ def shipped_sources() -> dict[str, str]:
     package = Path(__file__).resolve().parents[1]
     return {"errors.py": (package / "errors.py").read_text(),
             "digests.py": (package / "digests.py").read_text(),
+            "redirects.py": (package / "redirects.py").read_text(),
             "fetch.py": Path(__file__).read_text(), "init.py": "", "kubernetes_init.py": "",
             "keyguard.py": (package / "serve" / "guard" / "llmops_keyguard.py").read_text()}
 
 
+class TokenRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only where `redirect_refusal` allows it, and sends the token again
+    only to the origin first asked: urllib would copy it to any target, http included."""
+
+    def __init__(self, first: str, token: str) -> None:
+        super().__init__()
+        self.first, self.token = first, token
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int,
+                         msg: str, headers: HTTPMessage,
+                         newurl: str) -> urllib.request.Request | None:
+        refusal = redirect_refusal(self.first, newurl)
+        if refusal is not None:
+            fp.close()
+            raise StageFailed(refusal)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        # The token is an unredirected header: urllib leaves it behind on every redirect.
+        if new is not None and same_origin(self.first, newurl):
+            new.add_unredirected_header("Authorization", f"Bearer {self.token}")
+        return new
+
+
 def _get(url: str, token: str) -> bytes:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    request = urllib.request.Request(url)
+    request.add_unredirected_header("Authorization", f"Bearer {token}")
+    opener = urllib.request.build_opener(TokenRedirects(url, token))
     try:
-        with urllib.request.urlopen(request, timeout=600) as response:
+        with opener.open(request, timeout=600) as response:
             return bytes(response.read())
     except urllib.error.HTTPError as exc:
         raise StageFailed(f"GET {url.split('?')[0]}: HTTP {exc.code} {exc.reason}") from exc

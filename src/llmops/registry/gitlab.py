@@ -11,7 +11,9 @@ What GitLab really does, and how this backend copes:
 - no version delete and no alias setting: a version is created only when its files can all
   be uploaded, and an interrupted upload is completed by re-running (files already there
   are skipped; manifest.json goes last and marks the version complete).
-python-gitlab has no model-registry manager, so this uses its raw `http_*` methods.
+python-gitlab has no model-registry manager, so this uses its raw `http_*` methods, on a
+`TokenSafeSession`: with object storage GitLab redirects a file download to a pre-signed
+URL on another host, where the token must not follow.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import requests
 
 from llmops.digests import checked_manifest, inside
 from llmops.errors import StageFailed, UsageError
+from llmops.redirects import redirect_refusal, same_origin
 from llmops.registry.base import (
     MANIFEST,
     ModelVersion,
@@ -40,6 +43,27 @@ from llmops.registry.base import (
 T = TypeVar("T")
 GITLAB_VERSION_TAG = "gitlab.version"
 DEFAULT_MAX_FILE_BYTES = 5 * 1024**3
+# Every header python-gitlab authenticates with (private, job or OAuth token).
+TOKEN_HEADERS = ("PRIVATE-TOKEN", "JOB-TOKEN", "Authorization")
+
+
+class TokenSafeSession(requests.Session):
+    """Redirects under `redirect_refusal`, and the token only to the origin first asked:
+    requests alone strips `Authorization` across hosts, never PRIVATE-TOKEN or JOB-TOKEN."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest,
+                     response: requests.Response) -> None:
+        # requests calls this before each redirected request is sent; `response` is the
+        # redirect, and its history the earlier ones: the first of them was asked first.
+        first = str((response.history[0] if response.history else response).request.url)
+        target = str(prepared_request.url)
+        refusal = redirect_refusal(first, target)
+        if refusal is not None:
+            raise StageFailed(refusal)
+        if not same_origin(first, target):
+            for name in TOKEN_HEADERS:
+                prepared_request.headers.pop(name, None)
+        super().rebuild_auth(prepared_request, response)
 
 
 class MlflowApiError(Exception):
@@ -87,7 +111,7 @@ class GitlabRegistry:
         # Every request has a timeout (per connect and per read, so multi-GB uploads are
         # fine): a stalled GitLab fails the job instead of hanging it.
         self.gl = gitlab.Gitlab(url, private_token=token, retry_transient_errors=False,
-                                timeout=timeout_s)
+                                timeout=timeout_s, session=TokenSafeSession())
         self.project_id = project_id
         self.max_file_bytes = max_file_bytes
         self.retry_wait_s = retry_wait_s

@@ -95,8 +95,12 @@ def gitlab_project(settings: Settings) -> Any:
         raise UsageError("promotion by merge request needs GITLAB_URL (or CI_SERVER_URL), "
                          "GITLAB_TOKEN and GITLAB_PROJECT (or CI_PROJECT_ID); "
                          "use --local to edit the pin file instead")
+    from llmops.registry.gitlab import TokenSafeSession
+
     # A timeout on every call: a stalled GitLab fails the promotion instead of hanging it.
-    return gitlab.Gitlab(url, private_token=token, timeout=GITLAB_TIMEOUT_S).projects.get(project)
+    # The token-safe session: the token never follows a redirect to another origin.
+    return gitlab.Gitlab(url, private_token=token, timeout=GITLAB_TIMEOUT_S,
+                         session=TokenSafeSession()).projects.get(project)
 
 
 def pins_at(project: Any, path: str, ref: str) -> RegistryPins | None:
