@@ -64,3 +64,17 @@ def test_merge_requests_check_configs_and_the_data_they_change() -> None:
     assert "make test" in scripts  # lint and tests
     assert "llmops check-config" in scripts
     assert 'llmops validate-data --changed-since "$CI_MERGE_REQUEST_DIFF_BASE_SHA"' in scripts
+
+
+def test_every_secret_llmops_reads_is_listed_as_masked_and_protected() -> None:
+    """The comment a platform team follows when it sets the CI/CD variables names every
+    credential the jobs read (CI_* ones are GitLab's own), and the cluster context."""
+    from llmops.redact import PIPELINE_SECRETS
+
+    text = (REPO / ".gitlab-ci.yml").read_text()
+    after = text.split("# Masked and protected CI/CD variables", 1)[1]
+    block = re.split(r"\n(?! *#)", after, maxsplit=1)[0]  # up to the first line not a comment
+    listed = set(re.findall(r"\b[A-Z][A-Z0-9_]{3,}\b", block))
+    wanted = {n for n in PIPELINE_SECRETS if not n.startswith("CI_")} | {
+        "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "KUBE_CONTEXT"}
+    assert not wanted - listed, f"not listed as masked and protected: {wanted - listed}"
