@@ -181,7 +181,8 @@ def main() -> None:
                         help="prompts the sequential baseline generates (its rate is per token)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--vllm-arg", action="append", default=[],
-                        help="extra vLLM argument (repeatable), e.g. --vllm-arg=--max-num-seqs=128")
+                        help="extra vLLM argument (repeatable; serve.extra_args' allowlist), "
+                        "e.g. --vllm-arg=--max-num-batched-tokens=2048")
     parser.add_argument("--quantization", choices=["none", "w8a8-int8"],
                         help="override the compute plan's artefact")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"],

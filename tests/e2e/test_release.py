@@ -491,8 +491,8 @@ def test_release_then_rollback_refuses_a_corrupt_version_and_restores_the_last_g
     os.killpg(int(restored["pid"]), signal.SIGKILL)  # the server dies
     local = root / "deploy" / "local.yml"  # tiny's block is not the file's last one
     local.write_text(local.read_text().replace(
-        "\n  tiny:\n", "\n  tiny:\n    extra_args: [--no-such-vllm-flag]\n", 1))
-    assert "--no-such-vllm-flag" in local.read_text()
+        "\n  tiny:\n", "\n  tiny:\n    extra_args: [--scheduling-policy, no-such-policy]\n", 1))
+    assert "no-such-policy" in local.read_text()  # an allowed option vLLM's parser refuses
     never = run_llmops("deploy", "tiny", "--version", "0.1.0", root=root, home=home)
     assert never.returncode == 1, never.stderr[-2000:]
     assert "before becoming healthy" in never.stderr

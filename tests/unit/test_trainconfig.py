@@ -93,6 +93,38 @@ def test_trust_remote_code_needs_the_models_explicit_allowance(tmp_path: Path) -
     check_training_config(cfg, tmp_path / "x.yml", allow_remote_code=True)
 
 
+def dataset(**more: Any) -> dict[str, Any]:
+    return {"path": "datasets/tiny/train.jsonl", "type": "chat_template", **more}
+
+
+@pytest.mark.parametrize("value", [True, "true", "True", "yes", "on", "1", 1, 1.0, "y"])
+@pytest.mark.parametrize("where,key", [
+    ({}, "trust_remote_code"),
+    ({"datasets": [dataset(), dataset()]}, "datasets[1].trust_remote_code"),
+    ({"test_datasets": [dataset()]}, "test_datasets[0].trust_remote_code"),
+    ({"pretraining_dataset": [dataset()]}, "pretraining_dataset[0].trust_remote_code"),
+    ({"model_kwargs": {}}, "model_kwargs.trust_remote_code"),  # from_pretrained(**it)
+])
+def test_trust_remote_code_is_refused_in_every_place_and_truthy_spelling(
+        where: dict[str, Any], key: str, value: Any) -> None:
+    """Axolotl (pydantic) reads each of these values as true: refused, naming the entry."""
+    cfg = {**tiny(), **where}
+    *parents, leaf = key.replace("]", "").replace("[", ".").split(".")
+    holder: Any = cfg
+    for part in parents:
+        holder = holder[int(part)] if part.isdigit() else holder[part]
+    holder[leaf] = value
+    assert [k for k, _ in project_problems(cfg)] == [key]
+    assert project_problems(cfg, allow_remote_code=True) == []
+
+
+@pytest.mark.parametrize("value", [False, None, "false", "off", "no", "0", 0])
+def test_trust_remote_code_spelled_false_passes(value: Any) -> None:
+    cfg = {**tiny(), "trust_remote_code": value,
+           "datasets": [dataset(trust_remote_code=value)]}
+    assert project_problems(cfg) == []
+
+
 def test_axolotls_verdict_is_kept_per_machine_and_redone_for_a_changed_config(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from llmops.train import trainconfig

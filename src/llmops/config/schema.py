@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from llmops.config.vllm_args import ALLOWED_VLLM_ARGS, check_extra_args
+from llmops.redact import PIPELINE_SECRETS
+
 
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently fall back to a default."""
@@ -225,41 +228,6 @@ class ValidationConfig(Strict):
 HTTP_KEEP_ALIVE_S = 75
 
 
-# vLLM options `extra_args` may not carry. They come after the target's own arguments and
-# argparse keeps the last value, so each would override a decision the target makes.
-REFUSED_VLLM_ARGS = {
-    "--trust-remote-code": "it runs Python from the model's repository inside the server "
-    "(serve a model whose architecture vLLM supports as it is)",
-    "--host": "the target chooses the address (127.0.0.1 locally; on Kubernetes the pod's "
-    "port, behind its NetworkPolicy); reach the server through the target's endpoint",
-    "--config": "a vLLM config file can set the options refused here; put the options in "
-    "extra_args themselves",
-    "--api-key": "a key in YAML ends up in git; the server gets its key from VLLM_API_KEY "
-    "(a Secret on Kubernetes)",
-}
-
-
-def refused_vllm_arg(arg: str) -> str | None:
-    """The refused option `arg` would set, if any. vLLM's parser reads `_` as `-`, takes
-    `--opt=value`, and (argparse) any unambiguous prefix of an option: `--host=0.0.0.0`,
-    `--trust_remote_code`, `--trust-remote` are all refused."""
-    if not arg.startswith("--"):
-        return None
-    name = arg.split("=", 1)[0].replace("_", "-")
-    if len(name) <= 2:
-        return None
-    return next((opt for opt in REFUSED_VLLM_ARGS if opt.startswith(name)), None)
-
-
-def check_extra_args(args: list[str], where: str) -> None:
-    """ValueError naming `where[i]`, the option and what to do, for a refused argument."""
-    for i, arg in enumerate(args):
-        opt = refused_vllm_arg(arg)
-        if opt is not None:
-            raise ValueError(f"{where}[{i}]: {arg!r} ({opt}) is refused; remove it: "
-                             f"{REFUSED_VLLM_ARGS[opt]}")
-
-
 class ServingChoice(NamedTuple):
     """What the machine's compute plan (`llmops.compute`) serves with where a file says
     `auto`: vLLM's --dtype and the artefact (merged weights, or int8)."""
@@ -311,8 +279,11 @@ class ServeSettings(Strict):
         "for serve: lora).")
     startup_timeout_s: float = Field(default=600.0, gt=0, description="Seconds a new "
                                      "server may take to answer its health check.")
-    extra_args: list[str] = Field(default_factory=list, description="More vLLM CLI arguments "
-                                  "(not --trust-remote-code, --host, --config or --api-key).")
+    extra_args: list[str] = Field(
+        default_factory=list, description="More vLLM CLI options, each followed by its value "
+        "if it takes one. Only options that tune the engine and server (none that names "
+        "weights or files, loads code, or overrides the target's own arguments), spelled in "
+        "full: " + ", ".join(sorted(ALLOWED_VLLM_ARGS)) + ".")
 
     @field_validator("extra_args")
     @classmethod
@@ -381,6 +352,7 @@ class GpuTarget(Strict):
 
 
 IMAGE_BY_DIGEST = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Production's vLLM: the release requirements/serve.lock pins (llmops.serve.vllm_release
 # checks they agree). The digest is a placeholder (vllm_release.DIGEST_PLACEHOLDER) until the
 # platform team pins the real one: `docker buildx imagetools inspect vllm/vllm-openai:v0.32.0`.
@@ -410,9 +382,9 @@ class KubernetesSettings(Strict):
     vllm_image: str | None = Field(
         default=VLLM_IMAGE, description="vLLM's OpenAI server image, pinned by digest "
         "(name@sha256:…): the release requirements/serve.lock pins, the vLLM that evaluates "
-        "(one engine version: `llmops check-config` refuses another, and the placeholder "
-        "digest sha256:000…). Also runs the init container's fetch (it needs only python3), "
-        "unless fetch_image is set.")
+        "(one engine version: `llmops check-config` refuses another; a deploy refuses the "
+        "placeholder digest sha256:000…, which check-config notes). Also runs the init "
+        "container's fetch (it needs only python3), unless fetch_image is set.")
     fetch_image: str | None = Field(
         default=None, description="The init container's image (name@sha256:…); default: "
         "vllm_image.")
@@ -444,6 +416,12 @@ class KubernetesSettings(Strict):
     namespace: str | None = Field(
         default=None, description="The namespace the model is served in (every object is "
         "rendered into it); default: the context's namespace.")
+    env_passthrough: list[str] = Field(
+        default_factory=list, description="More environment variables kubectl gets, for an "
+        "exec credential plugin that needs them (e.g. VAULT_ADDR). kubectl otherwise gets "
+        "only PATH, HOME, KUBECONFIG, locale, proxy, CA and TMPDIR variables and those of "
+        "the AWS, Google Cloud and Azure auth plugins (AWS_*, CLOUDSDK_*, AZURE_*, AAD_*), "
+        "never the pipeline's own tokens.")
     replicas: int = Field(default=1, ge=1, description="Pods serving the model; above one, "
                           "a PodDisruptionBudget keeps all but one through node drains.")
     progress_deadline_s: int = Field(
@@ -454,6 +432,18 @@ class KubernetesSettings(Strict):
     memory_gib_per_gpu: float = Field(
         default=32, gt=0, description="Memory requested and limited per GPU (host RAM for "
         "loading weights, /dev/shm).")
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _not_the_pipelines_secrets(cls, names: list[str]) -> list[str]:
+        for i, name in enumerate(names):
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"env_passthrough[{i}]: {name!r} is not a variable name")
+            if name in PIPELINE_SECRETS:
+                raise ValueError(f"env_passthrough[{i}]: {name} is the pipeline's own secret, "
+                                 "which kubectl never gets: remove it (kubectl's credentials "
+                                 "come from KUBECONFIG or a cloud's auth plugin)")
+        return names
 
     @field_validator("vllm_image", "fetch_image")
     @classmethod

@@ -27,30 +27,56 @@ REVISION = "deployment.kubernetes.io/revision"
 VERSION_LABEL = "llmops/version"
 
 
-def _env(parent: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """kubectl's environment, from `parent` (by default this process's): its own
-    credentials (a kubeconfig, a cloud's auth plugin variables) but none of the
-    pipeline's."""
-    return {k: v for k, v in parent.items() if k not in PIPELINE_SECRETS}
+# What kubectl and the exec credential plugins a kubeconfig names may read; nothing else
+# of the pipeline's environment reaches them (its tokens, LD_PRELOAD, PYTHONPATH).
+KUBECTL_ENV = frozenset({
+    "PATH", "HOME",  # plugins are found on PATH; ~/.kube, ~/.aws, ~/.config/gcloud, ~/.azure
+    "KUBECONFIG", "KUBECACHEDIR",  # the cluster and credentials (GitLab CI's agent's too)
+    "TMPDIR", "TZ", "LANG",
+    "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",  # a private CA in front of the API server
+    "GOOGLE_APPLICATION_CREDENTIALS",  # gke-gcloud-auth-plugin
+    "USE_GKE_GCLOUD_AUTH_PLUGIN",
+})
+KUBECTL_ENV_PREFIXES = (
+    "LC_",  # locale
+    "KUBECTL_",  # kubectl's own switches (KUBECTL_KUBERC, KUBECTL_COMMAND_HEADERS, ...)
+    "AWS_",  # aws eks get-token, aws-iam-authenticator: profile, region, role, web identity
+    "CLOUDSDK_",  # gcloud, which gke-gcloud-auth-plugin calls: its config and project
+    "AZURE_", "AAD_",  # kubelogin: tenant, client, federated token file
+)
+
+
+def _env(parent: Mapping[str, str] = os.environ,
+         passthrough: frozenset[str] = frozenset()) -> dict[str, str]:
+    """kubectl's environment, from `parent` (by default this process's): the variables
+    kubectl and its cloud auth plugins read (KUBECTL_ENV and its prefixes), and those
+    deploy/<env>.yml names in `kubernetes.env_passthrough`; never the pipeline's
+    secrets."""
+    return {k: v for k, v in parent.items()
+            if (k in KUBECTL_ENV or k.startswith(KUBECTL_ENV_PREFIXES) or k in passthrough)
+            and k not in PIPELINE_SECRETS}
 
 
 @dataclass(frozen=True)
 class Kubectl:
-    """kubectl bound to one cluster context and namespace."""
+    """kubectl bound to one cluster context and namespace, given its own environment
+    variables and `env_passthrough` (deploy/<env>.yml's `kubernetes.env_passthrough`)."""
 
     binary: str
     context: str | None = None
     namespace: str | None = None
+    env_passthrough: frozenset[str] = frozenset()
 
     @classmethod
-    def find(cls, what: str, context: str | None = None,
-             namespace: str | None = None) -> Kubectl:
+    def find(cls, what: str, context: str | None = None, namespace: str | None = None,
+             env_passthrough: frozenset[str] = frozenset()) -> Kubectl:
         """kubectl, once a cluster is configured (UsageError naming `what` if not)."""
         binary = shutil.which("kubectl")
         if binary is None:
             raise UsageError(f"kubectl not found: {what}; install kubectl and configure the "
                              "cluster (KUBECONFIG), or apply them with your own tooling")
-        found = cls(binary, context, namespace)
+        found = cls(binary, context, namespace, env_passthrough)
         probe = found.run("config", "current-context", namespaced=False)
         if probe.returncode != 0 and context is None:
             raise UsageError(f"no Kubernetes cluster configured ({probe.stderr.strip()}): "
@@ -68,7 +94,8 @@ class Kubectl:
     def run(self, *args: str, namespaced: bool = True,
             timeout: float | None = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args, namespaced=namespaced), capture_output=True,
-                              text=True, env=_env(), timeout=timeout)
+                              text=True, env=_env(passthrough=self.env_passthrough),
+                              timeout=timeout)
 
     def get(self, *args: str) -> dict[str, Any] | None:
         """`kubectl get … -o json`, None when it does not exist."""

@@ -22,6 +22,38 @@ from llmops.redact import secret_keys
 
 VLLM_MAX_LORA_RANK = 512
 
+# What pydantic (Axolotl's config model) reads as false; every other value of a
+# trust_remote_code key is refused, since `yes`, "on", 1 and "True" all turn it on.
+FALSE_SPELLINGS = frozenset({"false", "f", "no", "n", "off", "0"})
+
+
+def says_false(value: Any) -> bool:
+    """Whether a trust_remote_code value certainly leaves remote code off."""
+    if value is None or value is False:
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value == 0
+    return isinstance(value, str) and value.lower() in FALSE_SPELLINGS
+
+
+def remote_code_keys(config: Any, prefix: str = "") -> list[str]:
+    """Paths (`datasets[1].trust_remote_code`) of every trust_remote_code key, at any depth,
+    whose value is not false. Axolotl reads it at the top, in each entry of datasets,
+    test_datasets and pretraining_dataset, and in model_kwargs (passed to from_pretrained
+    after its own); walking the whole tree also covers the places a later release adds."""
+    found: list[str] = []
+    if isinstance(config, dict):
+        for key, value in config.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "trust_remote_code" and not says_false(value):
+                found.append(path)
+            else:
+                found += remote_code_keys(value, path)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            found += remote_code_keys(value, f"{prefix}[{i}]")
+    return found
+
 
 def project_problems(cfg: dict[str, Any], allow_remote_code: bool = False
                      ) -> list[tuple[str, str]]:
@@ -33,10 +65,11 @@ def project_problems(cfg: dict[str, Any], allow_remote_code: bool = False
                          "credentials), and this file is logged to MLflow and shipped with "
                          "the version: remove it and give the secret to the process through "
                          "its environment"))
-    if cfg.get("trust_remote_code") is True and not allow_remote_code:
-        problems.append(("trust_remote_code", "runs Python code from the model's repository "
-                         "in training and serving: remove it, or allow it for this model with "
-                         "`allow_trust_remote_code: true` in validation/<model>.yml"))
+    if not allow_remote_code:
+        problems += [(key, "runs Python code from the model's or the dataset's repository: "
+                      "remove it, or allow it for this model with `allow_trust_remote_code: "
+                      "true` in validation/<model>.yml")
+                     for key in remote_code_keys(cfg)]
     if cfg.get("adapter") not in ("lora", "qlora"):
         problems.append(("adapter", "set `adapter: lora` (or qlora): releases ship a LoRA "
                          "adapter that vLLM serves"))
