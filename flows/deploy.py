@@ -3,8 +3,7 @@ or verify what serves there now."""
 
 from __future__ import annotations
 
-from prefect import flow
-
+from flows.redaction import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context

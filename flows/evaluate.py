@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
 from flows.artifacts import publish_gate_report, published_refusals
+from flows.redaction import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context

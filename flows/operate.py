@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
+from flows.redaction import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.errors import UsageError

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
-
+from flows.redaction import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context

@@ -7,10 +7,10 @@ PREFECT_API_URL), or through a deployment declared in prefect.yaml.
 
 from __future__ import annotations
 
-from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.artifacts import publish_data_report, publish_gate_report, published_refusals
+from flows.redaction import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.config.paths import run_folder

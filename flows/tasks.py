@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from llmops.errors import LlmopsError
+from llmops.redact import redacting
 from llmops.stages.cachekeys import data_gate_key
 from llmops.stages.steps import Steps
 
@@ -72,5 +74,7 @@ class PrefectSteps(Steps):
         policy = dict(POLICY.get(name, {"timeout_seconds": 1 * HOUR}))
         if "cache_key_fn" not in policy:
             policy["cache_policy"] = NO_CACHE
-        made = task(fn, name=name, **policy)  # type: ignore[call-overload]
+        # Its exception becomes the task's failed state, sent to the API: redacted first.
+        redacted: Callable[..., T] = redacting(fn, os.environ)
+        made = task(redacted, name=name, **policy)  # type: ignore[call-overload]
         return made(*args, **kwargs)  # type: ignore[no-any-return]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
 from flows.artifacts import published_refusals
+from flows.redaction import flow
 from flows.tasks import PrefectSteps
 from llmops.config import load_model
 from llmops.stages.context import Context

@@ -10,16 +10,23 @@ Three things count as secret:
 
 A key whose name says secret (`is_secret_name`) has its string value hidden whatever it
 looks like. Subprocesses get an environment without secrets (`scrubbed_env`) except the
-ones they need, named by the caller.
+ones they need, named by the caller. Every entry point (the CLI, each Prefect flow) starts
+with `redact_process`; an exception leaving a flow or a task is redacted before Prefect
+turns it into a state (`redacting`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 REDACTED = "[REDACTED]"
 
@@ -30,12 +37,22 @@ SECRET_PATTERNS: dict[str, str] = {
     # the whole PEM block: its base64 body is the secret, not the header line
     "private_key": (r"-----BEGIN (?:[A-Z]{1,20} ){0,4}PRIVATE KEY-----[A-Za-z0-9+/=\s]{0,8192}"
                     r"(?:-----END (?:[A-Z]{1,20} ){0,4}PRIVATE KEY-----)?"),
-    "api_token": (r"\bglpat-[0-9A-Za-z_-]{20,}|\bgh[pousr]_[0-9A-Za-z]{36,}"
-                  r"|\bxox[abprs]-[0-9A-Za-z-]{10,}|\bsk-[A-Za-z0-9_-]{20,}"),
+    # GitLab's personal, deploy, CI job and other tokens (a routable one has dots), GitHub's,
+    # Slack's, OpenAI-style keys, Hugging Face's; a token in GitLab's query parameters and
+    # after `Bearer ` (RFC 6750's characters; 16 or more, so that prose is no token).
+    "api_token": (r"\bgl(?:pat|dt|cbt|rt|ptt|ft|imt|oas|soat|agent)-[0-9A-Za-z_.-]{20,}"
+                  r"|\bgh[pousr]_[0-9A-Za-z]{36,}"
+                  r"|\bxox[abprs]-[0-9A-Za-z-]{10,}|\bsk-[A-Za-z0-9_-]{20,}"
+                  r"|\bhf_[A-Za-z0-9]{30,}"
+                  r"|(?:(?<=[?&]private_token=)|(?<=[?&]job_token=))[^&#\s\"'<>]+"
+                  r"|(?i:(?<=\bbearer ))[A-Za-z0-9._~+/-]{16,}=*"),
 }
 _SHAPES = re.compile("|".join(f"(?:{p})" for p in SECRET_PATTERNS.values()))
-# scheme://userinfo@ : the user information (a user, a password, or a token as user).
-_URI_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31}://)([^/\s@:]{1,256}(?::[^/\s@]{0,256})?)@")
+# scheme://userinfo@ : the user information (a user, a password, or a token as user), up to
+# the authority's last `@`, so a password with an `@` or of any length goes whole. Linear:
+# an attempt starts only at a scheme and ends where the authority does (`/`, a space, a
+# quote), and every `://` holds a `/`, so attempts never scan the same text twice.
+_URI_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]{0,31}://)([^/\s\"'<>\\`]+)@")
 
 # Name segments that mark a secret: `gitlab_token`, `wandb_api_key`, `db-password`,
 # `MLFLOW_TRACKING_PASSWORD`, `credentials`, `private_key`. `tokenizer_type` or
@@ -209,7 +226,102 @@ def install_logging_filter() -> None:
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        # A traceback is formatted by each handler from `exc_info` (Prefect's API handler
+        # ships it with the message): the exception itself must carry no secret.
+        if record.exc_info and record.exc_info[1] is not None:
+            clean = redact_exception(record.exc_info[1])
+            record.exc_info = (type(clean), clean, clean.__traceback__)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return record
 
     factory.redacts = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def redact_process(env: Mapping[str, str]) -> None:
+    """What every entry point does first, the CLI as each Prefect flow: `env`'s secrets
+    remembered, every log record and the standard streams redacted."""
+    remember_environment(env)
+    install_logging_filter()
+    redact_standard_streams()
+
+
+class RedactedError(Exception):
+    """Stands in for an exception whose text carried a secret that its arguments and
+    attributes do not hold (a message computed inside a library): its redacted text."""
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    """`exc` with the string arguments and attributes of it, its cause and its context
+    redacted in place; where its text still carries a secret, a RedactedError with that
+    text redacted (same traceback and cause) instead."""
+    return _redacted_exception(exc, set())
+
+
+def _redacted_exception(exc: BaseException, seen: set[int]) -> BaseException:
+    if id(exc) in seen:  # a cycle of causes
+        return exc
+    seen.add(id(exc))
+    _redact_in_place(exc)
+    for link in ("__cause__", "__context__"):
+        linked = getattr(exc, link)
+        if linked is not None and (clean := _redacted_exception(linked, seen)) is not linked:
+            setattr(exc, link, clean)
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__: traceback prints no text for it either
+        return exc
+    if redact(text) == text:
+        return exc
+    stand_in = RedactedError(f"{type(exc).__name__}: {redact(text)}")
+    stand_in.__cause__, stand_in.__context__ = exc.__cause__, exc.__context__
+    stand_in.__suppress_context__ = exc.__suppress_context__
+    return stand_in.with_traceback(exc.__traceback__)
+
+
+def _redact_in_place(exc: BaseException) -> None:
+    """Strings (and lists of strings: a command) in `exc.args` and its attributes."""
+    args = tuple(_redacted_item(a) for a in exc.args)
+    # Some C exceptions refuse new arguments, a property refuses a value: the stand-in
+    # (`redact_exception`) covers what stays.
+    if any(a is not b for a, b in zip(args, exc.args, strict=True)):
+        with contextlib.suppress(Exception):
+            exc.args = args
+    for name, value in list(getattr(exc, "__dict__", {}).items()):
+        if (clean := _redacted_item(value)) is not value:
+            with contextlib.suppress(Exception):
+                setattr(exc, name, clean)
+
+
+def _redacted_item(value: Any) -> Any:
+    """`value` redacted if it is a string or a list or tuple of them; the same object when
+    nothing changed."""
+    if isinstance(value, str):
+        clean = redact(value)
+        return value if clean == value else clean
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        items = [redact(v) for v in value]
+        return value if items == list(value) else type(value)(items)
+    return value
+
+
+def redacting(fn: Callable[P, T], env: Mapping[str, str]) -> Callable[P, T]:
+    """`fn` run as the CLI runs a command (`redact_process(env)` first), its exceptions
+    redacted as they leave it: what wraps a Prefect flow or task, whose failure message
+    (`State.message`) and stored result are built from the exception it raises."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        redact_process(env)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            clean = redact_exception(exc)
+            if clean is exc:
+                raise
+        # Raised outside the except block, the stand-in's context is not the original.
+        raise clean
+
+    run.redacts = True  # type: ignore[attr-defined]
+    return run

@@ -13,6 +13,9 @@ from llmops.config import DataChecks
 from llmops.data.features import References, extract, stream_lines
 from llmops.data.formats import format_of
 from llmops.data.scan import fingerprint, luhn_ok, normalised, pii_kinds
+from llmops.redact import SECRET_PATTERNS
+
+REPO = Path(__file__).resolve().parents[2]
 
 CHAT = format_of({"type": "chat_template"}, "test")
 
@@ -122,6 +125,11 @@ def test_leakage_of_eval_examples_and_golden_questions(tokenizer: Any) -> None:
     ("key AKIAIOSFODNN7EXAMPLE", "cloud_key"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIE", "private_key"),
     ("token glpat-aBcDeFgHiJkLmNoPqRsT1234", "api_token"),
+    ("deploy with gldt-aBcDeFgHiJkLmNoPqRsTuV", "api_token"),
+    ("the job's glcbt-64_aBcDeFgHiJkLmNoPqRsT", "api_token"),
+    ("hub hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH", "api_token"),
+    ("curl 'https://gitlab.example/api/v4/user?private_token=s3cr3t-v4lue'", "api_token"),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", "api_token"),
 ])
 def test_pii_and_secrets_are_found(secret: str, kind: str) -> None:
     assert pii_kinds(secret) == {kind}
@@ -131,9 +139,21 @@ def test_pii_and_secrets_are_found(secret: str, kind: str) -> None:
     "The trial lasts 23 days and the port is 7431.",
     "Order 4111 1111 1111 1112 is not a card (Luhn fails).",
     "Released in 2014, version 1.4.0, 340 MB.",
+    "Bearer securities pay the bearer; hf_hub_download fetches a file.",
 ])
 def test_ordinary_text_is_not_pii(text: str) -> None:
     assert pii_kinds(text) == set()
+
+
+SHIPPED = sorted([*(REPO / "datasets").rglob("*.jsonl"), *(REPO / "validation").rglob("*.jsonl")])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_shipped_datasets_hold_no_credential_shape(path: Path) -> None:
+    """The credential shapes refuse training rows too: none may match the examples."""
+    found = {n: kinds for n, line in enumerate(path.read_text().splitlines(), 1)
+             if (kinds := pii_kinds(line, frozenset(SECRET_PATTERNS)))}
+    assert found == {}
 
 
 def test_luhn() -> None:

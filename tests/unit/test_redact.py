@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,127 @@ def test_what_is_printed_to_the_terminal_is_redacted(capsys: pytest.CaptureFixtu
     stream.flush()
     assert capsys.readouterr().out == "🏃 View run at: http://[REDACTED]@h:5000/#/runs/1 " \
         "[REDACTED]\n"
+
+
+@pytest.mark.parametrize("password", ["p@ss@w0rd", "x" * 300, "a@" + "y" * 300])
+def test_a_uri_password_with_an_at_sign_or_over_256_characters_is_redacted_whole(
+        password: str) -> None:
+    text = f"clone https://bot:{password}@gitlab.example.com/ml/llmops.git failed"
+    assert r.redact(text) == "clone https://[REDACTED]@gitlab.example.com/ml/llmops.git failed"
+    assert password in r.uri_credentials(text)
+
+
+def test_uri_redaction_stays_linear_on_hostile_text() -> None:
+    """The user information is unbounded now (a password of any length): each attempt
+    still ends at the authority's end, so a megabyte of near-URIs is one pass."""
+    import time
+
+    hostile = ["x://" + "a:" * 500_000, "x://" + "@" * 1_000_000 + "/", "a:" * 500_000,
+               "a." * 500_000 + "@", "a.a.a://" * 125_000, ("x://" + "a-" * 999 + " ") * 500,
+               "Bearer " * 150_000 + "@", "?private_token=&" * 60_000 + "@"]
+    started = time.monotonic()
+    for text in hostile:
+        r.redact(text)
+        r.uri_credentials(text)
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("token glpat-aBcDeFgHiJkLmNoPqRsT.01.1a2b3c4d5 end", "token [REDACTED] end"),
+    ("deploy gldt-aBcDeFgHiJkLmNoPqRsT12 end", "deploy [REDACTED] end"),
+    ("job glcbt-64_aBcDeFgHiJkLmNoPqRsT end", "job [REDACTED] end"),
+    ("hub hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH end", "hub [REDACTED] end"),
+    ("GET https://gitlab.example.com/api/v4/projects?private_token=s3cr3t-v4lue&per_page=1",
+     "GET https://gitlab.example.com/api/v4/projects?private_token=[REDACTED]&per_page=1"),
+    ("GET /api/v4/jobs/1/artifacts?ref=main&job_token=abc123def456 HTTP/1.1",
+     "GET /api/v4/jobs/1/artifacts?ref=main&job_token=[REDACTED] HTTP/1.1"),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+     "Authorization: Bearer [REDACTED]"),
+    ("-H 'authorization: bearer 0123456789abcdef0123' x",
+     "-H 'authorization: bearer [REDACTED]' x"),
+])
+def test_gitlab_hub_and_bearer_tokens_are_recognised_by_shape(text: str, expected: str) -> None:
+    """Not only when they come from the environment: a token read from a file, a config or
+    another tool's output has the same shape."""
+    assert r.redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "the bearer of bad news", "bearer securities and bearer bonds", "hf_hub_download(repo)",
+    "use ?private_token= in the URL", "max_new_tokens: 256", "glpat- is GitLab's prefix",
+    "the HF_TOKEN variable", "Authorization: Bearer k"])
+def test_ordinary_words_near_the_token_shapes_are_kept(text: str) -> None:
+    assert r.redact(text) == text
+
+
+def test_a_logged_exception_s_traceback_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect logs a failing flow's exception with its traceback (`logger.exception`): the
+    handler that ships it to the API formats `exc_info`, which is no part of the message."""
+    import io
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("prefect.flow_runs.test-redaction")
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    previous = logging.getLogRecordFactory()
+    secret, url = "remembered-secret-value", "https://u:pw1234@h"
+    try:
+        r.remember([secret])
+        r.install_logging_filter()
+        try:
+            raise RuntimeError(f"push with {secret} to {url} failed")
+        except RuntimeError:
+            logger.exception("Encountered exception during execution")
+    finally:
+        logging.setLogRecordFactory(previous)
+    out = stream.getvalue()
+    assert "remembered-secret-value" not in out and "pw1234" not in out
+    assert "RuntimeError: push with [REDACTED] to https://[REDACTED]@h failed" in out
+
+
+def test_an_exception_keeps_its_type_unless_its_message_is_computed() -> None:
+    """A failed command keeps its type (its arguments are redacted in place); a validation
+    error computes its message from the input it refused: its redacted text stands in."""
+    import subprocess
+
+    import pydantic
+
+    secret = "remembered-secret-value"
+    r.remember([secret])
+    failed = subprocess.CalledProcessError(1, ["git", "push", secret])
+    assert r.redact_exception(failed) is failed and secret not in str(failed)
+
+    class Port(pydantic.BaseModel):
+        port: int
+
+    try:
+        Port(port=secret)  # type: ignore[arg-type]
+    except pydantic.ValidationError as exc:
+        refused = exc
+    clean = r.redact_exception(refused)
+    assert isinstance(clean, r.RedactedError) and clean.__traceback__ is refused.__traceback__
+    assert secret not in str(clean) and str(clean).startswith("ValidationError: 1 validation")
+    assert "input_value='[REDACTED]'" in str(clean)
+
+
+def test_the_history_file_carries_no_secret(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """history.jsonl is a CI artifact: a failure's reason quotes the errors it met."""
+    from llmops.serve.history import History
+
+    monkeypatch.setenv("LLMOPS_HOME", str(tmp_path))
+    r.remember(["remembered-secret-value"])
+    secret_at_the_cut = "x" * 1990 + "remembered-secret-value"  # the reason is cut at 2000
+    History("m", "staging").record(
+        "1.0.0", "deploy", "failed",
+        "pull from https://ci:pw1234@registry.example.com failed: remembered-secret-value",
+        {"deployment": "m-1", "note": secret_at_the_cut})
+    History("m", "staging").record("1.0.1", "deploy", "failed", secret_at_the_cut)
+    text = History("m", "staging").path.read_text()
+    assert "pw1234" not in text and "remembered-secret-value" not in text
+    assert "remembered-sec" not in text  # nor the half of one that the cut left
+    first, second = History("m", "staging").read()
+    assert first["reason"] == "pull from https://[REDACTED]@registry.example.com failed: " \
+        "[REDACTED]"
+    assert first["deployment"] == "m-1" and second["reason"].endswith("[REDACTED]")

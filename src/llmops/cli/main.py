@@ -22,12 +22,7 @@ from rich.markup import escape
 
 from llmops.cli.console import QuietLogging, Terminal, command_log, console
 from llmops.errors import LlmopsError
-from llmops.redact import (
-    install_logging_filter,
-    redact,
-    redact_standard_streams,
-    remember_environment,
-)
+from llmops.redact import redact, redact_process
 
 EPILOG = """examples:
   llmops release support-bot          # the whole release on CPU, embedded defaults
@@ -292,10 +287,9 @@ def _run(argv: list[str] | None) -> int:
     quiet: QuietLogging | None = None
     try:
         _embedded_env()
-        # Secrets given to this process are redacted from what it prints and logs.
-        remember_environment(os.environ)
-        install_logging_filter()
-        redact_standard_streams()
+        # Secrets given to this process are redacted from what it prints and logs (each
+        # Prefect flow does the same, for a worker that runs it without this CLI).
+        redact_process(os.environ)
         quiet = quiet_terminal(args.command, bool(getattr(args, "verbose", False)))
         from llmops.cli import commands  # here: `--help` and usage errors load no engine
         from llmops.cli.output import StageLines

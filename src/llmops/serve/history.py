@@ -17,6 +17,7 @@ from typing import Any
 
 from llmops.config.paths import state_subdir
 from llmops.process.activity import warn
+from llmops.redact import redact, redact_mapping
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,15 @@ class History:
 
     def record(self, version: str, action: str, result: str, reason: str = "",
                fields: Mapping[str, object] | None = None) -> None:
-        """Append one outcome; `fields` are the target's own (arguments, revision...)."""
+        """Append one outcome; `fields` are the target's own (arguments, revision...).
+        Redacted as it is written: the file is a CI artifact, and a failure's reason
+        quotes the errors it met."""
         event: dict[str, object] = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": action, "result": result,
             "model": self.model, "env": self.env, "version": version,
-            "reason": reason[:2000]}
-        event.update(fields or {})
+            # redacted before the cut: a secret cut in two no longer matches
+            "reason": redact(reason)[:2000]}
+        event.update(redact_mapping(fields or {}))
         path = self.path
         line = json.dumps(event) + "\n"
         with open(path, "ab") as fh:
