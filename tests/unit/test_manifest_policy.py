@@ -6,7 +6,9 @@ same check holds for any renderer: an API key from a Secret, a non-root uid, no 
 escalation or capabilities, a read-only root filesystem with emptyDirs where vLLM writes,
 seccomp RuntimeDefault, no service-account token, requests and limits, images by digest,
 a read-only registry token from a Secret, and a NetworkPolicy admitting only the
-configured peers on the vLLM port.
+configured peers on the vLLM port. And in-flight streams survive a pod's stop (vLLM drains,
+the grace period outlasts preStop and the drain); an autoscaled Deployment leaves its count
+to the autoscaler and keeps a PodDisruptionBudget.
 """
 
 from __future__ import annotations
@@ -90,6 +92,44 @@ def container_violations(where: str, c: Doc) -> list[str]:
     return out
 
 
+def termination_violations(where: str, pod: Doc, vllm: Doc) -> list[str]:
+    """In-flight streams finish when a pod stops: vLLM drains on SIGTERM (it aborts them
+    by default), and the kubelet waits for preStop and the drain before it kills."""
+    args = vllm.get("args", [])
+    if "--shutdown-timeout" not in args:
+        return [f"{where}: vLLM aborts in-flight requests on SIGTERM (no --shutdown-timeout)"]
+    drain = int(args[args.index("--shutdown-timeout") + 1])
+    command = vllm.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_stop = int(command[1]) if command[:1] == ["sleep"] else 0
+    grace = pod.get("terminationGracePeriodSeconds", 30)  # Kubernetes' default
+    if grace <= pre_stop + drain:
+        return [f"{where}: terminationGracePeriodSeconds {grace} does not outlast preStop "
+                f"({pre_stop} s) and vLLM's drain ({drain} s)"]
+    return []
+
+
+def scaling_violations(docs: list[Doc]) -> list[str]:
+    """An autoscaled Deployment sets no replica count (each apply would reset the
+    autoscaler's) and keeps a PodDisruptionBudget (a drain must not take every pod)."""
+    out = []
+    for scaler in (d for d in docs if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")):
+        target = scaler["spec"]["scaleTargetRef"]["name"]
+        deployment = next((d for d in docs if d["kind"] == "Deployment"
+                           and d["metadata"]["name"] == target), None)
+        if deployment is None:
+            out.append(f"{scaler['kind']} {scaler['metadata']['name']}: scales no rendered "
+                       "Deployment")
+            continue
+        if "replicas" in deployment["spec"]:
+            out.append(f"Deployment {target}: sets replicas under its {scaler['kind']}")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        if not any(d["kind"] == "PodDisruptionBudget"
+                   and d["spec"]["selector"]["matchLabels"].items() <= labels.items()
+                   for d in docs):
+            out.append(f"Deployment {target}: autoscaled without a PodDisruptionBudget")
+    return out
+
+
 def policy_violations(docs: list[Doc]) -> list[str]:
     """Every breach of the serving policy in the rendered objects; [] when none."""
     out = [f"{d['kind']} {d['metadata']['name']}: a Secret's value must not be rendered"
@@ -126,6 +166,7 @@ def policy_violations(docs: list[Doc]) -> list[str]:
         if vllm is None:
             out.append(f"{where}: no vllm container")
             continue
+        out += termination_violations(where, pod, vllm)
         env = env_of(vllm)
         api_key = env.get("VLLM_API_KEY", {}).get("valueFrom", {})
         if "secretKeyRef" not in api_key:
@@ -160,7 +201,7 @@ def policy_violations(docs: list[Doc]) -> list[str]:
                 if not rule.get("ports") or {p.get("port") for p in rule["ports"]} - ports:
                     out.append(f"NetworkPolicy {policy['metadata']['name']}: a rule admits "
                                "ports other than vLLM's")
-    return out
+    return out + scaling_violations(docs)
 
 
 def gpu(**kw: object) -> GpuTarget:
@@ -236,6 +277,12 @@ def breaches() -> list[tuple[str, Any]]:
          lambda d: kind(d, "NetworkPolicy")["spec"]["ingress"][0].pop("from")),
         ("a Secret's value must not be rendered", lambda d: d.append(
             {"kind": "Secret", "metadata": {"name": "key"}, "stringData": {"api-key": "x"}})),
+        ("aborts in-flight requests on SIGTERM", lambda d: vllm(d).__setitem__(
+            "args", [a for a in vllm(d)["args"] if a != "--shutdown-timeout"])),
+        ("terminationGracePeriodSeconds 30 does not outlast preStop",
+         lambda d: pod(d).pop("terminationGracePeriodSeconds")),
+        ("terminationGracePeriodSeconds 130 does not outlast preStop (10 s)",
+         lambda d: pod(d).__setitem__("terminationGracePeriodSeconds", 130)),
     ]
 
 
@@ -244,6 +291,33 @@ def breaches() -> list[tuple[str, Any]]:
 def test_the_policy_check_catches_each_breach(expected: str, breach: Any) -> None:
     """The check is not vacuous: each property, taken away, is reported."""
     docs = copy.deepcopy(rendered())
+    breach(docs)
+    assert any(expected in v for v in policy_violations(docs)), policy_violations(docs)
+
+
+AUTOSCALED = [{"kind": "hpa", "min_replicas": 2, "max_replicas": 4},
+              {"kind": "keda", "min_replicas": 1, "max_replicas": 3,
+               "prometheus_url": "http://prometheus.monitoring.svc:9090"}]
+
+
+@pytest.mark.parametrize("scaling", AUTOSCALED, ids=["hpa", "keda"])
+def test_autoscaled_manifests_meet_the_serving_policy(scaling: dict[str, Any]) -> None:
+    k8s = KubernetesSettings.model_validate({"vllm_image": IMAGE, "autoscaling": scaling})
+    assert policy_violations(rendered(k8s)) == []
+
+
+@pytest.mark.parametrize("scaling", AUTOSCALED, ids=["hpa", "keda"])
+@pytest.mark.parametrize(("expected", "breach"), [
+    ("sets replicas under its", lambda d: kind(d, "Deployment")["spec"].__setitem__(
+        "replicas", 2)),
+    ("autoscaled without a PodDisruptionBudget",
+     lambda d: d.remove(kind(d, "PodDisruptionBudget"))),
+    ("scales no rendered Deployment", lambda d: d.remove(kind(d, "Deployment"))),
+], ids=["replicas", "no-budget", "no-deployment"])
+def test_the_policy_check_catches_each_autoscaling_breach(
+        scaling: dict[str, Any], expected: str, breach: Any) -> None:
+    docs = copy.deepcopy(rendered(KubernetesSettings.model_validate(
+        {"vllm_image": IMAGE, "autoscaling": scaling})))
     breach(docs)
     assert any(expected in v for v in policy_violations(docs)), policy_violations(docs)
 

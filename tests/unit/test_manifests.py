@@ -36,7 +36,8 @@ def rendered(g: GpuTarget, k8s: KubernetesSettings = K8S) -> list[dict]:  # type
 
 
 def by_kind(docs: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
-    return {doc["kind"]: doc for doc in docs}
+    """The first object of each kind (the fetch module's ConfigMap before the dashboard's)."""
+    return {doc["kind"]: doc for doc in reversed(docs)}
 
 
 # The oldest Kubernetes still commonly run, and the newest kubernetes-validate ships.
@@ -44,7 +45,33 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
 @pytest.mark.parametrize("serve", ["lora", "merged"])
 def test_manifests_pass_kubernetes_schemas(serve: str, version: str) -> None:
     docs = rendered(gpu(serve=serve))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service",
+                                         "ConfigMap"]
+    for doc in docs:
+        validate(doc, version, strict=True)
+
+
+HPA = {"kind": "hpa", "min_replicas": 2, "max_replicas": 6}
+MODERN = {"autoscaling/v2", "autoscaling/v2beta2", "policy/v1",
+          "custom.metrics.k8s.io/v1beta1"}
+
+
+# 1.25 is the last release serving autoscaling/v2beta2 beside v2 (the API server of the
+# test cluster, 1.20, checks the v2beta2 HPA and the policy/v1beta1 budget it gets).
+@pytest.mark.parametrize(("version", "apis"), [
+    ("1.25.0", {"autoscaling/v2beta2", "policy/v1", "custom.metrics.k8s.io/v1beta1"}),
+    ("1.30.0", MODERN), ("1.37.0", MODERN)])
+def test_autoscaled_manifests_pass_kubernetes_schemas(version: str, apis: set[str]) -> None:
+    """The HPA and its budget, in the versions the cluster serves, and the Deployment with
+    its graceful stop, against Kubernetes' own schemas."""
+    k8s = KubernetesSettings.model_validate({"vllm_image": VLLM_IMAGE, "autoscaling": HPA})
+    g = gpu()
+    p = plan(SHAPE, GpuBudget(g.gpu_memory_gib, g.gpus_per_node, g.nodes,
+                           max_model_len=g.max_model_len, max_num_seqs=g.max_num_seqs))
+    docs = render(RELEASE, "production", g, p, k8s, apis)
+    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service",
+                                         "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                                         "ConfigMap"]
     for doc in docs:
         validate(doc, version, strict=True)
 

@@ -11,17 +11,12 @@ import math
 import re
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from llmops.config.scaling import AutoscalingSettings, TerminationSettings
+from llmops.config.strict import Strict as Strict  # the base of the models below
 from llmops.config.vllm_args import ALLOWED_VLLM_ARGS, check_extra_args
 from llmops.redact import PIPELINE_SECRETS
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo must not silently fall back to a default."""
-
-    model_config = ConfigDict(extra="forbid")
-
 
 # --- validation/<model>.yml -------------------------------------------------------------
 
@@ -279,6 +274,14 @@ class ServeSettings(Strict):
         "for serve: lora).")
     startup_timeout_s: float = Field(default=600.0, gt=0, description="Seconds a new "
                                      "server may take to answer its health check.")
+    address: str = Field(
+        default="127.0.0.1:8000", pattern=r"^[^\s:/]+:[0-9]{1,5}$", description="host:port "
+        "of the model's stable address: the vLLM router in front of its workers, the same "
+        "across deploys and rollbacks (each model its own: set it under models.<name>). "
+        "Port 0: a free port chosen when the router starts, kept while it runs.")
+    drain_timeout_s: float = Field(
+        default=60.0, ge=0, description="Seconds a replaced worker may take to finish its "
+        "in-flight requests after the router stops sending it new ones.")
     extra_args: list[str] = Field(
         default_factory=list, description="More vLLM CLI options, each followed by its value "
         "if it takes one. Only options that tune the engine and server (none that names "
@@ -423,7 +426,19 @@ class KubernetesSettings(Strict):
         "the AWS, Google Cloud and Azure auth plugins (AWS_*, CLOUDSDK_*, AZURE_*, AAD_*), "
         "never the pipeline's own tokens.")
     replicas: int = Field(default=1, ge=1, description="Pods serving the model; above one, "
-                          "a PodDisruptionBudget keeps all but one through node drains.")
+                          "a PodDisruptionBudget keeps all but one through node drains. "
+                          "With autoscaling, min_replicas and max_replicas instead.")
+    autoscaling: AutoscalingSettings = Field(
+        default_factory=AutoscalingSettings, description="Replicas that follow load (an HPA "
+        "or a KEDA ScaledObject on vLLM's queue and KV-cache metrics); kind none: fixed.")
+    termination: TerminationSettings = Field(
+        default_factory=TerminationSettings, description="How a pod stops with its "
+        "in-flight streams finished (preStop, vLLM's drain, the grace period).")
+    grafana_dashboard: bool = Field(
+        default=True, description="Render the model's Grafana dashboard (throughput, TTFT, "
+        "latency, queue, KV cache, traffic per version) as a ConfigMap labelled "
+        "grafana_dashboard=1, which Grafana's dashboard sidecar (kube-prometheus-stack) "
+        "loads; its JSON can also be imported by hand.")
     progress_deadline_s: int = Field(
         default=1800, ge=10, description="A rollout that makes no progress this long fails "
         "and is undone (the Deployment's progressDeadlineSeconds): long enough to fetch "
@@ -444,6 +459,15 @@ class KubernetesSettings(Strict):
                                  "which kubectl never gets: remove it (kubectl's credentials "
                                  "come from KUBECONFIG or a cloud's auth plugin)")
         return names
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> KubernetesSettings:
+        # An applied replica count would reset the autoscaler's at every deploy.
+        if self.autoscaling.kind != "none" and "replicas" in self.model_fields_set:
+            raise ValueError(f"replicas and autoscaling (kind {self.autoscaling.kind}) are "
+                             "both set: the autoscaler owns the count; remove replicas and "
+                             "give autoscaling.min_replicas and max_replicas")
+        return self
 
     @field_validator("vllm_image", "fetch_image")
     @classmethod
@@ -471,7 +495,8 @@ class CostSettings(Strict):
         "default: gpu on a target with a gpu section, else cpu.")
     devices: int | None = Field(
         default=None, ge=1, description="Devices one deployment holds; default: "
-        "gpus_per_node × nodes × kubernetes.replicas on a GPU target, else 1.")
+        "gpus_per_node × nodes × kubernetes.replicas (autoscaled: min_replicas) on a GPU "
+        "target, else 1.")
 
 
 def is_hub_id(base: str) -> bool:
@@ -547,7 +572,9 @@ class DeployConfig(Strict):
         if self.cost.devices is not None:
             return device, self.cost.devices
         if self.gpu is not None and device == "gpu":
-            return device, self.gpu.gpus_per_node * self.gpu.nodes * self.kubernetes.replicas
+            scaling = self.kubernetes.autoscaling  # autoscaled: what serves at the least
+            pods = self.kubernetes.replicas if scaling.kind == "none" else scaling.min_replicas
+            return device, self.gpu.gpus_per_node * self.gpu.nodes * pods
         return device, 1
 
     def serve_for(self, model: str, plan: ServingChoice | None) -> ServeSettings:

@@ -2,9 +2,12 @@
 
 A Deployment (one pod per replica, `--tensor-parallel-size` = the GPUs of the pod = its
 `nvidia.com/gpu` limit), a Service, a ConfigMap shipping the init container's fetch
-module (`llmops.kubernetes.fetch`), and a NetworkPolicy. The init container downloads the
-version's files from the registry's package API with a read-only token from a Secret and
-checks them with the same manifest verification as a local deploy before vLLM starts.
+module (`llmops.kubernetes.fetch`), a NetworkPolicy, the autoscaler and PodDisruptionBudget
+when configured, and the model's Grafana dashboard. A pod stops gracefully: preStop, then
+vLLM drains its in-flight requests (--shutdown-timeout) within the grace period. The init
+container downloads the version's files from the registry's package API with a read-only
+token from a Secret and checks them with the same manifest verification as a local deploy
+before vLLM starts.
 
 The pod is locked down: an API key from a Secret (VLLM_API_KEY), a non-root uid, no
 privilege escalation or capabilities, a read-only root filesystem with emptyDirs where
@@ -23,6 +26,9 @@ from typing import Any
 from llmops.config import HTTP_KEEP_ALIVE_S, GpuTarget
 from llmops.config.schema import KubernetesSettings, NetworkPeer, is_hub_id
 from llmops.errors import UsageError
+from llmops.kubernetes.autoscaling import autoscaler
+from llmops.kubernetes.dashboard import dashboard_configmap
+from llmops.kubernetes.discovery import PDB_API_VERSIONS, served
 from llmops.kubernetes.fetch import SHIPPED, shipped_sources
 from llmops.kubernetes.plan import Plan
 from llmops.serve.vllm import VllmServer
@@ -62,9 +68,10 @@ def k8s_name(text: str) -> str:
     return name
 
 
-def vllm_args(release: Release, gpu: GpuTarget, tp: int) -> list[str]:
+def vllm_args(release: Release, gpu: GpuTarget, tp: int, drain_s: int) -> list[str]:
     """The pod's vLLM arguments: the merged weights, or the base with the adapter as a LoRA
-    module, both served under the model's name; tensor-parallel over the pod's GPUs."""
+    module, both served under the model's name; tensor-parallel over the pod's GPUs; on
+    SIGTERM, in-flight requests finish within `drain_s` (vLLM aborts them by default)."""
     merged = gpu.serve == "merged"
     base, revision = (None, None) if merged else release.base_and_revision
     server = VllmServer(
@@ -73,7 +80,8 @@ def vllm_args(release: Release, gpu: GpuTarget, tp: int) -> list[str]:
         gpu.max_model_len, gpu.max_num_seqs,
         {} if merged else {release.model: "/models/adapter"}, release.lora_rank)
     extras = ["--tensor-parallel-size", str(tp),
-              "--gpu-memory-utilization", str(gpu.gpu_memory_utilization)]
+              "--gpu-memory-utilization", str(gpu.gpu_memory_utilization),
+              "--shutdown-timeout", str(drain_s)]
     if gpu.quantization:
         extras += ["--quantization", gpu.quantization]
     if revision:  # the weights and tokenizer of that commit, whatever the branch holds now
@@ -124,28 +132,25 @@ def network_policy(name: str, labels: dict[str, str],
     }
 
 
-# What current clusters serve; a cluster's discovery (`kubectl api-versions`) decides which
-# of these to render, as Helm charts do (Kubernetes 1.20 has only policy/v1beta1).
-PDB_API_VERSIONS = ("policy/v1", "policy/v1beta1")
-
-
-def served(candidates: tuple[str, ...], apis: set[str] | None) -> str:
-    """The first of `candidates` the cluster serves (None: no cluster asked, the newest)."""
-    if apis is None:
-        return candidates[0]
-    for version in candidates:
-        if version in apis:
-            return version
-    raise UsageError(f"the cluster serves none of {', '.join(candidates)}")
-
-
-def disruption_budget(name: str, labels: dict[str, str], replicas: int,
+def disruption_budget(name: str, labels: dict[str, str], replicas: int | None,
                       apis: set[str] | None) -> dict[str, Any]:
-    """All but one pod through voluntary disruptions (node drains, upgrades)."""
+    """All but one pod through voluntary disruptions (node drains, upgrades): of a fixed
+    count, or (None) of however many the autoscaler runs."""
+    allowed = {"minAvailable": replicas - 1} if replicas else {"maxUnavailable": 1}
     return {"apiVersion": served(PDB_API_VERSIONS, apis), "kind": "PodDisruptionBudget",
             "metadata": {"name": name, "labels": labels},
-            "spec": {"minAvailable": replicas - 1,
+            "spec": {**allowed,
                      "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}}
+
+
+def graceful_stop(k8s: KubernetesSettings) -> dict[str, Any]:
+    """The container's preStop: it keeps serving while the endpoints controller and load
+    balancers take it out of rotation, before SIGTERM starts vLLM's drain (the image's
+    `sleep`: Kubernetes 1.20 has no sleep action)."""
+    if not k8s.termination.pre_stop_s:
+        return {}
+    return {"lifecycle": {"preStop": {"exec": {
+        "command": ["sleep", str(k8s.termination.pre_stop_s)]}}}}
 
 
 def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
@@ -170,7 +175,8 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
     memory = f"{k8s.memory_gib_per_gpu * gpus:g}Gi"
     probe = {"httpGet": {"path": "/health", "port": PORT}}  # the one path with no key
     container = {
-        "name": "vllm", "image": k8s.vllm_image, "args": vllm_args(release, gpu, gpus),
+        "name": "vllm", "image": k8s.vllm_image,
+        "args": vllm_args(release, gpu, gpus, k8s.termination.drain_s),
         "env": [{"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": str(HTTP_KEEP_ALIVE_S)},
                 # The key of every request but /health (vLLM's --api-key and the
                 # llmops_keyguard middleware, from the read-only /scripts).
@@ -194,6 +200,7 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
         "securityContext": container_security(),
         "readinessProbe": {**probe, "periodSeconds": 10},
         "startupProbe": {**probe, "periodSeconds": 10, "failureThreshold": 90},
+        **graceful_stop(k8s),
         "volumeMounts": [{"name": "models", "mountPath": "/models"},
                          {"name": "scripts", "mountPath": "/scripts", "readOnly": True},
                          {"name": "dshm", "mountPath": "/dev/shm"},
@@ -219,11 +226,14 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                          {"name": "scripts", "mountPath": "/scripts", "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
+    scaling = k8s.autoscaling
+    # An autoscaler owns the count: an applied one would reset it at every deploy.
+    replicas = {"replicas": k8s.replicas} if scaling.kind == "none" else {}
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "replicas": k8s.replicas,
+            **replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
             # No progress this long (weights fetched, vLLM healthy): the rollout fails.
             "progressDeadlineSeconds": k8s.progress_deadline_s,
@@ -236,6 +246,8 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                     # No *_PORT variables of the namespace's Services: a Service named
                     # `vllm` would set VLLM_PORT, which vLLM reads as its own setting.
                     "enableServiceLinks": False,
+                    # Outlasts preStop and vLLM's drain: no stream is killed mid-answer.
+                    "terminationGracePeriodSeconds": k8s.termination.grace_period_s,
                     "securityContext": pod_security(k8s.run_as_user),
                     "nodeSelector": {"nvidia.com/gpu.product": gpu.gpu_type},
                     "initContainers": [init], "containers": [container],
@@ -265,8 +277,13 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
     # The NetworkPolicy before the Deployment: `kubectl apply` goes in order, so no pod
     # runs before the policy that guards it.
     docs = [config, network_policy(name, labels, k8s), deployment, service]
-    if k8s.replicas > 1:
+    scaler = autoscaler(name, labels, scaling, k8s.namespace, apis)
+    if scaler is not None:  # max_replicas > min_replicas (AutoscalingSettings)
+        docs += [scaler, disruption_budget(name, labels, None, apis)]
+    elif k8s.replicas > 1:
         docs.append(disruption_budget(name, labels, k8s.replicas, apis))
+    if k8s.grafana_dashboard:
+        docs.append(dashboard_configmap(release.model, name, labels, k8s.namespace))
     if k8s.namespace:
         for doc in docs:
             doc["metadata"]["namespace"] = k8s.namespace
