@@ -10,7 +10,8 @@
 # requirements/gpu.lock, no .venv-serve). LLMOPS_PREBUILT_VENVS=DIR (set by the CI images,
 # docker/*.Dockerfile: /opt/llmops) links DIR's environments in where the checkout has none;
 # built there by this script from the same locks, they are up to date, and only the
-# checkout's own package is installed again (seconds).
+# checkout's own package is installed again (seconds). LLMOPS_ENVIRONMENTS_ONLY=1 (the
+# images' build) installs no package: an image holds only what its tag hashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${LLMOPS_USE_EXISTING_VENVS:-}" = 1 ]; then
@@ -68,7 +69,9 @@ build_venv() {
 }
 
 build_venv .venv "$LOCK"
-"$UV" pip install -q --python .venv/bin/python --no-deps -e .
+if [ "${LLMOPS_ENVIRONMENTS_ONLY:-}" != 1 ]; then
+  "$UV" pip install -q --python .venv/bin/python --no-deps -e .
+fi
 if [ -n "$SERVE_LOCK" ]; then
   build_venv .venv-serve "$SERVE_LOCK"
 fi

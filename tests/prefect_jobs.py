@@ -29,12 +29,15 @@ from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "deploy" / "prefect-kubernetes-job-template.json"
 POOL = "llmops-kubernetes"
-# What a CI job's `prefect deploy` sees (scripts/prefect-kubernetes.sh needs these four).
-CI_ENV = {"CI_REGISTRY_IMAGE": "registry.gitlab.example.com/ml/llmops",
-          "LLMOPS_IMAGE_TAG": "3f9c2a17d0b4",
+# What a CI job's `prefect deploy` sees (scripts/prefect-kubernetes.sh needs the last three
+# and exports the digests pinned in .gitlab-ci.yml).
+CI_ENV = {"LLMOPS_PIPELINE_IMAGE_DIGEST": "sha256:" + "1a" * 32,
+          "LLMOPS_TRAINER_IMAGE_DIGEST": "sha256:" + "2b" * 32,
+          "CI_REGISTRY_IMAGE": "registry.gitlab.example.com/ml/llmops",
           "CI_PROJECT_URL": "https://gitlab.example.com/ml/llmops",
           "CI_COMMIT_SHA": "0123456789abcdef0123456789abcdef01234567"}
-PIPELINE_IMAGE = f"{CI_ENV['CI_REGISTRY_IMAGE']}/pipeline:{CI_ENV['LLMOPS_IMAGE_TAG']}"
+PIPELINE_IMAGE = f"{CI_ENV['CI_REGISTRY_IMAGE']}/pipeline@{CI_ENV['LLMOPS_PIPELINE_IMAGE_DIGEST']}"
+TRAINER_IMAGE = f"{CI_ENV['CI_REGISTRY_IMAGE']}/trainer@{CI_ENV['LLMOPS_TRAINER_IMAGE_DIGEST']}"
 # prefect-kubernetes requires these two in the pod spec (its manifest check refuses a Job
 # without them), where they are no PodSpec fields: an API server drops them (1.20 silently;
 # later ones warn, as the worker does not ask for strict field validation).

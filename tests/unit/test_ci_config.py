@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import subprocess
 import sys
@@ -78,3 +79,75 @@ def test_every_secret_llmops_reads_is_listed_as_masked_and_protected() -> None:
     wanted = {n for n in PIPELINE_SECRETS if not n.startswith("CI_")} | {
         "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "KUBE_CONTEXT"}
     assert not wanted - listed, f"not listed as masked and protected: {wanted - listed}"
+
+
+# The project's images by their pinned digests; anything else by a literal digest.
+PINNED_IMAGE = re.compile(r"\$CI_REGISTRY_IMAGE/(pipeline|trainer)@\$LLMOPS_(PIPELINE|TRAINER)"
+                          r"_IMAGE_DIGEST|[\w.-]+(/[\w.-]+)*@sha256:[0-9a-f]{64}")
+
+
+def ci_variables() -> dict[str, str]:
+    return yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())["variables"]
+
+
+def test_every_job_runs_an_image_by_digest() -> None:
+    """A tag can be pushed by any pipeline's job token, a merge request's included; the
+    runner pulls a digest's content or nothing."""
+    default = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())["default"]["image"]
+    images = {name: job.get("image", default) for name, job in jobs().items()}
+    assert len(images) > 10 and "build-images" in images and "images-pinned" in images
+    for name, image in images.items():
+        assert PINNED_IMAGE.fullmatch(str(image)), f"{name} runs {image}, not by digest"
+        project = re.match(r"\$CI_REGISTRY_IMAGE/(\w+)@\$(\w+)", str(image))
+        assert not project or project[2] == f"LLMOPS_{project[1].upper()}_IMAGE_DIGEST"
+    variables = ci_variables()
+    for name in ("LLMOPS_PIPELINE_IMAGE_DIGEST", "LLMOPS_TRAINER_IMAGE_DIGEST"):
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", variables[name]), name
+
+
+def test_only_the_protected_default_branch_pushes_images() -> None:
+    """Merge requests build (LLMOPS_PUSH_IMAGES false, no credentials used); a push needs
+    the protected default branch and images not pinned yet; tags never build."""
+    job = jobs()["build-images"]
+    assert job["stage"] == yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())["stages"][0]
+    assert job["script"] == ["bash scripts/build-images.sh"]
+    assert job["allow_failure"] == {"exit_codes": [3]}  # pushed, awaiting its pin
+    assert job["artifacts"]["paths"] == ["images.env"]
+    rules: list[dict[str, object]] = job["rules"]  # type: ignore[assignment]
+    # never under gitlab-ci-local (GITLAB_CI=false) unless a test opts in: no registry there
+    assert rules[0] == {"if": '$GITLAB_CI == "false" && $LLMOPS_CI_LOCAL_IMAGES != "true"',
+                        "when": "never"}
+    pushes = [r for r in rules[1:] if r["variables"] == {"LLMOPS_PUSH_IMAGES": "true"}]
+    builds = [r for r in rules[1:] if r["variables"] == {"LLMOPS_PUSH_IMAGES": "false"}]
+    assert len(pushes) == 1 and len(builds) == 1 and len(rules) == 3
+    assert "merge_request_event" in str(builds[0]["if"])
+    condition = str(pushes[0]["if"])
+    for term in ('$CI_COMMIT_REF_PROTECTED == "true"', "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH",
+                 "$LLMOPS_PINNED_IMAGE_TAG != $LLMOPS_IMAGE_TAG"):
+        assert term in condition
+    assert "||" not in condition and "CI_COMMIT_TAG" not in str(rules)
+    files = subprocess.run(["bash", "scripts/image-tag.sh", "--files"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for rule in (pushes[0], builds[0]):
+        for path in files:
+            assert any(fnmatch.fnmatch(path, glob) for glob in rule["changes"]), path  # type: ignore[attr-defined]
+
+
+def test_a_tag_pipeline_checks_its_pin_before_any_job_runs() -> None:
+    """images-pinned (stage images, the first) refuses a release whose inputs' images are
+    not pinned; no tag job may skip the stage order with `needs:`."""
+    all_jobs = jobs()
+    job = all_jobs["images-pinned"]
+    assert job["stage"] == "images" and job["script"] == ["bash scripts/image-tag.sh --check-pin"]
+    assert job["before_script"] == []  # nothing of the project's runs before the check
+    tag_rule = {"if": r"$CI_COMMIT_TAG =~ /^v\d+\.\d+\.\d+$/"}
+    assert job["rules"][1:] == [tag_rule]  # type: ignore[index]
+    stages = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())["stages"]
+    tag_jobs = {name: j for name, j in all_jobs.items() if j.get("stage") != "images" and (
+        ".tag" in str(j.get("extends", "")) or any(
+            str(r.get("if", "")).startswith("$CI_COMMIT_TAG")
+            for r in j.get("rules", [])))}  # type: ignore[union-attr]
+    assert {"train", "register", "deploy-production", "rollback-production"} <= set(tag_jobs)
+    for name, tag_job in tag_jobs.items():
+        assert stages.index(tag_job["stage"]) > 0, name
+        assert "needs" not in tag_job, f"{name}: `needs:` would start it before images-pinned"

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +22,7 @@ from prefect_jobs import (
     PIPELINE_IMAGE,
     REPO,
     TEMPLATE,
+    TRAINER_IMAGE,
     WORKER_POD_SPEC_EXTRAS,
     base_job_template,
     check_job_variables,
@@ -117,12 +123,14 @@ def test_flow_runs_use_the_ci_images_and_the_pipeline_service_account(
     assert pod_spec(job)["serviceAccountName"] == "llmops-pipeline"
     assert pod_spec(job)["restartPolicy"] == "Never"
     c = container(job)
-    # Training in the CUDA trainer image (requirements/gpu.lock), the rest in the pipeline's.
-    assert c["image"] == (PIPELINE_IMAGE.replace("/pipeline:", "/trainer:")
-                          if entrypoint in TRAINING else PIPELINE_IMAGE)
+    # Training in the CUDA trainer image (requirements/gpu.lock), the rest in the pipeline's,
+    # each by its pinned digest.
+    assert c["image"] == (TRAINER_IMAGE if entrypoint in TRAINING else PIPELINE_IMAGE)
     assert c["args"] == ["/opt/llmops/.venv/bin/prefect", "flow-run", "execute"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert env["LLMOPS_ROOT"] == env["PYTHONPATH"] == "/opt/llmops/checkout"
+    assert env["LLMOPS_ROOT"] == "/opt/llmops/checkout"
+    # The images hold no llmops package: the clone's flows and its src/ are imported.
+    assert env["PYTHONPATH"] == "/opt/llmops/checkout:/opt/llmops/checkout/src"
     assert env["PREFECT__FLOW_RUN_ID"] == job["metadata"]["labels"]["prefect.io/flow-run-id"]
     assert "{{" not in json.dumps(job)  # every placeholder filled
 
@@ -149,14 +157,57 @@ def test_other_flows_ask_for_no_gpu(entrypoint: str) -> None:
 
 
 def test_the_image_follows_the_deploy_environment() -> None:
-    env = {"CI_REGISTRY_IMAGE": "registry.example/x", "LLMOPS_IMAGE_TAG": "t1",
-           "CI_PROJECT_URL": "https://g/x", "CI_COMMIT_SHA": "f" * 40}
+    pipeline, trainer = "sha256:" + "c" * 64, "sha256:" + "d" * 64
+    env = {"CI_REGISTRY_IMAGE": "registry.example/x", "LLMOPS_PIPELINE_IMAGE_DIGEST": pipeline,
+           "LLMOPS_TRAINER_IMAGE_DIGEST": trainer, "CI_PROJECT_URL": "https://g/x",
+           "CI_COMMIT_SHA": "f" * 40}
     assert container(render_job("flows/train.py:train", env=env))["image"] == \
-        "registry.example/x/trainer:t1"
+        f"registry.example/x/trainer@{trainer}"
     assert container(render_job("flows/deploy.py:deploy", env=env))["image"] == \
-        "registry.example/x/pipeline:t1"
+        f"registry.example/x/pipeline@{pipeline}"
 
 
 def test_the_worker_configuration_class_is_the_one_of_the_kubernetes_worker() -> None:
     assert KubernetesWorker.job_configuration is KubernetesWorkerJobConfiguration
     assert KubernetesWorker.type == "kubernetes"
+
+
+FAKE_PREFECT = """#!/usr/bin/env bash
+echo "$* pipeline=${LLMOPS_PIPELINE_IMAGE_DIGEST:-} trainer=${LLMOPS_TRAINER_IMAGE_DIGEST:-}" \\
+  >> "$FAKE_LOG"
+"""
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "placeholder"])
+def test_the_deployments_get_the_committed_pin_or_none(tmp_path: Path, pinned: bool) -> None:
+    """scripts/prefect-kubernetes.sh hands `prefect deploy` the digests .gitlab-ci.yml pins;
+    with a fresh clone's placeholder it registers nothing (the pods could not pull it)."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "prefect-kubernetes.sh", tmp_path / "scripts")
+    ci = (REPO / ".gitlab-ci.yml").read_text()
+    pipeline, trainer = "sha256:" + "e" * 64, "sha256:" + "f" * 64
+    if pinned:
+        ci = re.sub(r"(?m)^(  LLMOPS_PIPELINE_IMAGE_DIGEST:).*$", rf'\1 "{pipeline}"', ci)
+        ci = re.sub(r"(?m)^(  LLMOPS_TRAINER_IMAGE_DIGEST:).*$", rf'\1 "{trainer}"', ci)
+    else:
+        ci = re.sub(r"(?m)^(  LLMOPS_PIPELINE_IMAGE_DIGEST:).*$", rf'\1 "sha256:{"0" * 64}"',
+                    ci)
+    (tmp_path / ".gitlab-ci.yml").write_text(ci)
+    prefect, log = tmp_path / "prefect", tmp_path / "prefect.log"
+    prefect.write_text(FAKE_PREFECT)
+    prefect.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "PREFECT": str(prefect), "FAKE_LOG": str(log),
+           "PREFECT_API_URL": "http://127.0.0.1:1/api", "CI_REGISTRY_IMAGE": "registry.example/x",
+           "CI_PROJECT_URL": "https://g/x", "CI_COMMIT_SHA": "f" * 40}
+    done = subprocess.run(["bash", "scripts/prefect-kubernetes.sh"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    calls = log.read_text().splitlines()
+    if pinned:
+        assert done.returncode == 0, done.stderr
+        assert calls[-1] == (f"--no-prompt deploy --name production pipeline={pipeline} "
+                             f"trainer={trainer}")
+    else:
+        assert done.returncode == 2
+        assert "LLMOPS_PIPELINE_IMAGE_DIGEST in .gitlab-ci.yml is sha256:000" in done.stderr
+        assert "pin the CI images first" in done.stderr
+        assert not any(c.startswith("--no-prompt deploy") for c in calls)
