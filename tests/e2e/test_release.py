@@ -211,6 +211,12 @@ class Release:
 
     @property
     def url(self) -> str:
+        """The model's stable address (its router), where clients call it."""
+        return f"http://{self.first['address']}/v1"
+
+    @property
+    def worker_url(self) -> str:
+        """The release's own vLLM worker behind the router."""
         return f"http://127.0.0.1:{self.first['port']}/v1"
 
     @cached_property
@@ -331,29 +337,36 @@ def test_release_endpoint_refuses_every_route_without_its_api_key(release: Relea
     /invocations answered a chat completion without a key. /health stays open for probes."""
     import httpx
 
-    root = release.url.removesuffix("/v1")
+    worker, stable = release.worker_url.removesuffix("/v1"), release.url.removesuffix("/v1")
     good = {"Authorization": f"Bearer {release.api_key}"}
-    spec = httpx.get(f"{root}/openapi.json", headers=good, timeout=30)
+    spec = httpx.get(f"{worker}/openapi.json", headers=good, timeout=30)
     assert spec.status_code == 200
     routes = [(method.upper(), path.replace("{", "").replace("}", ""))
               for path, ops in spec.json()["paths"].items() for method in ops]
     routes += [("GET", "/docs"), ("GET", "/redoc"), ("GET", "/openapi.json"),
                ("GET", "/metrics"), ("POST", "/invocations"), ("GET", "/not-a-route")]
     assert ("POST", "/tokenize") in routes and ("POST", "/invocations") in routes
+    # The router's own routes, at the stable address: there /health needs the key too.
+    router_routes = [("GET", "/health"), ("GET", "/list_workers"), ("GET", "/get_loads"),
+                     ("GET", "/readiness"), ("GET", "/liveness"), ("GET", "/get_model_info"),
+                     ("POST", "/add_worker?url=http://127.0.0.1:9"), ("POST", "/flush_cache"),
+                     ("POST", f"/remove_worker?url=http://127.0.0.1:{release.first['port']}")]
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 1}
+            "max_tokens": 1, "prompt": "hi", "input": "hi"}
     opened = []
-    for method, path in sorted(set(routes)):
-        if path == "/health":
-            continue
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "wrong"}):
-            answer = httpx.request(method, root + path, headers=headers, json=body,
-                                   timeout=30)
-            if answer.status_code != 401:
-                opened.append(f"{method} {path} {headers}: {answer.status_code}")
+    for root, paths in ((worker, routes), (stable, routes + router_routes)):
+        for method, path in sorted(set(paths)):
+            if path == "/health" and root == worker:
+                continue
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "wrong"}):
+                answer = httpx.request(method, root + path, headers=headers, json=body,
+                                       timeout=30)
+                if answer.status_code != 401:
+                    opened.append(f"{root}: {method} {path} {headers}: {answer.status_code}")
     assert opened == []
-    assert httpx.get(f"{root}/health").status_code == 200
-    assert httpx.get(f"{root}/metrics", headers=good).status_code == 200
+    assert httpx.get(f"{worker}/health").status_code == 200
+    assert httpx.get(f"{stable}/health", headers=good).status_code == 200
+    assert httpx.get(f"{worker}/metrics", headers=good).status_code == 200
     assert "Authorization: Bearer $(cat" in release.done.stdout  # the curl example
 
 
@@ -423,10 +436,14 @@ def test_release_then_gitlab_registers_promotes_and_deploys_from_its_registry(
         gate = json.loads((home / "runs" / "tiny" / run_id / "gate_report.json").read_text())
         loss = next(r for r in gate["rules"] if r["metric"] == "eval_loss")
         assert loss["production"] == pytest.approx(loss["candidate"])
-        assert "deployed tiny 1.0.0" in run("deploy", "tiny", "--env", "local",
-                                            "--version", "1.0.0")
+        # Clients of the stable address see the swap as nothing: not one failed request.
+        with SteadyClient(release.url, release.api_key) as steady:
+            assert "deployed tiny 1.0.0" in run("deploy", "tiny", "--env", "local",
+                                                "--version", "1.0.0")
         assert gl.duplicate_files() == 0
+    assert steady.failures == [] and len(steady.latencies) >= 10, steady.failures[:5]
     record = release.serving()
+    assert record["address"] == first["address"]  # the same address, another worker
     assert record["version"] == "1.0.0" and record["pid"] != first["pid"]
     with pytest.raises(ProcessLookupError):  # the previous server was replaced
         os.kill(int(first["pid"]), 0)
@@ -438,11 +455,54 @@ def test_release_then_gitlab_registers_promotes_and_deploys_from_its_registry(
     assert not any(token in v for v in values)
 
 
-def answers(record: dict[str, Any], api_key: str) -> str:
+class SteadyClient:
+    """A client of the stable address that keeps asking, one short chat after another,
+    while a version is swapped behind it: every failure and every latency, kept."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        import threading
+
+        self.url, self.api_key = url, api_key
+        self.failures: list[str] = []
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        import time
+
+        import httpx
+
+        with httpx.Client(timeout=120) as client:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    got = client.post(f"{self.url}/chat/completions",
+                                      headers={"Authorization": f"Bearer {self.api_key}"},
+                                      json={"model": "tiny", "max_tokens": 4,
+                                            "messages": [{"role": "user", "content": "hi"}]})
+                    if got.status_code != 200:
+                        self.failures.append(f"{got.status_code}: {got.text[:200]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                self.latencies.append(time.monotonic() - started)
+                time.sleep(0.2)  # two cores: leave the swap its CPU
+
+    def __enter__(self) -> SteadyClient:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(180)
+
+
+def answers(record: dict[str, Any], api_key: str, stable: bool = False) -> str:
+    """The answer of the record's worker (or, `stable`, of its router's address)."""
     from openai import OpenAI
 
-    api = OpenAI(base_url=f"http://127.0.0.1:{record['port']}/v1", api_key=api_key,
-                 max_retries=0)
+    url = f"http://{record['address']}/v1" if stable else f"http://127.0.0.1:{record['port']}/v1"
+    api = OpenAI(base_url=url, api_key=api_key, max_retries=0)
     reply = api.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],
         max_tokens=8, temperature=0)
@@ -480,8 +540,10 @@ def test_release_then_rollback_refuses_a_corrupt_version_and_restores_the_last_g
     assert "sha256 mismatch" in broken.stderr and "tiny 1.0.0 still serves" in broken.stderr
     assert release.serving()["pid"] == serving["pid"] and answers(serving, release.api_key)
 
-    back = run_llmops("rollback", "tiny", root=root, home=home)
+    with SteadyClient(release.url, release.api_key) as steady:  # the swap backwards
+        back = run_llmops("rollback", "tiny", root=root, home=home)
     assert back.returncode == 0, back.stderr[-3000:]
+    assert steady.failures == [] and len(steady.latencies) >= 10, steady.failures[:5]
     assert "1.0.0 → 0.1.0" in back.stdout + back.stderr and "0 errors" in back.stdout
     restored = release.serving()
     assert restored["version"] == "0.1.0" and answers(restored, release.api_key)
@@ -500,6 +562,9 @@ def test_release_then_rollback_refuses_a_corrupt_version_and_restores_the_last_g
     again = release.serving()
     assert again["version"] == "0.1.0" and again["pid"] != restored["pid"]
     assert answers(again, release.api_key)
+    # The restarted worker took the dead one's place behind the same address.
+    assert again["address"] == release.first["address"] and answers(again, release.api_key,
+                                                                   stable=True)
     assert again["args"] == [*restored["args"][:restored["args"].index("--port") + 1],
                              str(again["port"]),
                              *restored["args"][restored["args"].index("--port") + 2:]]

@@ -33,6 +33,7 @@ class Started:
     version: str = "0.2.0"
     served_name: str = "tiny"
     url: str = "http://127.0.0.1:1/v1"
+    check_url: str = "http://127.0.0.1:1/v1"
 
 
 @dataclass

@@ -55,6 +55,11 @@ class ClusterRollout:
     digest: str = ""
     previous: str | None = None  # the version that served before (undo goes back to it)
 
+    @property
+    def check_url(self) -> str:
+        """The Service's endpoint: the rollout is checked where clients call it."""
+        return self.url
+
 
 @dataclass
 class KubernetesTarget:

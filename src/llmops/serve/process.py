@@ -53,10 +53,23 @@ class Deployment:
     digest: str = ""  # the registry manifest's sha256, checked again before a restart
     sockets_dir: str = ""  # the server's private temp folder, removed when it is stopped
     created: float = 0.0  # the process's start time: a pid is ours only with it
+    address: str = ""  # the model's stable address (its router), whichever worker serves
 
     @property
     def url(self) -> str:
+        """Where clients call it: the stable address (the worker's own before a router)."""
+        return f"http://{self.address}/v1" if self.address else self.check_url
+
+    @property
+    def check_url(self) -> str:
+        """The worker itself: where a new version is verified before the router sends it
+        anything."""
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def worker(self) -> str:
+        """The worker as the router names it."""
+        return f"http://127.0.0.1:{self.port}"
 
     def history_fields(self) -> dict[str, object]:
         """What the history keeps of a server: enough to start it again (rollback)."""
@@ -426,16 +439,12 @@ def _stop_group(pid: int, grace_s: float) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def activate(dep: Deployment) -> Deployment | None:
-    """Record `dep` as the environment's deployment; stop and return the one it replaces.
-    SIGTERM and SIGINT wait until the switch is done: an interruption half-way would leave
-    two servers, or none, recorded."""
-    with deferred_signals():
-        previous = load_record(dep.model, dep.env)
-        save_record(dep)
-        (Path(dep.log_path).parent / STARTING).unlink(missing_ok=True)
-        if previous and previous.pid != dep.pid and previous.alive():
-            previous.kill()
+def record_started(dep: Deployment) -> Deployment | None:
+    """Record `dep` as the environment's deployment (its launch is over); the record it
+    replaces, whose server the caller stops."""
+    previous = load_record(dep.model, dep.env)
+    save_record(dep)
+    (Path(dep.log_path).parent / STARTING).unlink(missing_ok=True)
     return previous
 
 

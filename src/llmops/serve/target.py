@@ -1,16 +1,19 @@
-"""The local target: vLLM CPU servers on 127.0.0.1, started beside the serving one.
+"""The local target: vLLM CPU servers on 127.0.0.1, started beside the serving one, behind
+one stable address per model (the vLLM router, `llmops.serve.router`).
 
 A new version's server starts while the previous one keeps serving. Verified (by the engine,
-`llmops.stages.deployment`): the new server becomes the environment's record and the previous
-one is stopped. Failed (files that do not match the manifest, a server that never becomes
-healthy, a failed check): the new server is stopped and the recorded deployment serves again,
-restarted with its own recorded arguments if it is not running. Every outcome is appended to
+`llmops.stages.deployment`, on the new server itself): the new server becomes the
+environment's record and joins the router; the previous one leaves it, finishes its
+in-flight requests and is stopped. Failed (files that do not match the manifest, a server
+that never becomes healthy, a failed check): the new server is stopped, never having reached
+the router, and the recorded deployment serves again, restarted with its own recorded
+arguments if it is not running. Every outcome is appended to
 the environment's history (`llmops history`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,6 +28,7 @@ from llmops.models.base import ensure_base_model
 from llmops.process import activity
 from llmops.registry.base import Registry
 from llmops.serve import process as serve
+from llmops.serve import router
 from llmops.serve.cost import history_fields
 from llmops.serve.history import History
 from llmops.serve.verify import Verification
@@ -50,6 +54,9 @@ class LocalTarget:
         verified against the registry's digest, so that must be the pinned one), on the
         base model it was trained on (`base_model.digest`, recorded at registration), not
         on whatever folder has its name now."""
+        address = serve_settings(self.config, spec.name).address
+        if problem := router.address_problem(spec.name, self.env, address):
+            raise UsageError(problem)
         pin = load_pins(self.env).models.get(spec.name)
         mv = self.registry.get(spec.name, version)
         if pin is not None and pin.version == version and mv.digest != pin.digest:
@@ -79,8 +86,9 @@ class LocalTarget:
             except StageFailed:
                 files = self.registry.download(mv, dest)
             base = ensure_base_model(mv.base_model or spec.base_model)
-            return serve.start(spec.name, self.env, mv.version, base, files, settings,
-                               digest=mv.digest)
+            dep = serve.start(spec.name, self.env, mv.version, base, files, settings,
+                              digest=mv.digest)
+            return replace(dep, address=settings.address)
         except StageFailed as exc:
             raise self.failed(spec.name, mv.version, "deploy", exc) from exc
 
@@ -93,7 +101,7 @@ class LocalTarget:
 
     def commit(self, dep: serve.Deployment, action: str, checked: Verification) -> None:
         """Verified: the new server becomes the record; the one it replaces is stopped."""
-        serve.activate(dep)
+        activate(dep, serve_settings(self.config, dep.model).drain_timeout_s)
         self.history(dep.model).record(
             dep.version, action, "serving",
             reason=f"load: {checked.load}" if checked.load else "",
@@ -122,7 +130,8 @@ class LocalTarget:
         verify_manifest(adapter_dir, str(event.get("digest", "")))
         record = serve.Deployment(spec.name, self.env, str(event["version"]), spec.name,
                                   str(event["base_model"]), str(adapter_dir), 0, 0,
-                                  list(event["args"]), "", digest=str(event.get("digest", "")))
+                                  list(event["args"]), "", digest=str(event.get("digest", "")),
+                                  address=settings.address)
         activity.tell(f"rolling back {spec.name} in {self.env}: "
                       f"{current.version if current else 'nothing'} → {record.version}")
         try:
@@ -131,6 +140,7 @@ class LocalTarget:
             raise self.failed(spec.name, record.version, "rollback", exc) from exc
 
     def stop(self, spec: ModelSpec) -> serve.Deployment:
+        router.stop(spec.name, self.env)  # one model per router: nothing is left behind it
         return serve.stop(spec.name, self.env)
 
     def history(self, model: str) -> History:
@@ -163,21 +173,46 @@ class LocalTarget:
             return f"nothing to roll back to: no earlier deployment of {model} in {env}"
         history = self.history(model)
         if _healthy(record):
+            if record.address:  # and reachable at its address (a router that died restarts)
+                router.ensure(model, env, record.address, record.worker, serve.local_api_key(),
+                              serve.serve_python())
             history.record(record.version, "rollback", "restored", "it never stopped serving",
                            record.history_fields())
             return f"rolled back: {model} {record.version} still serves at {record.url}"
         if record.alive():  # running but not healthy: replace it
             record.kill()
+        settings = serve_settings(self.config, model)
         try:
             verify_manifest(Path(record.adapter_dir), record.digest)
-            dep = serve.restart(record, serve_settings(self.config, model))
+            dep = serve.restart(record, settings)
+            activate(dep, settings.drain_timeout_s)  # behind the router, the dead one out
         except StageFailed as exc:
             history.record(record.version, "rollback", "failed", str(exc),
                            record.history_fields())
             return f"rollback to {model} {record.version} failed too: {exc}"
-        serve.save_record(dep)
         history.record(record.version, "rollback", "restored", fields=dep.history_fields())
         return f"rolled back: {model} {record.version} restarted at {dep.url}"
+
+
+def activate(dep: serve.Deployment, drain_s: float) -> serve.Deployment | None:
+    """Record `dep` as the environment's deployment and put it behind the model's router;
+    take the one it replaces out of the router, let its in-flight requests finish (up to
+    `drain_s`), stop it and return it. SIGTERM and SIGINT wait until the switch is done: an
+    interruption half-way would leave two servers, or none, recorded."""
+    with serve.deferred_signals():
+        key = serve.local_api_key()
+        front = router.ensure(dep.model, dep.env, dep.address, dep.worker, key,
+                              serve.serve_python()) if dep.address else None
+        if front is not None:
+            dep.address = front.address  # the port it chose, where the setting says 0
+        previous = serve.record_started(dep)
+        if previous and previous.pid != dep.pid:
+            if front is not None and previous.worker != dep.worker:
+                router.remove_worker(front, previous.worker, key)
+            if previous.alive():
+                router.drain(previous.port, key, drain_s)
+                previous.kill()
+    return previous
 
 
 def _healthy(dep: serve.Deployment) -> bool:

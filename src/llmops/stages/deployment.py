@@ -44,7 +44,15 @@ class Endpoint(Protocol):
     def served_name(self) -> str: ...
 
     @property
-    def url(self) -> str: ...
+    def url(self) -> str:
+        """Where clients call it."""
+        ...
+
+    @property
+    def check_url(self) -> str:
+        """Where a started version is verified before it serves (a local worker itself,
+        before the router sends it anything; a cluster's Service)."""
+        ...
 
 
 E = TypeVar("E", bound=Endpoint)
@@ -179,7 +187,7 @@ def verify_started(spec: ModelSpec, target: Target[E], started: E, action: str,
     """Check a started version; commit it, or abort it (the previous one serves). An
     interruption (SIGTERM from a cancelled job, Ctrl-C) aborts it too, then goes on."""
     try:
-        checked, problems = run_checks(spec, target.config.verify, started.url,
+        checked, problems = run_checks(spec, target.config.verify, started.check_url,
                                        started.served_name, target.api_key())
     except BaseException as exc:
         target.abort(started, action, exc if isinstance(exc, Exception)
@@ -187,7 +195,7 @@ def verify_started(spec: ModelSpec, target: Target[E], started: E, action: str,
         raise
     if problems:
         failure = StageFailed(f"verification of {started.model} {started.version} at "
-                              f"{started.url} failed: " + "; ".join(problems))
+                              f"{started.check_url} failed: " + "; ".join(problems))
         raise target.abort(started, action, failure)
     target.commit(started, action, checked)
     if registry is not None:
