@@ -57,8 +57,14 @@ def vllm_args(server: VllmServer, extras: list[str]) -> list[str]:
             "--max-num-seqs", str(server.max_num_seqs),
             *extras]
     if server.loras:
-        rank = supported_rank(server.max_lora_rank or VLLM_DEFAULT_LORA_RANK)
-        args += ["--enable-lora", "--max-loras", str(len(server.loras)),
-                 "--max-lora-rank", str(rank), "--lora-modules",
-                 *(f"{name}={path}" for name, path in server.loras.items())]
+        args += lora_args(len(server.loras), server.max_lora_rank)
+        args += ["--lora-modules", *(f"{name}={path}" for name, path in server.loras.items())]
     return args
+
+
+def lora_args(max_loras: int, max_rank: int | None) -> list[str]:
+    """LoRA serving with room for `max_loras` adapters in a batch, each of rank up to
+    `max_rank` (None: vLLM's default); the adapters are named by --lora-modules or loaded
+    at run time."""
+    rank = supported_rank(max_rank or VLLM_DEFAULT_LORA_RANK)
+    return ["--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(rank)]
