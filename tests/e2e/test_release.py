@@ -176,7 +176,9 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
                       root=root, home=home)
     assert done.returncode == 0, done.stderr[-2000:]
     docs = list(yaml.safe_load_all((tmp_path / "out" / "tiny-production.yaml").read_text()))
-    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
+    # The fetch's ConfigMap, then the model's Grafana dashboard (kubernetes.grafana_dashboard)
+    assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service",
+                                         "ConfigMap"]
     for doc in docs:
         validate(doc, "1.30.0", strict=True)
     unpinned = run_llmops("deploy", "tiny", "--env", "staging", "--render", str(tmp_path / "o2"),
@@ -187,6 +189,9 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
     # endpoint is refused before that: its rollout could not be verified.)
     production = root / "deploy" / "production.yml"
     production.write_text(production.read_text() + "endpoint: http://127.0.0.1:9/v1\n")
+    placeholder = run_llmops("deploy", "tiny", "--env", "production", root=root, home=home)
+    assert placeholder.returncode == 2 and "placeholder" in placeholder.stderr  # pin it first
+    production.write_text(production.read_text().replace(DIGEST_PLACEHOLDER, "ab" * 32))
     no_cluster = run_llmops("deploy", "tiny", "--env", "production", root=root, home=home,
                             extra_env={"PATH": str(Path(sys.executable).parent)})
     assert no_cluster.returncode == 2, no_cluster.stderr[-2000:]
