@@ -22,6 +22,7 @@ PRINTERS = {
     "cli/*": "the shell",
     "kubernetes/fetch.py::main": "the init container's entry point",
     "train/node.py::main": "the entry point of a training node's process",
+    "serve/guard/llmops_router.py::main": "the local router's launcher, a process of its own",
     "process/activity.py::Plain.*": "the handler in force when no shell installed one",
 }
 

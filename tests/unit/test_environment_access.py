@@ -36,6 +36,15 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "serve/guard/llmops_keyguard.py::KeyGuard.__init__": (
         frozenset({READ}), "runs inside vLLM's API server, not llmops: VLLM_API_KEY, the key "
         "vLLM itself reads"),
+    "serve/guard/llmops_router.py::main": (
+        frozenset({READ}), "the local router's launcher, a process of its own in the serving "
+        "env: VLLM_API_KEY, the key it checks, kept from the router child's environment"),
+    "serve/router.py::start": (
+        frozenset({READ}), "builds the router's environment from a parent mapping (this "
+        "process's by default)"),
+    "serve/isolation_run.py::LocalVllm.serving": (
+        frozenset({READ}), "a runtime-LoRA server's environment: this process's, with "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING added (launch's parent mapping)"),
     "serve/process.py::serve_python": (
         frozenset({READ}), "LLMOPS_SERVE_PYTHON of the environment a vLLM server starts "
         "from (a parent mapping, this process's by default)"),

@@ -219,3 +219,12 @@ def test_the_router_refuses_to_start_without_a_key(state: Path, tmp_path: Path) 
                            "--metrics-port", "0"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert done.returncode == 2 and "refusing to serve without a key" in done.stderr
+
+
+def test_verify_passes_its_health_check_through_the_router(front: router.Router) -> None:
+    """`llmops verify` checks the serving version at its stable address, where /health
+    needs the key too."""
+    from llmops.serve.verify import smoke_test
+
+    result = smoke_test(front.url, "m", [], max_tokens=4, timeout_s=10, api_key=KEY)
+    assert result.problems == [] and result.models == ["m"]

@@ -92,8 +92,9 @@ def key_number(name: str, result: Any) -> str:
             text += (f"; load test {load['concurrency']} clients, {load['errors']} errors, "
                      f"{load['tokens_per_s']} tok/s")
         return text
-    if hasattr(result, "url") and hasattr(result, "version"):  # a started endpoint
-        return f"{result.version} at {result.url}"
+    if hasattr(result, "check_url") and hasattr(result, "version"):  # a started endpoint
+        # Where it is verified: a local worker's own port, before it joins the router.
+        return f"{result.version} started at {result.check_url}"
     if hasattr(result, "version") and hasattr(result, "digest"):  # a registered version
         return f"version {result.version} (digest {str(result.digest)[:19]})"
     return ""

@@ -43,7 +43,10 @@ def smoke_test(base_url: str, served_name: str, golden: list[GoldenItem], max_to
     root = base_url.removesuffix("/v1")
     result = SmokeResult(base_url, [])
     try:
-        health = httpx.get(f"{root}/health", timeout=timeout_s)
+        # With the key: a local model's stable address (its router) requires it on /health
+        # too; a vLLM worker's /health ignores it.
+        health = httpx.get(f"{root}/health", timeout=timeout_s,
+                           headers={"Authorization": f"Bearer {api_key}"})
         if health.status_code != 200:
             result.problems.append(f"/health answered {health.status_code}")
         client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=0)
