@@ -81,10 +81,9 @@ def load(model: str, env: str) -> Router | None:
 
 
 def _save(router: Router) -> None:
-    path = _path(router.model, router.env)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(router), indent=2))
-    tmp.replace(path)
+    from llmops.serve.process import _write_json  # the workers' records are written so
+
+    _write_json(_path(router.model, router.env), asdict(router))
 
 
 def _port_free(host: str, port: int) -> bool:
