@@ -25,6 +25,17 @@ def repo_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield root
 
 
+@pytest.fixture(autouse=True)
+def _registry_state_home(request: pytest.FixtureRequest,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/registry/: a scratch state folder. Registering signs each version with the key
+    the project makes in its state folder on first use, which must not land in the
+    checkout's `.llmops/`."""
+    if "registry" in request.node.path.parent.parts[-1:]:
+        home = request.getfixturevalue("tmp_path") / "state"
+        monkeypatch.setenv("LLMOPS_HOME", str(home))
+
+
 @pytest.fixture(scope="session")
 def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One state dir for the session's slow tests, so that base models are built once."""

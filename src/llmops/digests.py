@@ -14,8 +14,12 @@ from llmops.errors import StageFailed
 
 MANIFEST = "manifest.json"
 # A folder built from a version's files at deploy time (merged, int8) carries its own
-# manifest of this name (`llmops.models.derived`); it is checked by that, not by the version's.
+# manifest of this name (`llmops.models.derived`). It lives in the state folder, outside the
+# version's files: the registry's content can never bring one in.
 DERIVED = "derived.json"
+# The version's signature (`llmops.signatures`): beside the manifest, not listed in it, so
+# that the version's digest does not depend on who signed it.
+SIGNATURE = "model.sig"
 
 
 def sha256_file(path: Path) -> str:
@@ -27,9 +31,10 @@ def sha256_file(path: Path) -> str:
 
 
 def file_digests(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder` (its manifest.json aside), by relative path."""
+    """sha256 of every file under `folder` (its manifest.json and signature aside), by
+    relative path."""
     return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST}
+            if p.is_file() and p.name != MANIFEST and p != folder / SIGNATURE}
 
 
 def folder_digest(folder: Path) -> str:
@@ -90,20 +95,15 @@ def checked_manifest(body: bytes, expected_digest: str, where: str) -> dict[str,
 
 
 def unlisted(folder: Path, files: dict[str, str]) -> Path | None:
-    """The first file under `folder` its manifest does not list: vLLM loads every weight
-    file of a folder, so a stray one would be served unverified. Folders derived at deploy
-    time (they hold derived.json) are checked against their own manifest instead."""
-    listed = {PurePosixPath(rel) for rel in files} | {PurePosixPath(MANIFEST)}
-    derived = {p.parent for p in folder.rglob(DERIVED) if p.parent != folder
-               and PurePosixPath(p.relative_to(folder).as_posix()) not in listed}
+    """The first file under `folder` its manifest does not list (its signature aside): vLLM
+    loads every weight file of a folder, so a stray one would be served unverified."""
+    listed = {PurePosixPath(rel) for rel in files} | {PurePosixPath(MANIFEST),
+                                                      PurePosixPath(SIGNATURE)}
     for path in sorted(folder.rglob("*")):
         if path.is_dir() and not path.is_symlink():
             continue
-        if PurePosixPath(path.relative_to(folder).as_posix()) in listed:
-            continue
-        if any(path.is_relative_to(d) for d in derived):
-            continue
-        return path
+        if PurePosixPath(path.relative_to(folder).as_posix()) not in listed:
+            return path
     return None
 
 

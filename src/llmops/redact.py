@@ -66,7 +66,9 @@ _NOT_SECRET = frozenset({"PWD", "OLDPWD", "SSH_AUTH_SOCK", "XAUTHORITY"})
 # The pipeline's own secrets, which no tool it runs needs.
 PIPELINE_SECRETS = frozenset({
     "GITLAB_TOKEN", "LLMOPS_REGISTRY_TOKEN", "LLMOPS_API_KEY", "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_PASSWORD", "CI_JOB_TOKEN", "CI_REGISTRY_PASSWORD"})
+    "MLFLOW_TRACKING_PASSWORD", "CI_JOB_TOKEN", "CI_REGISTRY_PASSWORD",
+    # what the register job signs with (`llmops.signatures`)
+    "LLMOPS_SIGNING_KEY", "LLMOPS_SIGNING_KEY_PASSWORD", "SIGSTORE_ID_TOKEN"})
 _MIN_REMEMBERED = 4  # shorter values would redact ordinary words
 
 _known: set[str] = set()

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from gitlab_emulator import GitlabEmulator
 
+from llmops.signatures import ensure_local_key
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GCL = Path(".tools") / "node_modules" / ".bin" / "gitlab-ci-local"  # in the repository
 TAG_JOBS = ["validate", "train", "evaluate", "register", "deploy-staging", "verify-staging",
@@ -42,6 +44,7 @@ def k8s_staging_yml(endpoint: str) -> str:
         "registry_api": "http://gitlab.invalid/api/v4/projects/1",
         "endpoint": endpoint,
         "kubernetes": {"vllm_image": "vllm/vllm-openai:v0.32.0@sha256:" + "ab" * 32,
+                       "fetch_image": "registry.example/llmops/pipeline@sha256:" + "cd" * 32,
                        "namespace": "ci-staging", "progress_deadline_s": 15},
         "verify": {"golden_prompts": 2, "min_golden_accuracy": None,
                    "load": {"concurrency": 2, "duration_s": 2, "min_requests": 2,
@@ -70,6 +73,9 @@ def test_tag_pipeline_runs_every_job(
             "LLMOPS_USE_EXISTING_VENVS": "1", "LLMOPS_REGISTRY_URI": gl.tracking_uri,
             "LLMOPS_REGISTRY_TOKEN": token, "GITLAB_URL": gl.url, "GITLAB_TOKEN": token,
             "GITLAB_PROJECT": "1",
+            # The protected File variable the register job signs with; the targets trust
+            # its public half (`key: local`, the same pair).
+            "LLMOPS_SIGNING_KEY": str(ensure_local_key(home)),
         }
         cmd = [str(gcl), "--force-shell-executor", "--unset-variable", "CI_COMMIT_BRANCH",
                "--manual", "deploy-production", "--ignore-predefined-vars", "CI_COMMIT_TAG"]

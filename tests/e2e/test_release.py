@@ -172,6 +172,17 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
     root, home = repo_copy_factory(tmp_path), fresh_home(tmp_path)
     (root / "registry" / "production.yml").write_text(
         "models:\n  tiny: {version: 1.2.0, digest: 'sha256:abc'}\n")
+    # A fresh fork has not committed the release key production trusts: nothing to render.
+    keyless = run_llmops("deploy", "tiny", "--env", "production", "--render",
+                         str(tmp_path / "out"), root=root, home=home)
+    assert keyless.returncode == 2 and "deploy/keys/release.pub" in keyless.stderr
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    release_pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    (root / "deploy" / "keys").mkdir(exist_ok=True)
+    (root / "deploy" / "keys" / "release.pub").write_text(release_pub)
     done = run_llmops("deploy", "tiny", "--env", "production", "--render", str(tmp_path / "out"),
                       root=root, home=home)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -179,6 +190,10 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
     # The fetch's ConfigMap, then the model's Grafana dashboard (kubernetes.grafana_dashboard)
     assert [d["kind"] for d in docs] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service",
                                          "ConfigMap"]
+    # The init container trusts the committed key, and only that one.
+    assert docs[0]["data"]["trust-0.pem"] == release_pub
+    assert json.loads(docs[0]["data"]["trust.json"]) == [
+        {"key": "/scripts/trust/0.pem", "chain": [], "identity": None, "issuer": None}]
     for doc in docs:
         validate(doc, "1.30.0", strict=True)
     unpinned = run_llmops("deploy", "tiny", "--env", "staging", "--render", str(tmp_path / "o2"),

@@ -27,9 +27,12 @@ def test_an_int8_deployment_loads_in_vllm_and_answers(repo_copy: Path, tiny_base
 
     dep = serve.start("tiny", "test", "0.0.1", str(tiny_base), adapter, settings)
     try:
-        assert dep.args[dep.args.index("--model") + 1] == str(adapter / "merged-w8a8")
-        derived.verify(adapter / "merged-w8a8")  # its manifest, written when it was built
-        assert (adapter / "merged-w8a8" / derived.DERIVED).is_file()
+        # Built in the state folder, never among the version's files.
+        int8 = derived.deployed_cache("tiny", str(tiny_base), adapter) / "merged-w8a8"
+        assert dep.args[dep.args.index("--model") + 1] == str(int8)
+        derived.verify(int8)  # its manifest, written when it was built
+        assert (int8 / derived.DERIVED).is_file()
+        assert not (adapter / "merged-w8a8").exists() and not (adapter / "merged").exists()
         api = OpenAI(base_url=dep.url, api_key=serve.local_api_key(), max_retries=0)
         reply = api.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "What port does sync use?"}],

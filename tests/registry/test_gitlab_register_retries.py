@@ -44,7 +44,8 @@ def test_a_lost_answer_to_the_version_create_yields_one_complete_version(
     assert (mv.version, mv.registry_id) == ("1.0.0", str(stored.id))
     assert posts(emulator, "model-versions/create") == 1  # looked up, not created again
     assert set(stored.files) == {"adapter_model.safetensors", "adapter_config.json",
-                                 "manifest.json"} and emulator.duplicate_files() == 0
+                                 "manifest.json", "model.sig"} \
+        and emulator.duplicate_files() == 0
 
 
 def test_a_lost_answer_to_the_model_create_is_not_an_error(emulator: GitlabEmulator,

@@ -43,7 +43,7 @@ def test_register_get_download_round_trip(emulator: GitlabEmulator, tmp_path: Pa
     assert mv.digest.startswith("sha256:") and mv.base_model == "smollm2"
     stored = emulator.state.versions[int(mv.registry_id)]
     assert set(stored.files) == {"adapter_model.safetensors", "adapter_config.json",
-                                 "tokenizer/tokenizer.json", "manifest.json"}
+                                 "tokenizer/tokenizer.json", "manifest.json", "model.sig"}
     got = reg.get("bot", "1.4.0")
     assert got == mv
     out = reg.download(got, tmp_path / "out")
@@ -187,3 +187,22 @@ def test_the_session_keeps_the_token_for_its_own_origin_only(target: str, keeps:
     tokens = {k: follow.headers.get(k) for k in ("PRIVATE-TOKEN", "JOB-TOKEN", "Authorization")}
     assert tokens == ({"PRIVATE-TOKEN": "t", "JOB-TOKEN": "t", "Authorization": "Bearer t"}
                       if keeps else dict.fromkeys(tokens))
+
+
+def test_a_retried_registration_keeps_the_first_signature(emulator: GitlabEmulator,
+                                                          tmp_path: Path) -> None:
+    """A retry signs again (an EC signature differs each time) but computes the same
+    digest, and the signature the first try stored is kept: it signed these very files."""
+    from llmops.config.paths import state_dir
+    from llmops.signatures import Trusted, local_key_paths, verify
+
+    reg = registry(emulator)
+    folder = model_folder(tmp_path)
+    first = reg.register("bot", folder, "run1", "1.4.0", LINEAGE)
+    stored = emulator.state.versions[int(first.registry_id)].files["model.sig"]
+    again = reg.register("bot", folder, "run1", "1.4.0", LINEAGE)
+    assert again.digest == first.digest
+    assert emulator.state.versions[int(first.registry_id)].files["model.sig"] == stored
+    out = reg.download(again, tmp_path / "out")
+    assert (out / "model.sig").read_bytes() == stored[-1]
+    assert verify(out, [Trusted(key=local_key_paths(state_dir())[1])], "bot 1.4.0")

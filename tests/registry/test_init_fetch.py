@@ -19,9 +19,17 @@ import pytest
 from gitlab_emulator import GitlabEmulator
 
 from llmops.errors import StageFailed
-from llmops.kubernetes.fetch import SHIPPED, TokenRedirects, safe_relative, shipped_sources
+from llmops.kubernetes.fetch import (
+    SHIPPED,
+    TokenRedirects,
+    safe_relative,
+    shipped_sources,
+    shipped_trust,
+    trust_items,
+)
 from llmops.registry.base import ModelVersion
 from llmops.registry.gitlab import GitlabRegistry
+from llmops.signatures import Trusted, local_key_paths
 
 LINEAGE = {"base_model": "smollm2", "gate.passed": "true"}
 
@@ -32,11 +40,20 @@ def emulator() -> Iterator[GitlabEmulator]:
         yield gl
 
 
-def scripts(tmp_path: Path) -> Path:
+def scripts(tmp_path: Path, trust: list[Trusted] | None = None) -> Path:
+    """The ConfigMap as the pod mounts it: the modules, and the trusted keys under trust/
+    (default: the key registration signed with)."""
     root = tmp_path / "scripts"
     for key, source in shipped_sources().items():
         (root / SHIPPED[key]).parent.mkdir(parents=True, exist_ok=True)
         (root / SHIPPED[key]).write_text(source)
+    if trust is None:
+        public = local_key_paths(tmp_path / "state")[1]
+        trust = [Trusted(key=public)] if public.is_file() else []
+    data = shipped_trust(trust, root=str(root / "trust"))
+    (root / "trust").mkdir(exist_ok=True)
+    for item in trust_items(data):
+        (root / item["path"]).write_text(data[item["key"]])
     return root
 
 
@@ -49,12 +66,20 @@ def registered(gl: GitlabEmulator, tmp_path: Path) -> tuple[GitlabRegistry, Mode
     return reg, reg.register("bot", folder, "run1", "1.4.0", LINEAGE)
 
 
-def run_fetch(gl: GitlabEmulator, tmp_path: Path, digest: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(scripts(tmp_path)),
+def run_fetch(gl: GitlabEmulator, tmp_path: Path, digest: str,
+              trust: list[Trusted] | None = None) -> subprocess.CompletedProcess[str]:
+    """The pod's command: the pipeline image's Python (model-signing installed), the
+    ConfigMap's folder first on the path, so its llmops modules are the ones that run."""
+    root = scripts(tmp_path, trust)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root),
+           "TRUST_FILE": str(root / "trust" / "trust.json"),
            "REGISTRY_API": f"{gl.url}/api/v4/projects/1", "REGISTRY_TOKEN": gl.state.api_token,
            "MODEL": "bot", "VERSION": "1.4.0", "EXPECTED_DIGEST": digest,
            "MODEL_DIR": str(tmp_path / "models" / "adapter")}
-    return subprocess.run([sys.executable, "-S", "-m", "llmops.kubernetes.fetch"], env=env,
+    code = ("import llmops, runpy, sys; assert llmops.__file__.startswith(sys.argv[1]), "
+            "llmops.__file__; sys.argv = sys.argv[:1]; "
+            "runpy.run_module('llmops.kubernetes.fetch', run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code, str(root)], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 
@@ -63,10 +88,44 @@ def test_the_shipped_module_fetches_and_verifies_a_version(emulator: GitlabEmula
     _, mv = registered(emulator, tmp_path)
     done = run_fetch(emulator, tmp_path, mv.digest)
     assert done.returncode == 0, done.stderr
-    assert "verified 2 files" in done.stdout
+    assert "verified 2 files, signed by key " in done.stdout
     out = tmp_path / "models" / "adapter"
     assert (out / "adapter_model.safetensors").read_bytes() == b"weights"
     assert json.loads((out / "manifest.json").read_text())["files"]
+    assert (out / "model.sig").is_file()
+
+
+def test_a_version_signed_by_an_untrusted_key_leaves_nothing_to_serve(
+        emulator: GitlabEmulator, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, mv = registered(emulator, tmp_path)
+    other = tmp_path / "production.pub"
+    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    done = run_fetch(emulator, tmp_path, mv.digest, trust=[Trusted(key=other)])
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "refusing to serve" in done.stderr and "signed by another key" in done.stderr
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_an_unsigned_version_leaves_nothing_to_serve(emulator: GitlabEmulator,
+                                                     tmp_path: Path) -> None:
+    """A version registered before signing existed (or whose signature was removed from
+    the registry) is refused, not served unchecked."""
+    _, mv = registered(emulator, tmp_path)
+    del emulator.state.versions[int(mv.registry_id)].files["model.sig"]
+    done = run_fetch(emulator, tmp_path, mv.digest)
+    assert done.returncode == 1 and "no model.sig" in done.stderr, done.stderr
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_pod_whose_configmap_trusts_nobody_serves_nothing(emulator: GitlabEmulator,
+                                                            tmp_path: Path) -> None:
+    _, mv = registered(emulator, tmp_path)
+    done = run_fetch(emulator, tmp_path, mv.digest, trust=[])
+    assert done.returncode == 1 and "names nobody" in done.stderr, done.stderr
 
 
 def test_a_wrong_digest_leaves_nothing_to_serve(emulator: GitlabEmulator,
@@ -101,7 +160,8 @@ def test_a_redirected_download_arrives_and_the_token_stays_behind(tmp_path: Path
         done = run_fetch(gl, tmp_path, mv.digest)
     assert done.returncode == 0, done.stderr
     assert "verified 2 files" in done.stdout
-    assert gl.store is not None and len(gl.store.seen) == 3  # the manifest and two files
+    # the manifest, two files and the signature
+    assert gl.store is not None and len(gl.store.seen) == 4
     assert gl.store.tokens_seen(gl.state.api_token) == []
 
 

@@ -108,25 +108,33 @@ def test_an_unlisted_weights_file_is_never_served(emulator: GitlabEmulator,
     out = reg.download(mv, dest)
     assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json",
                                                      "adapter_model.safetensors",
-                                                     "manifest.json"]
+                                                     "manifest.json", "model.sig"]
     verify_manifest(out, mv.digest)
     (out / "extra.safetensors").write_bytes(b"evil")
     with pytest.raises(StageFailed, match=r"extra.safetensors: not listed in"):
         verify_manifest(out, mv.digest)
 
 
-def test_verify_refuses_an_unlisted_file_but_not_a_derived_folder(tmp_path: Path) -> None:
+def test_a_derived_folder_planted_among_a_versions_files_is_refused(tmp_path: Path) -> None:
+    """Whoever can write the artifact store could add `merged/` with a derived.json of its
+    own: deploys build derived weights in the state folder, so a version's folder holds
+    nothing its manifest does not list, derived.json or not."""
     folder = package(tmp_path)
     digest = write_manifest(folder)
-    merged = folder / "merged"  # built at deploy time, checked by its own derived.json
+    merged = folder / "merged"
     merged.mkdir()
-    (merged / "model.safetensors").write_bytes(b"merged")
+    (merged / "model.safetensors").write_bytes(b"planted")
     (merged / "derived.json").write_text("{}")
-    verify_manifest(folder, digest)
-    (folder / "sub").mkdir()
-    (folder / "sub" / "model.safetensors").write_bytes(b"unlisted")
-    with pytest.raises(StageFailed, match=r"sub/model.safetensors: not listed"):
+    with pytest.raises(StageFailed, match=r"merged/derived.json: not listed"):
         verify_manifest(folder, digest)
+
+
+def test_the_signature_beside_the_manifest_is_not_an_unlisted_file(tmp_path: Path) -> None:
+    folder = package(tmp_path)
+    digest = write_manifest(folder)
+    (folder / "model.sig").write_text("{}")
+    verify_manifest(folder, digest)  # checked by llmops.signatures where it is served
+    assert write_manifest(folder) == digest  # and never part of the version's digest
 
 
 def test_a_link_out_of_the_folder_is_refused(tmp_path: Path) -> None:

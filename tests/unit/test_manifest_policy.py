@@ -21,7 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.config import GpuTarget, load_deploy
-from llmops.config.schema import KubernetesSettings
+from llmops.config.schema import FETCH_IMAGE, KubernetesSettings
 from llmops.errors import UsageError
 from llmops.kubernetes.manifests import Release, render
 from llmops.kubernetes.plan import GpuBudget, ModelShape, plan, plan_for
@@ -331,7 +331,9 @@ def test_secrets_and_peers_come_from_the_config() -> None:
         "name": "support-bot-production-api-key", "key": "api-key"}
     assert env_of(init)["REGISTRY_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "llmops-registry-read-token", "key": "token"}
-    assert init["image"] == vllm["image"] == IMAGE  # one pinned image: python3 is in it
+    # The pipeline image (model-signing verifies the signature), by its digest.
+    assert init["image"] == FETCH_IMAGE and vllm["image"] == IMAGE
+    assert init["command"] == ["/opt/llmops/.venv/bin/python", "-m", "llmops.kubernetes.fetch"]
     assert spec["securityContext"]["runAsUser"] == 1000
     policy = kind(docs, "NetworkPolicy")["spec"]
     assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name":

@@ -67,6 +67,10 @@ def test_a_gated_run_is_registered_as_the_ci_tags_version_with_its_lineage(
     assert lineage["gitlab.CI_JOB_ID"] == "42" and lineage["base_model"] == "/models/tiny"
     assert lineage["data_sha256"] == "ab" and lineage["gate.passed"] == "true"
     assert {"README.md", "axolotl.yml", "gate_report.md", "adapter_model.safetensors"} <= files
+    # Who signs is on the card (hashed: the same key gives the same line on a retry)
+    assert lineage["signature.signer"].startswith("key sha256:")
+    card = (run_folder("tiny", "run-1") / "package" / "README.md").read_text()
+    assert f"- signed by: {lineage['signature.signer']} (`model.sig`)" in card
 
 
 def test_a_retried_register_job_builds_the_same_files(repo_copy: Path) -> None:

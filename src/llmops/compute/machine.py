@@ -21,7 +21,7 @@ DTYPES = ("fp32", "bf16", "int8")
 # How the CPU feature flags (/proc/cpuinfo) name what makes a dtype native.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: speeds kept to three significant digits (no emulated 0)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,9 @@ def measure(caps: Capabilities, native_n: int = 1024, emulated_n: int = 128,
     for dtype in DTYPES:
         n = native_n if caps.native(dtype) else emulated_n
         try:
-            gflops[dtype] = round(time_matmul(dtype, n, budget_s), 2)
+            # Three significant digits: an emulated int8 matmul on a small matrix runs at
+            # thousandths of a GOP/s, which two decimals would record as 0 (no speed).
+            gflops[dtype] = float(f"{time_matmul(dtype, n, budget_s):.3g}")
         except RuntimeError:  # no kernel for it on this build: leave it unmeasured
             continue
         size[dtype] = n

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import Field, field_validator, model_validator
 
 from llmops.config.scaling import AutoscalingSettings, TerminationSettings
+from llmops.config.signing import SigningSettings
 from llmops.config.strict import Strict as Strict  # the base of the models below
 from llmops.config.vllm_args import ALLOWED_VLLM_ARGS, check_extra_args
 from llmops.redact import PIPELINE_SECRETS
@@ -360,6 +361,9 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # checks they agree). The digest is a placeholder (vllm_release.DIGEST_PLACEHOLDER) until the
 # platform team pins the real one: `docker buildx imagetools inspect vllm/vllm-openai:v0.32.0`.
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0@sha256:" + "0" * 64
+# The CI's pipeline image (docker/pipeline.Dockerfile) in the project's registry: a fork
+# pins its own by digest (`bash scripts/image-tag.sh --pin` prints it).
+FETCH_IMAGE = "registry.gitlab.example.com/group/llmops/pipeline@sha256:" + "0" * 64
 
 
 class NetworkPeer(Strict):
@@ -386,11 +390,16 @@ class KubernetesSettings(Strict):
         default=VLLM_IMAGE, description="vLLM's OpenAI server image, pinned by digest "
         "(name@sha256:…): the release requirements/serve.lock pins, the vLLM that evaluates "
         "(one engine version: `llmops check-config` refuses another; a deploy refuses the "
-        "placeholder digest sha256:000…, which check-config notes). Also runs the init "
-        "container's fetch (it needs only python3), unless fetch_image is set.")
-    fetch_image: str | None = Field(
-        default=None, description="The init container's image (name@sha256:…); default: "
-        "vllm_image.")
+        "placeholder digest sha256:000…, which check-config notes).")
+    fetch_image: str = Field(
+        default=FETCH_IMAGE, description="The init container's image (name@sha256:…), which "
+        "fetches the version and verifies its files and signature: Python with "
+        "model-signing, i.e. the CI's pipeline image by digest ($CI_REGISTRY_IMAGE/pipeline"
+        "@$LLMOPS_PIPELINE_IMAGE_DIGEST). A deploy refuses the placeholder digest "
+        "sha256:000…, which `llmops check-config` notes.")
+    fetch_python: str = Field(
+        default="/opt/llmops/.venv/bin/python", min_length=1, description="The Python of "
+        "fetch_image that has model-signing (the pipeline image's environment).")
     api_key_secret: str | None = Field(
         default=None, description="Secret whose key `api-key` is the server's API key "
         "(VLLM_API_KEY); default: <model>-<env>-api-key. Created by the platform team.")
@@ -537,6 +546,9 @@ class DeployConfig(Strict):
     cost: CostSettings = Field(
         default_factory=CostSettings, description="The price of a device-hour on this "
         "target, for the serving cost per million generated tokens.")
+    signing: SigningSettings = Field(
+        default_factory=SigningSettings, description="Whose signatures a deploy accepts "
+        "(checked before anything is served).")
 
     @field_validator("base_models")
     @classmethod

@@ -18,6 +18,10 @@ CI_TAGS = {
     "CI_COMMIT_TAG": "gitlab.CI_COMMIT_TAG",
 }
 
+# What decides who signs a registered version (`llmops.signatures.signer_from_env`).
+SIGNING_VARIABLES = ("LLMOPS_SIGNING_KEY", "LLMOPS_SIGNING_KEY_PASSWORD", "LLMOPS_SIGNING_CERT",
+                     "LLMOPS_SIGNING_CERT_CHAIN", "SIGSTORE_ID_TOKEN", "CI_COMMIT_REF_PROTECTED")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -33,6 +37,8 @@ class Settings:
     api_key: str | None = None  # LLMOPS_API_KEY: a cluster endpoint's key, for verify
     quiet_train: bool = False  # LLMOPS_QUIET_TRAIN=1: the trainer's lines stay in train.log
     ci_tags: dict[str, str] = field(default_factory=dict)
+    # SIGNING_VARIABLES as set (a key's password and an OIDC token among them: not shown)
+    signing: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -50,6 +56,7 @@ class Settings:
             api_key=env.get("LLMOPS_API_KEY"),
             quiet_train=env.get("LLMOPS_QUIET_TRAIN") == "1",
             ci_tags={tag: env[var] for var, tag in CI_TAGS.items() if env.get(var)},
+            signing={var: env[var] for var in SIGNING_VARIABLES if env.get(var)},
         )
 
     @property

@@ -29,10 +29,18 @@ from llmops.errors import UsageError
 from llmops.kubernetes.autoscaling import autoscaler
 from llmops.kubernetes.dashboard import dashboard_configmap
 from llmops.kubernetes.discovery import PDB_API_VERSIONS, served
-from llmops.kubernetes.fetch import SHIPPED, shipped_sources
+from llmops.kubernetes.fetch import (
+    SHIPPED,
+    TRUST_DIR,
+    TRUST_FILE,
+    shipped_sources,
+    shipped_trust,
+    trust_items,
+)
 from llmops.kubernetes.plan import Plan
 from llmops.serve.vllm import VllmServer
 from llmops.serve.vllm import vllm_args as common_vllm_args
+from llmops.signatures import Trusted
 
 PORT = 8000  # the OpenAI API, /health and /metrics: vLLM serves all three on one port
 API_KEY_KEY = "api-key"  # the key of the API-key Secret
@@ -154,9 +162,11 @@ def graceful_stop(k8s: KubernetesSettings) -> dict[str, Any]:
 
 
 def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
-           k8s: KubernetesSettings, apis: set[str] | None = None) -> list[dict[str, Any]]:
+           k8s: KubernetesSettings, apis: set[str] | None = None,
+           trust: list[Trusted] | None = None) -> list[dict[str, Any]]:
     """The manifests, as dicts (yaml.safe_dump_all them to apply with kubectl); `apis`, the
-    cluster's API versions (discovery), picks the versions it serves."""
+    cluster's API versions (discovery), picks the versions it serves; `trust`, the signers
+    whose signature the init container accepts (none: it serves nothing)."""
     if not plan.fits:
         raise UsageError(f"{release.model} does not fit {env}: {plan.explanation}")
     if plan.pipeline_parallel > 1:
@@ -173,6 +183,7 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
               "llmops/model": k8s_name(release.model), "llmops/version": release.version}
     gpus = plan.tensor_parallel
     memory = f"{k8s.memory_gib_per_gpu * gpus:g}Gi"
+    trusted = shipped_trust(trust or [])
     probe = {"httpGet": {"path": "/health", "port": PORT}}  # the one path with no key
     container = {
         "name": "vllm", "image": k8s.vllm_image,
@@ -208,10 +219,11 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                          {"name": "home", "mountPath": HOME}],
     }
     init = {
-        "name": "fetch-model", "image": k8s.fetch_image or k8s.vllm_image,
-        "command": ["python3", "-m", "llmops.kubernetes.fetch"],
+        "name": "fetch-model", "image": k8s.fetch_image,
+        "command": [k8s.fetch_python, "-m", "llmops.kubernetes.fetch"],
         "env": [{"name": "PYTHONPATH", "value": "/scripts"},
                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # /scripts is read-only
+                {"name": "TRUST_FILE", "value": f"{TRUST_DIR}/{TRUST_FILE}"},
                 {"name": "REGISTRY_API", "value": release.registry_api},
                 {"name": "MODEL", "value": release.model},
                 {"name": "VERSION", "value": release.version},
@@ -258,8 +270,9 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                                 {"name": "home", "emptyDir": {}},
                                 {"name": "scripts", "configMap": {
                                     "name": f"{name}-fetch", "items": [
-                                        {"key": key, "path": path}
-                                        for key, path in SHIPPED.items()]}}],
+                                        *({"key": key, "path": path}
+                                          for key, path in SHIPPED.items()),
+                                        *trust_items(trusted)]}}],
                 },
             },
         },
@@ -273,7 +286,7 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
     }
     config = {"apiVersion": "v1", "kind": "ConfigMap",
               "metadata": {"name": f"{name}-fetch", "labels": labels},
-              "data": shipped_sources()}
+              "data": {**shipped_sources(), **trusted}}
     # The NetworkPolicy before the Deployment: `kubectl apply` goes in order, so no pod
     # runs before the policy that guards it.
     docs = [config, network_policy(name, labels, k8s), deployment, service]

@@ -26,6 +26,7 @@ from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Plan, plan_for
 from llmops.models.base import ensure_base_model
 from llmops.process.activity import activity, tell
+from llmops.registry import signing
 from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.cost import history_fields
 from llmops.serve.history import History
@@ -80,16 +81,34 @@ class KubernetesTarget:
         return [f"kubernetes.vllm_image: {problem}"] if problem else []
 
     def config_notes(self) -> list[str]:
-        problem = image_problem(self.config.kubernetes.vllm_image)
-        return [f"kubernetes.vllm_image: not deployable yet: {problem}"] if problem else []
+        return [f"not deployable yet: {problem}" for problem in self._deploy_problems()]
+
+    def _deploy_problems(self) -> list[str]:
+        """What a fresh fork's file lacks to deploy: vLLM's real digest, the init
+        container's image, the trusted signers' keys."""
+        k8s = self.config.kubernetes
+        problems = []
+        if problem := image_problem(k8s.vllm_image):
+            problems.append(f"kubernetes.vllm_image: {problem}")
+        if k8s.fetch_image.endswith("@sha256:" + "0" * 64):
+            problems.append(
+                "kubernetes.fetch_image: the digest is a placeholder (sha256:00000000…): the "
+                "init container verifies each version's signature with model-signing, which "
+                "vLLM's image lacks; give the CI's pipeline image by digest, "
+                "$CI_REGISTRY_IMAGE/pipeline@<LLMOPS_PIPELINE_IMAGE_DIGEST of .gitlab-ci.yml> "
+                "(docs/operations.md#ci-images)")
+        if problem := signing.trust_problem(self.config.signing):
+            problems.append(problem)
+        return problems
 
     def preflight(self, spec: ModelSpec, version: str) -> None:
-        """The image must be pinned by its real digest before anything is applied. The
-        files need no check here: the manifests carry the pin's digest (or the
-        registry's), which the pods' init container enforces on what it fetches."""
-        if problem := image_problem(self.config.kubernetes.vllm_image):
+        """The images must be pinned by their real digests, and the trusted signers' keys
+        present, before anything is applied. The files need no check here: the manifests
+        carry the pin's digest (or the registry's) and the trusted keys, which the pods'
+        init container enforces on what it fetches."""
+        if problems := self._deploy_problems():
             raise UsageError(f"refusing to deploy {spec.name} {version} to {self.env}: "
-                             f"deploy/{self.env}.yml: kubernetes.vllm_image: {problem}")
+                             f"deploy/{self.env}.yml: {'; '.join(problems)}")
 
     def api_key_hint(self) -> str:
         return "$LLMOPS_API_KEY"
@@ -131,7 +150,8 @@ class KubernetesTarget:
         base = self.config.base_models.get(spec.name, spec.base_model)
         release = Release(spec.name, version, digest, base, api,
                           lora_rank=spec.axolotl.lora_rank)
-        docs = render(release, self.env, self.config.gpu, plan, self.config.kubernetes, apis)
+        docs = render(release, self.env, self.config.gpu, plan, self.config.kubernetes, apis,
+                      signing.trusted(self.config.signing))
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.name}-{self.env}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))

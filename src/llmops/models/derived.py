@@ -6,7 +6,9 @@ built from with that folder's digest (`source_digest`). Before one is served aga
 checked against both: `built_once` rebuilds a folder that no longer matches, or whose source
 changed (another version's files downloaded into the same place), and a restart from a
 recorded deployment (rollback) refuses it. A folder without derived.json is not trusted:
-it is rebuilt (or, on a restart, refused).
+it is rebuilt (or, on a restart, refused). They live in the state folder (`served_cache`,
+`deployed_cache`), never among a registered version's files, so their derived.json is a
+record only this machine wrote.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from llmops.digests import DERIVED, file_digests, first_mismatch, sha256_file
 from llmops.errors import StageFailed
 from llmops.process import activity
 
-__all__ = ["DERIVED", "built_once", "cache_key", "mismatch", "served_cache",
+__all__ = ["DERIVED", "built_once", "cache_key", "deployed_cache", "mismatch", "served_cache",
            "served_cache_root", "source_digest", "verify"]
 
 # The only files a merge reads from an adapter folder: the training output and the copy
@@ -131,6 +133,12 @@ def cache_key(base_model: str, adapter_dir: Path) -> str:
 def served_cache_root(model: str) -> Path:
     """`.llmops/eval/<model>/served/`: evaluation's derived weights, a folder per adapter."""
     return state_dir() / "eval" / model / "served"
+
+
+def deployed_cache(model: str, base_model: str, adapter_dir: Path) -> Path:
+    """Where a deployment builds the weights it serves for this adapter on its base:
+    `.llmops/deployments/<model>/derived/<key>/`, beside the versions' folders, not in them."""
+    return state_dir() / "deployments" / model / "derived" / cache_key(base_model, adapter_dir)
 
 
 def served_cache(model: str, base_model: str, adapter_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,6 +27,7 @@ from llmops.digests import (  # noqa: F401  (the registry's own names for them)
     write_manifest,
 )
 from llmops.errors import UsageError
+from llmops.registry.signing import seal
 from llmops.tracking import MODEL_ID_TAG, tracking_uri
 
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
@@ -131,6 +132,9 @@ class Registry(Protocol):
 class MlflowRegistry:
     """MLflow's model registry (embedded store or a server); SemVer in the `version` tag."""
 
+    def __init__(self, signing_env: Mapping[str, str] | None = None) -> None:
+        self.signing_env = dict(signing_env or {})  # who signs (Settings.signing)
+
     @cached_property
     def client(self) -> Any:
         """Made on first use: a command that never touches the registry does not pay for
@@ -170,7 +174,7 @@ class MlflowRegistry:
         """
         if version is not None:
             parse_semver(version)
-        digest = write_manifest(folder)
+        digest = seal(folder, self.signing_env)
         with registration_lock(name):
             existing = self._versions(name)
             done = self._same(existing, run_id, digest, version)

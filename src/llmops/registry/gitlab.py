@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import requests
 
-from llmops.digests import checked_manifest, inside
+from llmops.digests import SIGNATURE, checked_manifest, inside
 from llmops.errors import StageFailed, UsageError
 from llmops.redirects import redirect_refusal, same_origin
 from llmops.registry.base import (
@@ -37,8 +37,8 @@ from llmops.registry.base import (
     put_in_place,
     staging_beside,
     verify_manifest,
-    write_manifest,
 )
+from llmops.registry.signing import seal
 
 T = TypeVar("T")
 GITLAB_VERSION_TAG = "gitlab.version"
@@ -105,7 +105,7 @@ class GitlabRegistry:
 
     def __init__(self, url: str, project_id: str, token: str,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, retry_wait_s: float = 0.5,
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, signing_env: Mapping[str, str] | None = None) -> None:
         import gitlab
 
         # Every request has a timeout (per connect and per read, so multi-GB uploads are
@@ -115,17 +115,19 @@ class GitlabRegistry:
         self.project_id = project_id
         self.max_file_bytes = max_file_bytes
         self.retry_wait_s = retry_wait_s
+        self.signing_env = dict(signing_env or {})  # who signs (Settings.signing)
         self._mlflow = f"/projects/{quote(str(project_id), safe='')}/ml/mlflow/api/2.0/mlflow"
 
     @classmethod
-    def from_tracking_uri(cls, uri: str, token: str) -> GitlabRegistry:
+    def from_tracking_uri(cls, uri: str, token: str,
+                          signing_env: Mapping[str, str] | None = None) -> GitlabRegistry:
         """`https://host/api/v4/projects/<id>/ml/mlflow` → a registry on that project."""
         base, _, rest = uri.partition("/api/v4/projects/")
         project = rest.split("/ml/mlflow")[0]
         if not base or not project:
             raise UsageError(f"not a GitLab MLflow URI: {uri} (want .../api/v4/projects/<id>/"
                              "ml/mlflow)")
-        return cls(base, project, token)
+        return cls(base, project, token, signing_env=signing_env)
 
     # --- the MLflow-compatible API -----------------------------------------------------
 
@@ -288,12 +290,13 @@ class GitlabRegistry:
             raise UsageError("the gitlab registry cannot list versions: pass --version "
                              "(CI passes the tag)")
         parse_semver(version)
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-        too_big = [p for p in files if p.stat().st_size > self.max_file_bytes]
+        listed = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                        and p != folder / SIGNATURE)
+        too_big = [p for p in listed if p.stat().st_size > self.max_file_bytes]
         if too_big:
             raise UsageError(f"{too_big[0]}: {too_big[0].stat().st_size} bytes exceeds GitLab's "
                              f"per-file limit of {self.max_file_bytes}; shard it")
-        digest = write_manifest(folder)
+        digest = seal(folder, self.signing_env)
         self._ensure_model(name)
 
         def made() -> dict[str, Any] | None:
@@ -314,7 +317,9 @@ class GitlabRegistry:
             raise UsageError(f"{name} {version} already exists in GitLab with different "
                              f"content ({existing} != {digest}); pick another version")
         version_id = str(raw["version"])
-        for path in [*files, folder / MANIFEST]:  # the manifest last: it marks completion
+        # The manifest last: it marks completion. A signature already there (a retry's
+        # first try) is kept: it signed these very files.
+        for path in [*listed, folder / SIGNATURE, folder / MANIFEST]:
             rel = str(path.relative_to(folder))
             if not self._has_file(version_id, rel):
                 self._upload(version_id, folder, rel)
@@ -350,6 +355,8 @@ class GitlabRegistry:
             (staging / MANIFEST).write_bytes(body)
             for rel in files:
                 self._download(mv.registry_id, rel, inside(staging, rel))
+            if self._has_file(mv.registry_id, SIGNATURE):  # checked where it is served
+                self._download(mv.registry_id, SIGNATURE, staging / SIGNATURE)
             verify_manifest(staging, mv.digest)
             put_in_place(staging, dest)
         return dest

@@ -47,6 +47,7 @@ A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`{_merged_note(cfg
 - git commit: `{lineage.get('mlflow.source.git.commit', 'unknown')}`
 - CI pipeline: {lineage.get('gitlab.CI_PIPELINE_URL', 'not built in CI')}
 - release gate: {'passed' if gate.get('passed') else 'refused'}
+- signed by: {lineage.get('signature.signer', 'nobody (unsigned)')} (`model.sig`)
 - `llmops lineage {spec.name} <version>`: the whole chain, with every deployment
 
 ## Compute

@@ -41,8 +41,8 @@ def registry_backend(settings: Settings) -> Registry:
         if not token:
             raise UsageError("the registry is GitLab's: set MLFLOW_TRACKING_TOKEN (or "
                              "LLMOPS_REGISTRY_TOKEN) to a project access token with api scope")
-        return GitlabRegistry.from_tracking_uri(uri, token)
-    return MlflowRegistry()
+        return GitlabRegistry.from_tracking_uri(uri, token, settings.signing)
+    return MlflowRegistry(settings.signing)
 
 
 def pins_yaml(env: str, pins: RegistryPins) -> str:

@@ -362,18 +362,25 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
           settings: ServeSettings, digest: str = "") -> Deployment:
     """Start a deployment's server and wait until it is healthy; on failure kill it."""
     if settings.serve == "merged":
-        from llmops.models.derived import served_cache
+        from llmops.models.derived import deployed_cache, served_cache
         from llmops.models.merge import merged_model
 
         # What evaluation built for this adapter is linked, not built again (both are
-        # checked against their manifests and the files they were built from).
+        # checked against their manifests and the files they were built from). They are
+        # built in the state folder, never inside the version's files: whatever a folder
+        # downloaded from the registry holds beyond its manifest is refused, not served.
+        # A version that ships its merged weights (merge_lora) serves them: they are
+        # listed in its manifest and signed, checked before this is called.
         evaluated = served_cache(model, base_model, adapter_dir)
+        own = deployed_cache(model, base_model, adapter_dir)
+        shipped = adapter_dir / "merged"
         weights = merged_model(base_model, adapter_dir,  # announced when it merges
+                               out=shipped if shipped.is_dir() else own / "merged",
                                reuse=evaluated / "merged")
         if settings.quantization == "w8a8-int8":
             from llmops.models.quantize import INT8_DIR, int8_model
 
-            weights = int8_model(weights, reuse=evaluated / INT8_DIR)
+            weights = int8_model(weights, out=own / INT8_DIR, reuse=evaluated / INT8_DIR)
 
         def args_for(port: int) -> list[str]:
             return vllm_args(str(weights), model, {}, port, settings)

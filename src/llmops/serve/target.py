@@ -26,6 +26,7 @@ from llmops.digests import folder_digest, verify_manifest
 from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.process import activity
+from llmops.registry import signing
 from llmops.registry.base import Registry
 from llmops.serve import process as serve
 from llmops.serve import router
@@ -85,12 +86,18 @@ class LocalTarget:
                 files = dest
             except StageFailed:
                 files = self.registry.download(mv, dest)
+            self.verify_signed(files, f"{spec.name} {mv.version}")
             base = ensure_base_model(mv.base_model or spec.base_model)
             dep = serve.start(spec.name, self.env, mv.version, base, files, settings,
                               digest=mv.digest)
             return replace(dep, address=settings.address)
         except StageFailed as exc:
             raise self.failed(spec.name, mv.version, "deploy", exc) from exc
+
+    def verify_signed(self, files: Path, what: str) -> None:
+        """Refuse files that no identity of `signing.trust` signed (or changed since)."""
+        signer = signing.verify_version(files, self.config.signing, what)
+        activity.tell(f"{what}: signature verified ({signer})")
 
     def serving(self, spec: ModelSpec) -> serve.Deployment:
         serve.reap_orphans()
@@ -128,6 +135,7 @@ class LocalTarget:
                              f"again with `llmops deploy {spec.name} --env {self.env} "
                              f"--version {event['version']}`")
         verify_manifest(adapter_dir, str(event.get("digest", "")))
+        self.verify_signed(adapter_dir, f"{spec.name} {event['version']}")
         record = serve.Deployment(spec.name, self.env, str(event["version"]), spec.name,
                                   str(event["base_model"]), str(adapter_dir), 0, 0,
                                   list(event["args"]), "", digest=str(event.get("digest", "")),
@@ -184,6 +192,7 @@ class LocalTarget:
         settings = serve_settings(self.config, model)
         try:
             verify_manifest(Path(record.adapter_dir), record.digest)
+            self.verify_signed(Path(record.adapter_dir), f"{model} {record.version}")
             dep = serve.restart(record, settings)
             activate(dep, settings.drain_timeout_s)  # behind the router, the dead one out
         except StageFailed as exc:

@@ -15,7 +15,7 @@ from llmops.config import ModelSpec
 from llmops.digests import folder_digest
 from llmops.errors import CheckFailed, UsageError
 from llmops.redact import redact, redact_mapping
-from llmops.registry import modelcard, promote
+from llmops.registry import modelcard, promote, signing
 from llmops.registry.base import ModelVersion, Registry
 from llmops.stages.context import Context
 from llmops.stages.runs import COST_FILE, Run, read_compute, run_dir
@@ -103,7 +103,10 @@ def register_stage(spec: ModelSpec, run: Run | str, version: str | None,
     """Register the run's adapter with its card, config, reports and sha256 manifest, as
     `version`, else the CI tag's, else the next patch."""
     run_id = run.run_id if isinstance(run, Run) else run
-    folder, lineage = build_package(spec, run_id, ctx.run_tags)
+    # Who signs is on the card (the same key gives the same line: a retry's digest holds).
+    signed_by = signing.signer(ctx.settings.signing).describe()
+    folder, lineage = build_package(spec, run_id, {**ctx.run_tags,
+                                                   "signature.signer": signed_by})
     return ctx.registry.register(spec.name, folder, run_id,
                                  version or ctx.settings.tag_version, lineage)
 
