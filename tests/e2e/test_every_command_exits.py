@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from gitlab_emulator import GitlabEmulator
 from registered_version import SECRET, a_run, served, tags, version_folder
 
@@ -59,6 +61,9 @@ def registered(tmp_path_factory: pytest.TempPathFactory, emulator: GitlabEmulato
     for target in ("staging", "production"):  # a pinned vLLM, so that check-config passes
         path = root / "deploy" / f"{target}.yml"
         path.write_text(path.read_text().replace(DIGEST_PLACEHOLDER, "ab" * 32))
+    (root / "deploy" / "keys" / "release.pub").write_bytes(  # and the release key
+        ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     uri = f"sqlite:///{home / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"MLFLOW_TRACKING_URI": uri, "LLMOPS_ROOT": str(root),
@@ -104,6 +109,19 @@ def test_lineage_exits(registry: str, registered: dict[str, Registered],
     assert f"training run: {reg.run_id}" in done.stdout
     assert "gate: PASSED (1 rules)" in done.stdout
     assert "deploy serving  50 tokens/s" in done.stdout
+    assert "signed by: nobody (unsigned)" not in done.stdout  # registration signed it
+
+
+@pytest.mark.parametrize("registry", ["mlflow", "gitlab"])
+def test_lineage_verify_exits(registry: str, registered: dict[str, Registered],
+                              run_llmops: Callable[..., subprocess.CompletedProcess[str]]
+                              ) -> None:
+    """A version with no provenance statement (registered as before it existed): checked,
+    reported, exit 1, and the process ends."""
+    done = run(run_llmops, registered[registry], "lineage", MODEL, "0.1.0", "--verify")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "local      accepted: key" in done.stdout
+    assert "DIFFERS   provenance.json: the version carries none" in done.stdout
 
 
 @pytest.mark.parametrize("registry", ["mlflow", "gitlab"])

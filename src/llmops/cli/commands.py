@@ -207,6 +207,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from llmops.stages import lineage
     from llmops.stages.context import Context
 
+    if getattr(args, "verify", False):
+        verified = lineage.verify(args.model, args.version, Context().registry)
+        output.print_verified(verified)
+        return 1 if verified.failed else 0
     record = lineage.lineage(args.model, args.version, Context().registry)
     if args.json:
         print(record.as_json())

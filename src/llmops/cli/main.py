@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("version", nargs="?", help="SemVer (default: the latest registered)")
     p.add_argument("--json", action="store_true", help="the record as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="check the version's signature against each environment's trusted "
+                   "signers and every digest of its provenance this machine can reach; "
+                   "exit 1 if none accepts the signature or a digest differs")
     p.set_defaults(func="cmd_lineage")
     p = sub.add_parser("plan", help="explain the tensor/pipeline parallel plan for a target")
     p.add_argument("model")

@@ -233,6 +233,11 @@ def lineage_lines(r: Any) -> list[str]:
             lines.append(f"CI tag: {tag}")
     else:
         lines.append("CI: not built in CI")
+    lines.append(f"signed by: {r.signer or 'nobody (unsigned)'}")
+    if p := r.provenance:
+        lines.append(f"provenance: commit {p['commit']}, {p['pipeline']}, {p['datasets']} "
+                     f"datasets, {p['locks']} locks, images {p['images']}, vLLM "
+                     f"{p['engine']} (`llmops lineage --verify` checks it)")
     verdict = {True: "PASSED", False: "REFUSED", None: "unknown"}[r.gate_passed]
     lines.append(f"gate: {verdict} ({len(r.gate_rules)} rules)")
     lines += [f"  {'pass' if g.get('passed') else 'FAIL'}: {g.get('reason')}"
@@ -249,6 +254,29 @@ def lineage_lines(r: Any) -> list[str]:
         lines.append(f"  {e.env:<11}{e.at}  {e.action} {e.result}"
                      + (f"  {cost}" if cost else "") + (f"  ({e.detail})" if e.detail else ""))
     return lines
+
+
+def verified_lines(v: Any) -> list[str]:
+    """A `Verified` (llmops.stages.lineage.verify) as `llmops lineage --verify` prints it."""
+    lines = [f"{v.model} {v.version}: files match the registered digest {v.digest}",
+             "signature (model.sig), by each environment's signing.trust:"]
+    for env, (ok, why) in sorted(v.signature.items()):
+        word = {True: "accepted", False: "REFUSED", None: "unchecked"}[ok]
+        lines.append(f"  {env:<11}{word}: {why}")
+    lines.append("provenance (provenance.json):")
+    for c in v.checks:
+        word = {True: "ok", False: "DIFFERS", None: "unchecked"}[c.ok]
+        lines.append(f"  {word:<10}{c.what}: {c.detail}")
+    counts = [sum(1 for c in v.checks if c.ok is k) for k in (True, False, None)]
+    lines.append(f"{counts[0]} digests match, {counts[1]} differ, {counts[2]} could not be "
+                 "checked here" + ("; FAILED" if v.failed else ""))
+    return lines
+
+
+def print_verified(verified: Any) -> None:
+    from llmops.redact import redact
+
+    print(redact("\n".join(verified_lines(verified))))
 
 
 def print_lineage(record: Any) -> None:

@@ -16,7 +16,12 @@ CI_TAGS = {
     "CI_JOB_ID": "gitlab.CI_JOB_ID",
     "CI_JOB_URL": "gitlab.CI_JOB_URL",
     "CI_COMMIT_TAG": "gitlab.CI_COMMIT_TAG",
+    "CI_JOB_NAME": "gitlab.CI_JOB_NAME",
+    "CI_PROJECT_PATH": "gitlab.CI_PROJECT_PATH",
 }
+# The CI images a job ran, by digest (.gitlab-ci.yml pins them), for provenance.
+IMAGE_DIGESTS = {"pipeline": "LLMOPS_PIPELINE_IMAGE_DIGEST",
+                 "trainer": "LLMOPS_TRAINER_IMAGE_DIGEST"}
 
 # What decides who signs a registered version (`llmops.signatures.signer_from_env`).
 SIGNING_VARIABLES = ("LLMOPS_SIGNING_KEY", "LLMOPS_SIGNING_KEY_PASSWORD", "LLMOPS_SIGNING_CERT",
@@ -37,6 +42,7 @@ class Settings:
     api_key: str | None = None  # LLMOPS_API_KEY: a cluster endpoint's key, for verify
     quiet_train: bool = False  # LLMOPS_QUIET_TRAIN=1: the trainer's lines stay in train.log
     ci_tags: dict[str, str] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)  # name → registry/name@sha256:…
     # SIGNING_VARIABLES as set (a key's password and an OIDC token among them: not shown)
     signing: dict[str, str] = field(default_factory=dict, repr=False)
 
@@ -57,6 +63,10 @@ class Settings:
             quiet_train=env.get("LLMOPS_QUIET_TRAIN") == "1",
             ci_tags={tag: env[var] for var, tag in CI_TAGS.items() if env.get(var)},
             signing={var: env[var] for var in SIGNING_VARIABLES if env.get(var)},
+            images={name: f"{env['CI_REGISTRY_IMAGE']}/{name}@{env[var]}"
+                    for name, var in IMAGE_DIGESTS.items()
+                    if env.get("CI_REGISTRY_IMAGE") and env.get(var, "").startswith("sha256:")
+                    and env[var] != "sha256:" + "0" * 64},  # a fresh fork's placeholder
         )
 
     @property

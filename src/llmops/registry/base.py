@@ -174,7 +174,8 @@ class MlflowRegistry:
         """
         if version is not None:
             parse_semver(version)
-        digest = seal(folder, self.signing_env)
+        digest, signed = seal(folder, self.signing_env)
+        lineage = {**lineage, **signed}
         with registration_lock(name):
             existing = self._versions(name)
             done = self._same(existing, run_id, digest, version)

@@ -296,7 +296,8 @@ class GitlabRegistry:
         if too_big:
             raise UsageError(f"{too_big[0]}: {too_big[0].stat().st_size} bytes exceeds GitLab's "
                              f"per-file limit of {self.max_file_bytes}; shard it")
-        digest = seal(folder, self.signing_env)
+        digest, signed = seal(folder, self.signing_env)
+        lineage = {**lineage, **signed}
         self._ensure_model(name)
 
         def made() -> dict[str, Any] | None:

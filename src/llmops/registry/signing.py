@@ -19,14 +19,18 @@ def signer(env: Mapping[str, str]) -> signatures.Signer:
     return signatures.signer_from_env(state_dir(), env)
 
 
-def seal(folder: Path, env: Mapping[str, str]) -> str:
+SIGNER_TAG = "signature.signer"
+
+
+def seal(folder: Path, env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """Write the package's manifest, then its signature over every file, by the signer
-    `env` names; the manifest's digest, which does not depend on the signer."""
+    `env` names: the manifest's digest (which does not depend on the signer) and the
+    version's tag naming the signer."""
     by = signer(env)
     digest = write_manifest(folder)
     signatures.sign(folder, by)
     activity.tell(f"signed {folder.name}/ ({by.describe()})")
-    return digest
+    return digest, {SIGNER_TAG: by.describe()}
 
 
 def trusted(settings: SigningSettings) -> list[signatures.Trusted]:

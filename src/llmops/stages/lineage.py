@@ -25,9 +25,10 @@ from typing import Any
 
 import yaml
 
-from llmops.config import known_envs, load_pins
+from llmops.config import known_envs, load_deploy, load_pins
 from llmops.errors import UsageError
 from llmops.redact import redact, redact_value
+from llmops.registry import provenance, signing
 from llmops.registry.base import ModelVersion, Registry, parse_semver
 from llmops.serve.history import History
 from llmops.stages.runs import COST_FILE, mlflow_client
@@ -98,6 +99,8 @@ class Lineage:
     gate_report: str = ""
     compute: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> Compute
     deployments: list[DeploymentEvent] = field(default_factory=list)
+    signer: str = ""  # who signed the version (the `signature.signer` tag)
+    provenance: dict[str, str] = field(default_factory=dict)  # provenance.summary
 
     def as_json(self) -> str:
         """The record as JSON, redacted."""
@@ -145,6 +148,7 @@ def read_package(folder: Path) -> dict[str, Any]:
 
     return {"data": parsed("data_report.json"), "gate": parsed("gate_report.json"),
             "gate_md": text("gate_report.md"), "cost": parsed(COST_FILE),
+            "provenance": parsed(provenance.PROVENANCE),
             "config": yaml.safe_load(text("axolotl.yml") or "{}") or {}}
 
 
@@ -224,6 +228,9 @@ def assemble(mv: ModelVersion, package: dict[str, Any], run: TrainingRun,
         gate_report=redact(str(package.get("gate_md") or "")),
         compute=compute,
         deployments=deployments,
+        signer=tags.get(signing.SIGNER_TAG, ""),
+        provenance=provenance.summary(package["provenance"]) if package.get("provenance")
+        else {},
     )
 
 
@@ -261,7 +268,12 @@ def summary_markdown(record: Lineage) -> str:
              f"- CI pipeline: {record.ci.get('CI_PIPELINE_URL', 'not built in CI')}",
              f"- CI job: {record.ci.get('CI_JOB_URL', 'not built in CI')}",
              "- release gate: " + {True: "passed", False: "refused", None: "unknown"}[
-                 record.gate_passed]]
+                 record.gate_passed],
+             f"- signed by: {record.signer or 'nobody (unsigned)'}"]
+    if p := record.provenance:
+        lines.append(f"- provenance (`provenance.json`, in-toto SLSA v1, signed with the "
+                     f"files): commit `{p['commit']}`, {p['pipeline']}, {p['datasets']} "
+                     f"datasets, {p['locks']} locks, images {p['images']}, vLLM {p['engine']}")
     lines += [f"- dataset `{Path(d.path).name}` ({d.split}, {d.examples} examples): sha256 "
               f"`{d.sha256}`" for d in record.datasets]
     lines += ["", "### Cost", ""]
@@ -276,3 +288,84 @@ def summary_markdown(record: Lineage) -> str:
         lines.append("- serving: no verified deploy with a load test recorded yet")
     lines += ["", "A device is one GPU, or one CPU machine (all its cores)."]
     return redact("\n".join(lines) + "\n")
+
+
+# --- llmops lineage --verify -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What `llmops lineage --verify` established: per environment, whether its trusted
+    signers accept the version's signature; per claim of the provenance, its check."""
+
+    model: str
+    version: str
+    digest: str
+    signature: dict[str, tuple[bool | None, str]]  # env → (accepted, who or why not)
+    checks: list[provenance.Check]
+
+    @property
+    def failed(self) -> bool:
+        """No environment accepts the signature, or a checked digest differs."""
+        accepted = any(ok for ok, _ in self.signature.values())
+        return not accepted or any(c.ok is False for c in self.checks)
+
+
+def verify(model: str, version: str | None, registry: Registry) -> Verified:
+    """Check the version's files against its manifest (the download), its signature against
+    every environment's trusted signers, and each digest of its provenance statement that
+    this machine can reach."""
+    from llmops.config.paths import repo_root
+    from llmops.errors import StageFailed
+
+    version = version.removeprefix("v") if version else latest_version(model, registry)
+    mv = registry.get(model, version)
+    root = repo_root()
+    with tempfile.TemporaryDirectory(prefix="llmops-verify-") as tmp:
+        files = registry.download(mv, Path(tmp) / "version")
+        accepted: dict[str, tuple[bool | None, str]] = {}
+        for env in known_envs():
+            try:
+                who = signing.verify_version(files, load_deploy(env).signing,
+                                             f"{model} {mv.version}")
+                accepted[env] = (True, who)
+            except UsageError as exc:  # a trusted key this checkout lacks
+                accepted[env] = (None, str(exc))
+            except StageFailed as exc:
+                accepted[env] = (False, str(exc).split(": ", 1)[-1])
+        path = files / provenance.PROVENANCE
+        if path.is_file():
+            checks = provenance.check(json.loads(path.read_text()), files, root,
+                                      lambda c, rel: _git_show(root, c, rel), _run_exists,
+                                      _base_digest)
+        else:
+            checks = [provenance.Check(provenance.PROVENANCE, False, "the version carries "
+                                       "none (registered before provenance was recorded)")]
+    return Verified(model, mv.version, mv.digest, accepted, checks)
+
+
+def _git_show(root: Path, commit: str, rel: str) -> bytes | None:
+    """`rel` at `commit` in this clone (rel "": b"" when the commit exists), else None."""
+    import subprocess
+
+    if not commit or not all(c in "0123456789abcdef" for c in commit):
+        return None
+    argv = ["git", "-C", str(root), "cat-file", "-e", f"{commit}^{{commit}}"] if not rel \
+        else ["git", "-C", str(root), "show", f"{commit}:{rel}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _run_exists(run_id: str) -> bool | None:
+    run = read_run(run_id)
+    return True if run.status else None
+
+
+def _base_digest(ref: str) -> str | None:
+    from llmops.digests import folder_digest
+
+    path = Path(ref)
+    return folder_digest(path) if path.is_dir() else None

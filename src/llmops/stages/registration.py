@@ -15,7 +15,7 @@ from llmops.config import ModelSpec
 from llmops.digests import folder_digest
 from llmops.errors import CheckFailed, UsageError
 from llmops.redact import redact, redact_mapping
-from llmops.registry import modelcard, promote, signing
+from llmops.registry import modelcard, promote, provenance, signing
 from llmops.registry.base import ModelVersion, Registry
 from llmops.stages.context import Context
 from llmops.stages.runs import COST_FILE, Run, read_compute, run_dir
@@ -27,10 +27,11 @@ def _read_json(path: Path, what: str) -> Any:
     return json.loads(path.read_text())
 
 
-def build_package(spec: ModelSpec, run_id: str,
-                  tags: dict[str, str]) -> tuple[Path, dict[str, str]]:
-    """The folder to register (adapter, config, reports, model card) and its lineage
-    (with the commit and CI `tags`)."""
+def build_package(spec: ModelSpec, run_id: str, tags: dict[str, str],
+                  images: dict[str, str] | None = None) -> tuple[Path, dict[str, str]]:
+    """The folder to register (adapter, config, reports, model card, provenance) and its
+    lineage (with the commit and CI `tags`); `images`: the CI images by digest."""
+    images = images or {}
     folder_in = run_dir(spec.name, run_id)
     gate = _read_json(folder_in / "gate_report.json", "gate report")
     if not gate.get("passed"):
@@ -66,14 +67,38 @@ def build_package(spec: ModelSpec, run_id: str,
     (folder / "README.md").write_text(
         modelcard.render(spec, data, evals["metrics"], gate, lineage))
     redact_files(folder)
+    # Last: it holds the digests of the (redacted) reports; redacted itself in turn.
+    provenance.write(build_facts(spec, run_id, resolved, data, lineage, images), folder)
+    redact_files(folder)
     return folder, lineage
+
+
+def build_facts(spec: ModelSpec, run_id: str, resolved: dict[str, Any], data: dict[str, Any],
+                lineage: dict[str, str], images: dict[str, str]) -> provenance.BuildFacts:
+    """What the provenance statement says about this build (nothing a retry changes)."""
+    from llmops.config.paths import repo_root
+    from llmops.digests import sha256_file
+    from llmops.serve.vllm_release import vllm_version
+
+    root = repo_root()
+    ci = {k.removeprefix("gitlab."): v for k, v in lineage.items()
+          if k in ("gitlab.CI_PIPELINE_ID", "gitlab.CI_PIPELINE_URL", "gitlab.CI_JOB_NAME",
+                   "gitlab.CI_PROJECT_PATH", "gitlab.CI_COMMIT_TAG")}
+    return provenance.BuildFacts(
+        model=spec.name, run_id=run_id, commit=lineage.get("mlflow.source.git.commit", ""),
+        base_model=str(resolved["base_model"]), base_identity=base_identity(resolved),
+        datasets=list(data.get("datasets") or []),
+        locks={str(p.relative_to(root)): sha256_file(p)
+               for p in sorted((root / "requirements").glob("*.lock"))},
+        images=images, engine=vllm_version(), ci=ci,
+        builder=ci.get("CI_PIPELINE_URL") or "local")
 
 
 # The files of a package, and of release notes, that this pipeline writes (the weights
 # and the tokenizer are the trainer's and are shipped as they are).
 AUTHORED = ("axolotl.yml", "README.md", "gate_report.json", "gate_report.md",
             "data_report.json", "eval_report.json", "notes.md", "gate_report.html",
-            "data_report.html")
+            "data_report.html", provenance.PROVENANCE)
 
 
 def redact_files(folder: Path) -> None:
@@ -106,7 +131,8 @@ def register_stage(spec: ModelSpec, run: Run | str, version: str | None,
     # Who signs is on the card (the same key gives the same line: a retry's digest holds).
     signed_by = signing.signer(ctx.settings.signing).describe()
     folder, lineage = build_package(spec, run_id, {**ctx.run_tags,
-                                                   "signature.signer": signed_by})
+                                                   signing.SIGNER_TAG: signed_by},
+                                    ctx.settings.images)
     return ctx.registry.register(spec.name, folder, run_id,
                                  version or ctx.settings.tag_version, lineage)
 
