@@ -71,6 +71,8 @@ def test_a_gated_run_is_registered_as_the_ci_tags_version_with_its_lineage(
     assert lineage["signature.signer"].startswith("key sha256:")
     card = (run_folder("tiny", "run-1") / "package" / "README.md").read_text()
     assert f"- signed by: {lineage['signature.signer']} (`model.sig`)" in card
+    assert "- provenance (`provenance.json`, in-toto SLSA v1): 1 datasets, 4 locks" in card
+    assert "provenance.json" in files
 
 
 def test_a_retried_register_job_builds_the_same_files(repo_copy: Path) -> None:

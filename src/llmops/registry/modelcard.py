@@ -23,7 +23,8 @@ def _metrics_table(metrics: dict[str, dict[str, float]]) -> str:
 
 
 def render(spec: ModelSpec, data: dict[str, Any], metrics: dict[str, dict[str, float]],
-           gate: dict[str, Any], lineage: dict[str, str]) -> str:
+           gate: dict[str, Any], lineage: dict[str, str],
+           provenance: dict[str, str] | None = None) -> str:
     """Markdown from the run's reports: base model, data digests, config, metrics, gate.
     Nothing that differs between two tries of one `register` job (the job's id and URL:
     the version's tags and `llmops lineage` have them): the card is hashed with the
@@ -48,6 +49,7 @@ A LoRA adapter fine-tuned with Axolotl from `{spec.base_model}`{_merged_note(cfg
 - CI pipeline: {lineage.get('gitlab.CI_PIPELINE_URL', 'not built in CI')}
 - release gate: {'passed' if gate.get('passed') else 'refused'}
 - signed by: {lineage.get('signature.signer', 'nobody (unsigned)')} (`model.sig`)
+{_provenance_line(provenance)}\
 - `llmops lineage {spec.name} <version>`: the whole chain, with every deployment
 
 ## Compute
@@ -108,6 +110,15 @@ def compute_section(tags: dict[str, str]) -> str:
         "\n\nA device is one GPU, or one CPU machine (all its cores). The serving cost per "
         "million generated tokens is measured by each verified deploy's load test: "
         "`llmops lineage` and the release notes show it.")
+
+
+def _provenance_line(p: dict[str, str] | None) -> str:
+    """The provenance summary (`llmops.registry.provenance.summary`), one line."""
+    if not p:
+        return "- provenance: none recorded\n"
+    return (f"- provenance (`provenance.json`, in-toto SLSA v1): {p['datasets']} datasets, "
+            f"{p['locks']} locks, images {p['images']}, vLLM {p['engine']}; "
+            f"`llmops lineage <model> <version> --verify` checks it\n")
 
 
 def _base_pin(lineage: dict[str, str]) -> str:

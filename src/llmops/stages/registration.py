@@ -64,11 +64,13 @@ def build_package(spec: ModelSpec, run_id: str, tags: dict[str, str],
         **compute,
         **tags,
     })
-    (folder / "README.md").write_text(
-        modelcard.render(spec, data, evals["metrics"], gate, lineage))
+    facts = build_facts(spec, run_id, resolved, data, lineage, images)
+    (folder / "README.md").write_text(modelcard.render(
+        spec, data, evals["metrics"], gate, lineage,
+        provenance.summary(provenance.statement(facts, folder))))
     redact_files(folder)
     # Last: it holds the digests of the (redacted) reports; redacted itself in turn.
-    provenance.write(build_facts(spec, run_id, resolved, data, lineage, images), folder)
+    provenance.write(facts, folder)
     redact_files(folder)
     return folder, lineage
 
