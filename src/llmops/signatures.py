@@ -2,8 +2,8 @@
 
 A registered version's folder carries `model.sig`: a Sigstore bundle whose signed in-toto
 statement lists the sha256 of every other file of the folder (its manifest.json included).
-It is written after the manifest and is not listed in it, so the version's digest stays the
-same whoever signs it and however often (a retried registration computes the same digest).
+It is written after the manifest and is not listed in it, so signing again (a retried
+registration, whose EC signature differs) leaves the version's digest as it was.
 
 Who signs: a CI job with `LLMOPS_SIGNING_KEY` (a protected File variable: an EC private key
 in PEM), optionally with `LLMOPS_SIGNING_CERT` (+ `LLMOPS_SIGNING_CERT_CHAIN`) to sign as a
@@ -110,31 +110,35 @@ def local_key_paths(state: Path) -> tuple[Path, Path]:
 
 def ensure_local_key(state: Path) -> Path:
     """The project's private key, generated (ECDSA P-256) on first use, readable by its
-    owner only; the public key beside it is what `key: local` trusts."""
+    owner only; the public key beside it, what `key: local` trusts, is always derived from
+    it (rewritten when missing or not its pair)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     private, public = local_key_paths(state)
-    if private.is_file() and public.is_file():
-        return private
     private.parent.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    # Written whole under a temporary name, then renamed: two first uses never leave a
-    # private key that does not match its public key.
-    fd, tmp = tempfile.mkstemp(dir=private.parent, prefix=".key-")
-    with os.fdopen(fd, "wb") as fh:  # mkstemp: mode 0600
-        fh.write(pem)
-    pub_tmp = Path(tmp + ".pub")
-    pub_tmp.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    if private.is_file():  # another process won the race: keep its pair
-        os.unlink(tmp)
-        pub_tmp.unlink()
-        return private
-    os.replace(tmp, private)
-    os.replace(pub_tmp, public)
+    if not private.is_file():
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption())
+        fd, tmp = tempfile.mkstemp(dir=private.parent, prefix=".key-")  # mode 0600
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        try:
+            os.link(tmp, private)  # whole, and only if none exists: a racing first use wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    key = serialization.load_pem_private_key(private.read_bytes(), None)
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    if not public.is_file() or public.read_bytes() != pub:
+        fd, tmp = tempfile.mkstemp(dir=public.parent, prefix=".pub-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pub)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, public)
     return private
 
 
@@ -145,12 +149,13 @@ def public_key_fingerprint(pem: bytes) -> str:
 
 def key_problem(path: Path) -> str | None:
     """Why `path` is not a public key model-signing verifies with (PEM, EC P-256/384/521)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         return "not a PEM public key (`openssl ec -in key.pem -pubout` writes one)"
     if not isinstance(key, ec.EllipticCurvePublicKey) or \
             key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
@@ -186,14 +191,26 @@ def signer_from_env(state: Path, env: Mapping[str, str]) -> Signer:
         if not key.is_file():
             raise UsageError(f"{KEY_ENV}={key}: no such file (in GitLab, make it a File "
                              "variable holding the PEM private key)")
+        signer = Signer("key", key, env.get(KEY_PASSWORD_ENV), origin=KEY_ENV)
         if env.get(CERT_ENV):
             chain = tuple(Path(p) for p in env.get(CERT_CHAIN_ENV, "").split(os.pathsep) if p)
             if not chain:
                 raise UsageError(f"{CERT_ENV} is set but {CERT_CHAIN_ENV} is not: give the "
                                  "certificates up to the root, separated by ':'")
-            return Signer("certificate", key, env.get(KEY_PASSWORD_ENV),
-                          Path(env[CERT_ENV]), chain, origin=CERT_ENV)
-        return Signer("key", key, env.get(KEY_PASSWORD_ENV), origin=KEY_ENV)
+            for path in (Path(env[CERT_ENV]), *chain):
+                if not path.is_file():
+                    raise UsageError(f"{CERT_ENV}/{CERT_CHAIN_ENV}: {path}: no such file")
+            signer = Signer("certificate", key, env.get(KEY_PASSWORD_ENV),
+                            Path(env[CERT_ENV]), chain, origin=CERT_ENV)
+        from cryptography.exceptions import UnsupportedAlgorithm
+
+        try:
+            signer.describe()  # reads the key and certificate once, here, with a clear error
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # unreadable or locked
+            raise UsageError(f"{KEY_ENV}: {key} cannot be read as a PEM EC private key "
+                             f"({type(exc).__name__}); if it is encrypted, set "
+                             f"{KEY_PASSWORD_ENV}") from None
+        return signer
     if env.get(SIGSTORE_TOKEN_ENV):
         return Signer("sigstore", identity_token=env[SIGSTORE_TOKEN_ENV],
                       origin=SIGSTORE_TOKEN_ENV)
@@ -230,8 +247,10 @@ def sign(folder: Path, signer: Signer) -> Path:
                                                certificate_chain=signer.chain)
     else:
         assert signer.key is not None
+        # model-signing hands the password to cryptography, which takes bytes.
+        password = signer.password.encode() if signer.password else None
         config = config.use_elliptic_key_signer(private_key=signer.key,
-                                                password=signer.password)
+                                                password=password)  # type: ignore[arg-type]
     fd, tmp = tempfile.mkstemp(dir=folder.parent, prefix=f".{folder.name}.sig-")
     os.close(fd)
     try:
@@ -258,7 +277,9 @@ def verify(folder: Path, trust: Sequence[Trusted], where: str) -> str:
                           "accepted; refusing to serve it")
     reasons = []
     for trusted in trust:
-        config = verifying.Config()
+        # Our hashing, not one guessed from the bundle: nothing beside the signature is
+        # left out (model-signing's guess would skip .git* files).
+        config = verifying.Config().set_hashing_config(_hashing())  # type: ignore[arg-type]
         try:
             if trusted.key is not None:
                 config = config.use_elliptic_key_verifier(public_key=trusted.key)

@@ -335,6 +335,10 @@ def test_release_logs_ships_and_serves_the_merged_weights(
     assert served["args"][served["args"].index("--model") + 1] == str(version_dir / "merged")
     manifest = json.loads((version_dir / "manifest.json").read_text())
     assert "merged/model.safetensors" in manifest["files"]
+    # Served as shipped: nothing rebuilt or added among the version's (signed) files.
+    from llmops.digests import verify_manifest
+
+    verify_manifest(version_dir, client.get_model_version("tiny", "1").tags["digest"])
     assert "environment" in artifacts
 
 

@@ -193,3 +193,49 @@ def test_the_commands_settings_carry_what_names_the_signer(tmp_path: Path) -> No
     settings = Settings.from_env({"SIGSTORE_ID_TOKEN": "eyJhbGciOi.secret.sig", "HOME": "/h"})
     assert settings.signing == {"SIGSTORE_ID_TOKEN": "eyJhbGciOi.secret.sig"}
     assert "secret" not in repr(settings)
+
+
+def test_an_unreadable_or_locked_signing_key_is_named_not_raised(tmp_path: Path) -> None:
+    garbage = tmp_path / "key.pem"
+    garbage.write_text("not a key\n")
+    with pytest.raises(UsageError, match=r"LLMOPS_SIGNING_KEY: .*key.pem cannot be read as a "
+                                         r"PEM EC private key.*LLMOPS_SIGNING_KEY_PASSWORD"):
+        signatures.signer_from_env(tmp_path, {"LLMOPS_SIGNING_KEY": str(garbage)})
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pass phrase")))
+    with pytest.raises(UsageError, match="cannot be read"):
+        signatures.signer_from_env(tmp_path, {"LLMOPS_SIGNING_KEY": str(locked)})
+    opened = signatures.signer_from_env(tmp_path, {"LLMOPS_SIGNING_KEY": str(locked),
+                                                   "LLMOPS_SIGNING_KEY_PASSWORD": "pass phrase"})
+    assert "pass phrase" not in repr(opened)
+    folder = version(tmp_path)
+    signatures.sign(folder, opened)
+    assert (folder / SIGNATURE).is_file()
+
+
+def test_the_local_public_key_is_always_the_private_keys_pair(tmp_path: Path) -> None:
+    """A first use interrupted between the two files, or a stale key.pub: the public key is
+    derived again from the private one, so `key: local` trusts what signs."""
+    private = signatures.ensure_local_key(tmp_path)
+    _, public = signatures.local_key_paths(tmp_path)
+    pair = public.read_bytes()
+    public.unlink()
+    signatures.ensure_local_key(tmp_path)
+    assert public.read_bytes() == pair
+    public.write_bytes(key_pair(tmp_path, "stale")[1].read_bytes())
+    assert signatures.ensure_local_key(tmp_path) == private and public.read_bytes() == pair
+
+
+def test_a_gitignore_beside_the_signed_files_is_not_skipped(tmp_path: Path) -> None:
+    """model-signing's verifier would guess a configuration that skips .git* files; ours
+    hashes every file beside the signature."""
+    folder = version(tmp_path)
+    private, public = key_pair(tmp_path, "release")
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    signatures.sign(folder, Signer("key", private))
+    assert signatures.verify(folder, [Trusted(key=public)], "v")
+    (folder / ".gitattributes").write_text("changed\n")
+    with pytest.raises(StageFailed, match=r"changed since it was signed: \.gitattributes"):
+        signatures.verify(folder, [Trusted(key=public)], "v")

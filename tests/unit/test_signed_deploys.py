@@ -142,8 +142,22 @@ def test_the_init_container_gets_the_trusted_keys_and_nothing_else(
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     init = pod["initContainers"][0]
     assert {"name": "TRUST_FILE", "value": "/scripts/trust/trust.json"} in init["env"]
+    assert {"name": "HOME", "value": "/tmp"} in init["env"]  # writable: an emptyDir
+    assert {"name": "tmp", "mountPath": "/tmp"} in init["volumeMounts"]
     items = next(v for v in pod["volumes"] if v["name"] == "scripts")["configMap"]["items"]
     assert {"key": "trust-0.pem", "path": "trust/0.pem"} in items
     assert {"key": "trust.json", "path": "trust/trust.json"} in items
     assert {"key": "signatures.py", "path": "llmops/signatures.py"} in items
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_base_model_tag_changed_in_the_registry_is_refused(
+        registered: tuple[MlflowRegistry, Path]) -> None:
+    """Tags are not signed: the base model a deploy loads comes from the version's signed
+    axolotl.yml, and a tag that says otherwise is refused before any base is fetched."""
+    registry, _ = registered
+    registry.client.set_model_version_tag("support-bot", "1", "base_model",
+                                          "someone/else@0123456789abcdef")
+    message = refused_locally(registry)
+    assert "the registry's tag names the base model someone/else" in message
+    assert "its signed axolotl.yml /m/smollm2" in message

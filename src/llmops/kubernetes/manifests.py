@@ -224,6 +224,11 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
         "env": [{"name": "PYTHONPATH", "value": "/scripts"},
                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # /scripts is read-only
                 {"name": "TRUST_FILE", "value": f"{TRUST_DIR}/{TRUST_FILE}"},
+                # Writable homes (the root file system is read-only): Sigstore's trust root
+                # is fetched and cached there when a keyless identity is trusted.
+                {"name": "HOME", "value": "/tmp"},
+                {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+                {"name": "XDG_DATA_HOME", "value": "/tmp/.local/share"},
                 {"name": "REGISTRY_API", "value": release.registry_api},
                 {"name": "MODEL", "value": release.model},
                 {"name": "VERSION", "value": release.version},

@@ -106,6 +106,29 @@ def _products(folder: Path) -> list[str]:
     return found
 
 
+def signed_base(folder: Path) -> tuple[str | None, str | None]:
+    """The base model a verified version's own files name (its resolved `axolotl.yml`) and
+    the digest its provenance records for it: the version's tags are not signed, so these
+    are what a deploy trusts."""
+    import yaml
+
+    name = digest = None
+    config = folder / "axolotl.yml"
+    if config.is_file():
+        loaded = yaml.safe_load(config.read_text()) or {}
+        name = str(loaded["base_model"]) if isinstance(loaded, dict) and \
+            loaded.get("base_model") else None
+    statement = folder / PROVENANCE
+    if statement.is_file():
+        deps = ((json.loads(statement.read_text()).get("predicate") or {})
+                .get("buildDefinition") or {}).get("resolvedDependencies") or []
+        for dep in deps:
+            if str(dep.get("name", "")).startswith("base_model:") and \
+                    (dep.get("digest") or {}).get("sha256"):
+                digest = "sha256:" + str(dep["digest"]["sha256"])
+    return name, digest
+
+
 # --- checking -------------------------------------------------------------------------
 
 
@@ -156,7 +179,9 @@ def check(doc: Mapping[str, Any], folder: Path, repo: Path,
         name, digest = str(dep.get("name", "")), dep.get("digest") or {}
         kind, _, ref = name.partition(":")
         if kind == "dataset":
-            out.append(_file_check(name, repo / ref, digest.get("sha256")))
+            inside = (repo / ref).resolve().is_relative_to(repo.resolve())
+            out.append(_file_check(name, repo / ref, digest.get("sha256")) if inside else
+                       Check(name, None, "outside this checkout: not read"))
         elif kind == "lock":
             out.append(_lock_check(name, ref, digest.get("sha256"), commit, repo,
                                    file_at_commit))

@@ -369,14 +369,14 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
         # checked against their manifests and the files they were built from). They are
         # built in the state folder, never inside the version's files: whatever a folder
         # downloaded from the registry holds beyond its manifest is refused, not served.
-        # A version that ships its merged weights (merge_lora) serves them: they are
-        # listed in its manifest and signed, checked before this is called.
+        # A version that ships its merged weights (merge_lora) serves them as they are:
+        # they are listed in its manifest and signed, both checked before this is called.
         evaluated = served_cache(model, base_model, adapter_dir)
         own = deployed_cache(model, base_model, adapter_dir)
         shipped = adapter_dir / "merged"
-        weights = merged_model(base_model, adapter_dir,  # announced when it merges
-                               out=shipped if shipped.is_dir() else own / "merged",
-                               reuse=evaluated / "merged")
+        weights = shipped if (shipped / "config.json").is_file() else merged_model(
+            base_model, adapter_dir, out=own / "merged",  # announced when it merges
+            reuse=evaluated / "merged")
         if settings.quantization == "w8a8-int8":
             from llmops.models.quantize import INT8_DIR, int8_model
 
@@ -399,7 +399,11 @@ def restart(record: Deployment, settings: ServeSettings) -> Deployment:
     from llmops.models import derived
 
     if "--model" in record.args:
-        derived.verify(Path(record.args[record.args.index("--model") + 1]))
+        weights = Path(record.args[record.args.index("--model") + 1])
+        # The version's own files (shipped merged weights) were checked against its
+        # manifest and signature by the caller; what was built from them has derived.json.
+        if not weights.resolve().is_relative_to(Path(record.adapter_dir).resolve()):
+            derived.verify(weights)
     return _start(record, lambda port: with_port(record.args, port), settings)
 
 

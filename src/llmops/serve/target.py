@@ -26,8 +26,8 @@ from llmops.digests import folder_digest, verify_manifest
 from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.models.base import ensure_base_model
 from llmops.process import activity
-from llmops.registry import signing
-from llmops.registry.base import Registry
+from llmops.registry import provenance, signing
+from llmops.registry.base import ModelVersion, Registry
 from llmops.serve import process as serve
 from llmops.serve import router
 from llmops.serve.cost import history_fields
@@ -87,7 +87,7 @@ class LocalTarget:
             except StageFailed:
                 files = self.registry.download(mv, dest)
             self.verify_signed(files, f"{spec.name} {mv.version}")
-            base = ensure_base_model(mv.base_model or spec.base_model)
+            base = self.signed_base(files, mv, spec.base_model)
             dep = serve.start(spec.name, self.env, mv.version, base, files, settings,
                               digest=mv.digest)
             return replace(dep, address=settings.address)
@@ -98,6 +98,24 @@ class LocalTarget:
         """Refuse files that no identity of `signing.trust` signed (or changed since)."""
         signer = signing.verify_version(files, self.config.signing, what)
         activity.tell(f"{what}: signature verified ({signer})")
+
+    @staticmethod
+    def signed_base(files: Path, mv: ModelVersion, default: str) -> str:
+        """The base model (made available) that the version's signed files name, refused
+        where the registry's tags, which are not signed, say otherwise, or where it is not
+        the base the version was trained on."""
+        name, digest = provenance.signed_base(files)
+        what = f"{mv.name} {mv.version}"
+        if name and mv.base_model and name != mv.base_model:
+            raise StageFailed(f"{what}: the registry's tag names the base model "
+                              f"{mv.base_model}, its signed axolotl.yml {name}; refusing to "
+                              "serve it on another base (someone changed the tag)")
+        base = ensure_base_model(name or mv.base_model or default)
+        if digest and Path(base).is_dir() and (have := folder_digest(Path(base))) != digest:
+            raise StageFailed(f"{what} was trained on the base model {digest} (its signed "
+                              f"provenance), but {base} is now {have}; refusing to serve "
+                              "the adapter on another base (restore that base, or retrain)")
+        return base
 
     def serving(self, spec: ModelSpec) -> serve.Deployment:
         serve.reap_orphans()

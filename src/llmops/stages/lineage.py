@@ -334,7 +334,11 @@ def verify(model: str, version: str | None, registry: Registry) -> Verified:
             except StageFailed as exc:
                 accepted[env] = (False, str(exc).split(": ", 1)[-1])
         path = files / provenance.PROVENANCE
-        if path.is_file():
+        if not any(ok for ok, _ in accepted.values()):
+            # Its claims are worth checking only once a trusted signer made them.
+            checks = [provenance.Check(provenance.PROVENANCE, None, "not checked: no "
+                                       "environment trusts the signature")]
+        elif path.is_file():
             checks = provenance.check(json.loads(path.read_text()), files, root,
                                       lambda c, rel: _git_show(root, c, rel), _run_exists,
                                       _base_digest)
@@ -365,7 +369,11 @@ def _run_exists(run_id: str) -> bool | None:
 
 
 def _base_digest(ref: str) -> str | None:
+    """The digest of a base model folder of this checkout's state (`.llmops/models/`), the
+    only place a local base model is built: no other folder a statement names is read."""
+    from llmops.config.paths import repo_root, state_dir
     from llmops.digests import folder_digest
 
-    path = Path(ref)
-    return folder_digest(path) if path.is_dir() else None
+    path = (repo_root() / ref).resolve()
+    models = (state_dir() / "models").resolve()
+    return folder_digest(path) if path.is_dir() and path.is_relative_to(models) else None
