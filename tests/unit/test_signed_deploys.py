@@ -107,7 +107,8 @@ def test_a_fresh_forks_production_notes_what_it_lacks_and_refuses_to_deploy(
     them (merge requests stay green), a deploy refuses them before applying anything."""
     target = kubernetes_target(repo_copy, registry=None)
     notes = "\n".join(target.config_notes())
-    assert "kubernetes.fetch_image: the digest is a placeholder" in notes
+    assert "kubernetes.fetch_image: not deployable yet: the digest is a placeholder" in notes
+    assert "signing.trust: not deployable yet: " in notes
     assert "deploy/keys/release.pub" in notes and "does not exist" in notes
     with pytest.raises(UsageError, match=r"refusing to deploy support-bot 0.1.0 to "
                                          r"production: .*fetch_image.*release.pub"):

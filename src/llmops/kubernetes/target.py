@@ -81,24 +81,25 @@ class KubernetesTarget:
         return [f"kubernetes.vllm_image: {problem}"] if problem else []
 
     def config_notes(self) -> list[str]:
-        return [f"not deployable yet: {problem}" for problem in self._deploy_problems()]
+        return [f"{key}: not deployable yet: {problem}"
+                for key, problem in self._deploy_problems()]
 
-    def _deploy_problems(self) -> list[str]:
-        """What a fresh fork's file lacks to deploy: vLLM's real digest, the init
+    def _deploy_problems(self) -> list[tuple[str, str]]:
+        """What a fresh fork's file lacks to deploy, by key: vLLM's real digest, the init
         container's image, the trusted signers' keys."""
         k8s = self.config.kubernetes
         problems = []
         if problem := image_problem(k8s.vllm_image):
-            problems.append(f"kubernetes.vllm_image: {problem}")
+            problems.append(("kubernetes.vllm_image", problem))
         if k8s.fetch_image.endswith("@sha256:" + "0" * 64):
-            problems.append(
-                "kubernetes.fetch_image: the digest is a placeholder (sha256:00000000…): the "
-                "init container verifies each version's signature with model-signing, which "
-                "vLLM's image lacks; give the CI's pipeline image by digest, "
-                "$CI_REGISTRY_IMAGE/pipeline@<LLMOPS_PIPELINE_IMAGE_DIGEST of .gitlab-ci.yml> "
-                "(docs/operations.md#ci-images)")
+            problems.append((
+                "kubernetes.fetch_image",
+                "the digest is a placeholder (sha256:00000000…): the init container verifies "
+                "each version's signature with model-signing, which vLLM's image lacks; give "
+                "the CI's pipeline image by digest, $CI_REGISTRY_IMAGE/pipeline@<"
+                "LLMOPS_PIPELINE_IMAGE_DIGEST of .gitlab-ci.yml> (docs/operations.md#ci-images)"))
         if problem := signing.trust_problem(self.config.signing):
-            problems.append(problem)
+            problems.append(("signing.trust", problem))
         return problems
 
     def preflight(self, spec: ModelSpec, version: str) -> None:
@@ -108,7 +109,8 @@ class KubernetesTarget:
         init container enforces on what it fetches."""
         if problems := self._deploy_problems():
             raise UsageError(f"refusing to deploy {spec.name} {version} to {self.env}: "
-                             f"deploy/{self.env}.yml: {'; '.join(problems)}")
+                             f"deploy/{self.env}.yml: " + "; ".join(
+                                 f"{key}: {problem}" for key, problem in problems))
 
     def api_key_hint(self) -> str:
         return "$LLMOPS_API_KEY"

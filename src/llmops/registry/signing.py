@@ -63,8 +63,8 @@ def trust_problem(settings: SigningSettings) -> str | None:
     """What keeps a deploy from checking signatures with these settings, or None."""
     try:
         trusted(settings)
-    except UsageError as exc:
-        return str(exc)
+    except UsageError as exc:  # said under the key by the caller
+        return str(exc).removeprefix("signing.trust: ").removeprefix("signing.trust ")
     return None
 
 
