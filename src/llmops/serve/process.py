@@ -400,9 +400,11 @@ def restart(record: Deployment, settings: ServeSettings) -> Deployment:
 
     if "--model" in record.args:
         weights = Path(record.args[record.args.index("--model") + 1])
-        # The version's own files (shipped merged weights) were checked against its
-        # manifest and signature by the caller; what was built from them has derived.json.
-        if not weights.resolve().is_relative_to(Path(record.adapter_dir).resolve()):
+        # What was built has derived.json and is checked against it. Merged weights shipped
+        # without one are the version's own files, which the caller checked against its
+        # manifest and signature; anything else is refused (derived.verify says why).
+        shipped = weights.resolve().is_relative_to(Path(record.adapter_dir).resolve())
+        if (weights / derived.DERIVED).is_file() or not shipped:
             derived.verify(weights)
     return _start(record, lambda port: with_port(record.args, port), settings)
 
