@@ -151,3 +151,28 @@ def test_a_tag_pipeline_checks_its_pin_before_any_job_runs() -> None:
     for name, tag_job in tag_jobs.items():
         assert stages.index(tag_job["stage"]) > 0, name
         assert "needs" not in tag_job, f"{name}: `needs:` would start it before images-pinned"
+
+
+@pytest.mark.parametrize(("budget_s", "slow_runs"), [(3600, True), (1, False)])
+def test_ci_runs_the_slow_tier_only_where_it_fits(tmp_path: Path, budget_s: int,
+                                                  slow_runs: bool) -> None:
+    """.ci/run always runs the README's test command; the slow tier follows when the
+    default tier left room for it in the budget, and its absence is said, not silent."""
+    import os
+    import shutil
+    import subprocess
+
+    (tmp_path / ".ci").mkdir()
+    shutil.copy2(REPO / ".ci" / "run", tmp_path / ".ci" / "run")
+    fake = tmp_path / "bin" / "make"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\necho "make $*"\n[ "$1" = test ] && sleep 1\nexit 0\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+           "LLMOPS_CI_BUDGET_S": str(budget_s)}
+    done = subprocess.run(["bash", str(tmp_path / ".ci" / "run")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "make test"
+    assert ("make test-slow" in done.stdout) is slow_runs
+    assert ("make test-slow not run" in done.stderr) is not slow_runs
