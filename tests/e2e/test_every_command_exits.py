@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from gitlab_emulator import GitlabEmulator
 from registered_version import SECRET, a_run, served, tags, version_folder
+from signing_keys import fresh_public_pem
 
 from llmops.serve.vllm_release import DIGEST_PLACEHOLDER
 
@@ -61,9 +60,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory, emulator: GitlabEmulato
     for target in ("staging", "production"):  # a pinned vLLM, so that check-config passes
         path = root / "deploy" / f"{target}.yml"
         path.write_text(path.read_text().replace(DIGEST_PLACEHOLDER, "ab" * 32))
-    (root / "deploy" / "keys" / "release.pub").write_bytes(  # and the release key
-        ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (root / "deploy" / "keys" / "release.pub").write_bytes(fresh_public_pem())  # release key
     uri = f"sqlite:///{home / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"MLFLOW_TRACKING_URI": uri, "LLMOPS_ROOT": str(root),

@@ -176,11 +176,9 @@ def test_render_kubernetes_manifests_offline_from_the_pin(
     keyless = run_llmops("deploy", "tiny", "--env", "production", "--render",
                          str(tmp_path / "out"), root=root, home=home)
     assert keyless.returncode == 2 and "deploy/keys/release.pub" in keyless.stderr
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from signing_keys import fresh_public_pem
 
-    release_pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    release_pub = fresh_public_pem().decode()
     (root / "deploy" / "keys").mkdir(exist_ok=True)
     (root / "deploy" / "keys" / "release.pub").write_text(release_pub)
     done = run_llmops("deploy", "tiny", "--env", "production", "--render", str(tmp_path / "out"),

@@ -97,13 +97,11 @@ def test_the_shipped_module_fetches_and_verifies_a_version(emulator: GitlabEmula
 
 def test_a_version_signed_by_an_untrusted_key_leaves_nothing_to_serve(
         emulator: GitlabEmulator, tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from signing_keys import fresh_public_pem
 
     _, mv = registered(emulator, tmp_path)
     other = tmp_path / "production.pub"
-    other.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    other.write_bytes(fresh_public_pem())
     done = run_fetch(emulator, tmp_path, mv.digest, trust=[Trusted(key=other)])
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "refusing to serve" in done.stderr and "signed by another key" in done.stderr

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from signing_keys import fresh_public_pem
 
 from llmops.config import load_deploy, load_model
 from llmops.config.settings import Settings
@@ -231,8 +230,7 @@ def test_a_rollout_that_cannot_be_verified_never_reaches_the_cluster(
     staging = repo_copy / "deploy" / "staging.yml"  # pinned: the placeholder is refused first
     staging.write_text(staging.read_text().replace(DIGEST_PLACEHOLDER, "ab" * 32))
     (repo_copy / "deploy" / "keys" / "release.pub").write_bytes(  # and a missing key
-        ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        fresh_public_pem())
     without_endpoint = deployment.target_for("staging", fake_context())
     with pytest.raises(UsageError, match="endpoint: not set"):
         deployment.deploy_version(load_model("tiny"), without_endpoint, "0.2.0",

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from registered_version import a_run, tags, version_folder
+from signing_keys import fresh_public_pem
 
 from llmops.config import load_deploy, load_model
 from llmops.config.paths import state_dir
@@ -49,8 +48,7 @@ def trust_only(root: Path, env: str, pub: bytes) -> None:
 
 
 def another_key() -> bytes:
-    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return fresh_public_pem()
 
 
 def refused_locally(registry: MlflowRegistry) -> str:
