@@ -13,8 +13,11 @@ lint: setup
 	.venv/bin/mypy src/llmops flows
 	.venv/bin/lint-imports
 
+# One worker per core (at most 4), each taking whole files: most tests and the imports
+# behind every server and training start use one core, and a module's steps stay in order.
 test: lint
-	.venv/bin/python -m pytest -m "not slow and not gpu" --durations=25
+	.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile \
+		-m "not slow and not gpu" --durations=25
 
 # Heavier end-to-end runs (.ci/run runs them too): `prefect deployment run` via a worker,
 # resume after SIGKILL, the tag pipeline through gitlab-ci-local.
