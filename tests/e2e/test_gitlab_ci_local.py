@@ -1,6 +1,9 @@
 """The tag pipeline of .gitlab-ci.yml, run for real by gitlab-ci-local (shell executor) on
-CPU: tiny model, the local MLflow store, and the GitLab emulator as the model registry; then
-its staging jobs again with STAGING_ENV a Kubernetes target on the simulated cluster."""
+CPU: tiny model, the local MLflow store, and the GitLab emulator as the model registry; its
+production job opens the promotion merge request, and the default branch's apply-promotion
+deploys the merged pin. Then its staging jobs again with STAGING_ENV a Kubernetes target on
+the simulated cluster, and `rollback-production` against that cluster from a job that keeps
+no history of the deploys before it."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gitlab
 import pytest
 import yaml
 from gitlab_emulator import GitlabEmulator
@@ -21,7 +25,7 @@ from llmops.signatures import ensure_local_key
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GCL = Path(".tools") / "node_modules" / ".bin" / "gitlab-ci-local"  # in the repository
 TAG_JOBS = ["validate", "train", "evaluate", "register", "deploy-staging", "verify-staging",
-            "deploy-production", "gitlab-release"]
+            "promote-production", "gitlab-release"]
 
 
 def scratch_clone(tmp_path: Path, repo: Path) -> Path:
@@ -52,6 +56,12 @@ def k8s_staging_yml(endpoint: str) -> str:
     })
 
 
+def commit(clone: Path, path: str, message: str) -> None:
+    subprocess.run(["git", "add", path], cwd=clone, check=True)
+    subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com",
+                    "commit", "-qm", message], cwd=clone, check=True)
+
+
 def run_id_of(version: Any) -> str:
     tags = version.tags
     pairs = tags.items() if isinstance(tags, dict) else ((t["key"], t["value"]) for t in tags)
@@ -78,7 +88,7 @@ def test_tag_pipeline_runs_every_job(
             "LLMOPS_SIGNING_KEY": str(ensure_local_key(home)),
         }
         cmd = [str(gcl), "--force-shell-executor", "--unset-variable", "CI_COMMIT_BRANCH",
-               "--manual", "deploy-production", "--ignore-predefined-vars", "CI_COMMIT_TAG"]
+               "--manual", "promote-production", "--ignore-predefined-vars", "CI_COMMIT_TAG"]
         for key, value in variables.items():
             cmd += ["--variable", f"{key}={value}"]
         env = {k: v for k, v in os.environ.items()
@@ -101,24 +111,53 @@ def test_tag_pipeline_runs_every_job(
             assert record["version"] == "0.1.0"
             assert "release notes for tiny 0.1.0" in output
 
+            # Production serves only what its pin names: the tag's production job opened
+            # the merge request that pins 0.1.0; once merged, the default branch's
+            # apply-promotion checks the pin and deploys it, unless it already serves (here
+            # staging and production are the same local target).
+            (mr,) = gl.state.merge_requests.values()
+            assert mr["title"] == "Promote tiny 0.1.0 to local", mr
+            project = gitlab.Gitlab(gl.url, private_token=token).projects.get(1)
+            project.mergerequests.get(mr["iid"]).merge()
+            (clone / "registry" / "local.yml").write_text(
+                project.files.raw(file_path="registry/local.yml", ref="main").decode())
+            commit(clone, "registry/local.yml", "Promote tiny 0.1.0 to local")
+            branch = [str(gcl), "apply-promotion", "--force-shell-executor",
+                      "--variable", "CI_COMMIT_BRANCH=main",
+                      "--ignore-predefined-vars", "CI_COMMIT_BRANCH"]
+            for key, value in variables.items():
+                if key != "CI_COMMIT_TAG":
+                    branch += ["--variable", f"{key}={value}"]
+            applied = subprocess.run(branch, cwd=clone, env=env, capture_output=True,
+                                     text=True, timeout=600)
+            said = applied.stdout + applied.stderr
+            assert applied.returncode == 0, said[-6000:]
+            assert "local: tiny 0.1.0 already serves; not redeployed" in said, said[-6000:]
+            assert json.loads((home / "deployments" / "tiny-local.json").read_text()) \
+                ["pid"] == record["pid"], "a pin that already serves must not be restarted"
+
             # STAGING_ENV a Kubernetes target: the simulated cluster, reached as the GitLab
             # agent is (KUBE_CONTEXT names the kubeconfig's context). No pod can answer
             # there, so its endpoint is the local server of 0.1.0 this pipeline left running.
             k8s_cluster.namespace("ci-staging")
             (clone / "deploy" / "k8s-staging.yml").write_text(
                 k8s_staging_yml(f"http://127.0.0.1:{record['port']}/v1"))
-            subprocess.run(["git", "add", "deploy/k8s-staging.yml"], cwd=clone, check=True)
-            subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com",
-                            "commit", "-qm", "staging on Kubernetes"], cwd=clone, check=True)
+            commit(clone, "deploy/k8s-staging.yml", "staging on Kubernetes")
             k8s = {**variables, "STAGING_ENV": "k8s-staging", "KUBE_CONTEXT": "sim",
                    "LLMOPS_API_KEY": (home / "api-key").read_text().strip()}
             cluster_env = {**env, "KUBECONFIG": str(k8s_cluster.kubeconfig),
                            "PATH": f"{k8s_cluster.bin}{os.pathsep}{env['PATH']}"}
 
-            def jobs(*names: str, **more: str) -> subprocess.CompletedProcess[str]:
-                argv = [str(gcl), *names, "--force-shell-executor", "--unset-variable",
-                        "CI_COMMIT_BRANCH", "--ignore-predefined-vars", "CI_COMMIT_TAG"]
+            def jobs(*names: str, on_main: bool = False,
+                     **more: str) -> subprocess.CompletedProcess[str]:
+                ref = (["--variable", "CI_COMMIT_BRANCH=main", "--ignore-predefined-vars",
+                        "CI_COMMIT_BRANCH"] if on_main else
+                       ["--unset-variable", "CI_COMMIT_BRANCH", "--ignore-predefined-vars",
+                        "CI_COMMIT_TAG"])
+                argv = [str(gcl), *names, "--force-shell-executor", *ref]
                 for key, value in {**k8s, **more}.items():
+                    if on_main and key == "CI_COMMIT_TAG":
+                        continue
                     argv += ["--variable", f"{key}={value}"]
                 ran = subprocess.run(argv, cwd=clone, env=cluster_env, capture_output=True,
                                      text=True, timeout=1200)
@@ -145,6 +184,23 @@ def test_tag_pipeline_runs_every_job(
             assert deployment["spec"]["template"]["metadata"]["labels"]["llmops/version"] == \
                 "0.1.0"
             assert token not in said
+
+            # Ready this time: 0.2.0 serves, verified. Then the manual rollback job of the
+            # default branch, in a job that keeps no history file (a fresh LLMOPS_HOME): the
+            # cluster says which version was verified before.
+            k8s_cluster.keep_unready()
+            third = jobs("deploy-staging", CI_COMMIT_TAG="v0.2.0")
+            assert third.returncode == 0, (third.stdout + third.stderr)[-6000:]
+            fresh = tmp_path / "rollback-job-home"
+            fresh.mkdir()
+            back = jobs("rollback-production", on_main=True, PRODUCTION_ENV="k8s-staging",
+                        LLMOPS_HOME=str(fresh))
+            said = back.stdout + back.stderr
+            assert back.returncode == 0, said[-6000:]
+            assert "0.2.0 → 0.1.0" in said, said[-6000:]
+            deployment = k8s_cluster.json("-n", "ci-staging", "get", "deployment/tiny-k8s-staging")
+            assert deployment["spec"]["template"]["metadata"]["labels"]["llmops/version"] == \
+                "0.1.0"
         finally:
             # The cluster is the session's: give its GPUs back to the other tests.
             k8s_cluster.keep_unready()

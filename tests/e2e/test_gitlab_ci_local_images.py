@@ -177,7 +177,7 @@ def test_the_default_branch_pushes_and_a_tag_runs_only_the_pinned_digests(
     assert rc == 0 and "PASS  images-pinned" in output, output[-4000:]
     assert registry_calls(project.log.read_text()) == []
     shipping = project.jobs(**TAG_PIPELINE)
-    assert {"register", "deploy-staging", "deploy-production", "rollback-production",
+    assert {"register", "deploy-staging", "promote-production", "rollback-production",
             "train"} <= set(shipping)
     images = project.images()
     variables = yaml.safe_load((project.root / ".gitlab-ci.yml").read_text())["variables"]

@@ -173,6 +173,80 @@ def test_deploy_verify_failed_rollout_and_rollback_keep_git_in_step(
     assert history(home)[-1]["version"] == "0.1.0"
 
 
+def replica_set_marks(cluster: Any) -> dict[str, bool]:
+    """{version: whether its newest ReplicaSet is marked verified} of tiny-staging."""
+    marks: dict[str, tuple[int, bool]] = {}
+    for rs in cluster.json("-n", NAMESPACE, "get", "replicasets")["items"]:
+        meta = rs["metadata"]
+        version = rs["spec"]["template"]["metadata"]["labels"]["llmops/version"]
+        revision = int(meta["annotations"]["deployment.kubernetes.io/revision"])
+        if revision > marks.get(version, (0, False))[0]:
+            marks[version] = (revision, "llmops/verified-at" in meta["annotations"])
+    return {version: marked for version, (_, marked) in marks.items()}
+
+
+def test_a_rollback_without_the_history_file_finds_the_previous_verified_version_in_the_cluster(
+        k8s_cluster: Any, staging: dict[str, Any]) -> None:
+    """A CI job keeps no history of the deploys before it (`rollback-production`): the
+    cluster marks each verified version's ReplicaSet, and a rollback goes to the newest
+    other version marked so, never to a newer revision that failed."""
+    llmops, root, home = staging["llmops"], staging["root"], staging["home"]
+    assert cluster_version(k8s_cluster) == "0.1.0"  # the test above left it there
+    assert replica_set_marks(k8s_cluster) == {"0.1.0": True, "0.2.0": True, "0.3.0": False}
+    kept = home / "deployments" / "tiny-staging.history.jsonl"
+
+    def rollback_as_a_fresh_job() -> subprocess.CompletedProcess[str]:
+        kept.rename(kept.with_suffix(".aside"))
+        try:
+            return llmops("rollback", "tiny", "--env", "staging", "--local")
+        finally:
+            kept.with_suffix(".aside").rename(kept)
+
+    back = rollback_as_a_fresh_job()
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert cluster_version(k8s_cluster) == "0.2.0" and pinned(root) == "0.2.0"
+
+    # 0.3.0 (still never ready) fails again and is undone: the newest revision after
+    # 0.2.0's is now 0.3.0's, which must not be rolled back to.
+    failed = llmops("deploy", "tiny", "--env", "staging", "--version", "0.3.0", "--local")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    k8s_cluster.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}",
+                        "--timeout=60s")
+    assert replica_set_marks(k8s_cluster) == {"0.1.0": True, "0.2.0": True, "0.3.0": False}
+    again = rollback_as_a_fresh_job()
+    said = again.stdout + again.stderr
+    assert again.returncode == 0, said
+    assert "0.2.0 → 0.1.0" in said and "verified 20" in said, said
+    assert cluster_version(k8s_cluster) == "0.1.0" and pinned(root) == "0.1.0"
+
+
+def test_lowering_the_replicas_removes_the_disruption_budget_it_no_longer_renders(
+        k8s_cluster: Any, staging: dict[str, Any]) -> None:
+    """Server-side apply never deletes: a PodDisruptionBudget of minAvailable 1 left beside
+    one replica would block every node drain."""
+    llmops, root = staging["llmops"], staging["root"]
+    staging_yml = root / "deploy" / "staging.yml"
+    one = staging_yml.read_text()
+    config = yaml.safe_load(one)
+    config["kubernetes"]["replicas"] = 2
+    staging_yml.write_text(yaml.safe_dump(config))
+    try:
+        two = llmops("deploy", "tiny", "--env", "staging", "--version", "0.1.0")
+        assert two.returncode == 0, two.stdout + two.stderr
+        budget = k8s_cluster.json("-n", NAMESPACE, "get", f"pdb/{DEPLOYMENT}")
+        assert budget["spec"]["minAvailable"] == 1
+    finally:
+        staging_yml.write_text(one)
+    back = llmops("deploy", "tiny", "--env", "staging", "--version", "0.1.0")
+    said = back.stdout + back.stderr
+    assert back.returncode == 0, said
+    assert f"no longer renders: PodDisruptionBudget/{DEPLOYMENT}" in said, said
+    left = k8s_cluster.json("-n", NAMESPACE, "get", "pdb")["items"]
+    assert left == [], left
+    deployment = k8s_cluster.json("-n", NAMESPACE, "get", f"deployment/{DEPLOYMENT}")
+    assert deployment["spec"]["replicas"] == 1
+
+
 def test_a_pod_needing_more_gpus_than_any_node_has_is_refused_by_the_scheduler(
         k8s_cluster: Any, staging: dict[str, Any]) -> None:
     llmops = staging["llmops"]

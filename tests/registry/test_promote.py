@@ -175,11 +175,16 @@ def test_after_a_rollback_a_merge_request_pins_what_serves(
         gitlab_url=emulator.url, gitlab_token=emulator.state.api_token, gitlab_project="1"))
     keeper = PinKeeper(ctx, local=False)  # type: ignore[arg-type]
 
-    def serving(version: str) -> Any:
-        return SimpleNamespace(env="production",
-                               serving=lambda spec: SimpleNamespace(version=version))
+    def serving(version: str | None) -> Any:
+        return SimpleNamespace(env="production", settled=lambda spec: None if version is None
+                               else SimpleNamespace(version=version))
 
     assert keeper.after_rollback(load_model("tiny"), serving("1.3.0"), "n/a") == ""
+    assert emulator.state.merge_requests == {}
+    # An undo that failed too: the cluster has not settled on one ready version (its
+    # template may still name the failed one), so nothing is pinned in its place.
+    stuck = keeper.after_rollback(load_model("tiny"), serving(None), "undo failed")
+    assert "still pins tiny 1.3.0" in stuck and "not settled" in stuck, stuck
     assert emulator.state.merge_requests == {}
     note = keeper.after_rollback(load_model("tiny"), serving("1.2.0"),
                                  "the deploy of 1.3.0 failed: never ready")

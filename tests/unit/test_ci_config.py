@@ -147,10 +147,30 @@ def test_a_tag_pipeline_checks_its_pin_before_any_job_runs() -> None:
         ".tag" in str(j.get("extends", "")) or any(
             str(r.get("if", "")).startswith("$CI_COMMIT_TAG")
             for r in j.get("rules", [])))}  # type: ignore[union-attr]
-    assert {"train", "register", "deploy-production", "rollback-production"} <= set(tag_jobs)
+    assert {"train", "register", "promote-production", "rollback-production"} <= set(tag_jobs)
     for name, tag_job in tag_jobs.items():
         assert stages.index(tag_job["stage"]) > 0, name
         assert "needs" not in tag_job, f"{name}: `needs:` would start it before images-pinned"
+
+
+def test_production_deploys_only_what_its_pin_names() -> None:
+    """No job deploys a version to production by name: a tag's production job opens the
+    promotion merge request, and only a change of production's pin file deploys, the pins
+    whose version does not serve yet."""
+    production = re.compile(r'--(env|to) "?\$PRODUCTION_ENV"?|--(env|to) production\b')
+    deploying = {name: "\n".join(job["script"])  # type: ignore[arg-type]
+                 for name, job in jobs().items()
+                 if production.search(script := "\n".join(job["script"]))  # type: ignore[arg-type]
+                 and SHIPPING.search(script)}
+    assert set(deploying) == {"promote-production", "apply-promotion", "rollback-production"}
+    for name, script in deploying.items():
+        assert "llmops deploy" not in script, f"{name} deploys a version by name: {script}"
+    assert deploying["promote-production"].endswith(
+        'llmops promote "$MODEL" "${CI_COMMIT_TAG#v}" --to "$PRODUCTION_ENV"')
+    assert deploying["apply-promotion"].endswith(
+        'llmops apply-promotion --env "$PRODUCTION_ENV" --deploy')
+    [rule] = jobs()["apply-promotion"]["rules"]  # type: ignore[misc]
+    assert rule["changes"] == ["registry/$PRODUCTION_ENV.yml"]  # not every registry/ change
 
 
 @pytest.mark.parametrize(("budget_s", "slow_runs"), [(3600, True), (1, False)])

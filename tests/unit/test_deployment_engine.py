@@ -62,6 +62,9 @@ class FakeTarget:
     def serving(self, spec: Any) -> Started:
         return Started(version="0.1.0")
 
+    def settled(self, spec: Any) -> Started:
+        return Started(version="0.1.0")
+
     def commit(self, started: Started, action: str, checked: Verification) -> None:
         self.calls.append(("commit:" + action, started.version))
 
@@ -251,3 +254,64 @@ def test_an_interrupted_verification_aborts_the_new_version_then_goes_on(
         deployment.deploy_version(load_model("tiny"), target, "0.2.0", FakeRegistry())
     assert target.calls == [("preflight", "0.2.0"), ("start", "0.2.0"),
                             ("abort:deploy", "0.2.0")]
+
+
+@dataclass
+class PinnedTarget(FakeTarget):
+    """Serves `serves` ({model: version}); starting a version of `broken` fails."""
+
+    serves: dict[str, str] = field(default_factory=dict)
+    broken: str = ""
+
+    def settled(self, spec: Any) -> Started | None:
+        version = self.serves.get(spec.name)
+        return None if version is None else Started(model=spec.name, version=version)
+
+    def serving(self, spec: Any) -> Started:
+        settled = self.settled(spec)
+        if settled is None:
+            raise UsageError(f"no deployment of {spec.name}")
+        return settled
+
+    def start(self, spec: Any, version: str) -> Started:
+        self.calls.append(("start", f"{spec.name} {version}"))
+        if spec.name == self.broken:
+            raise StageFailed(f"{spec.name} {version} never became ready; "
+                              f"{self.serves[spec.name]} serves again")
+        return Started(model=spec.name, version=version)
+
+
+def test_apply_promotion_deploys_only_the_pins_that_do_not_serve_yet(
+        repo_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production deploys what its pins name, and only what changed: a pin whose version
+    already serves is not restarted (a merge touching another model's pin, or none), a
+    model served nowhere yet is deployed, and one failure does not stop the others."""
+    (repo_copy / "deploy" / "toy.yml").write_text("target: toy\n")
+    (repo_copy / "registry" / "toy.yml").write_text(
+        "models:\n"
+        "  tiny: {version: 0.1.0, digest: 'sha256:a'}\n"
+        "  tiny-alpaca: {version: 0.2.0, digest: 'sha256:b'}\n"
+        "  tiny-sharegpt: {version: 0.3.0, digest: 'sha256:c'}\n"
+        "  support-bot: {version: 1.1.0, digest: 'sha256:d'}\n")
+    target = PinnedTarget(env="toy", serves={"tiny": "0.1.0", "tiny-alpaca": "0.1.0",
+                                  "support-bot": "1.0.0"}, broken="support-bot")
+    monkeypatch.setattr(deployment, "_KINDS", dict(deployment._KINDS))
+    deployment.register_target_kind("toy", lambda env, config, ctx: target)
+    monkeypatch.setattr(deployment, "run_checks", checks([]))
+    with pytest.raises(StageFailed) as failed:
+        deployment.deploy_pins("toy", fake_context())
+    said = str(failed.value)
+    assert "failed for 1 of 4 models" in said and "support-bot 1.1.0" in said, said
+    assert "still pins support-bot 1.1.0" in said, said  # no GitLab here: says so
+    assert [c for c in target.calls if c[0] == "start"] == [
+        ("start", "tiny-alpaca 0.2.0"), ("start", "tiny-sharegpt 0.3.0"),
+        ("start", "support-bot 1.1.0")]
+    assert ("commit:deploy", "0.1.0") not in target.calls  # tiny: not restarted
+
+    target.calls.clear()
+    target.serves = {"tiny": "0.1.0", "tiny-alpaca": "0.2.0", "tiny-sharegpt": "0.3.0",
+                     "support-bot": "1.1.0"}
+    done = deployment.deploy_pins("toy", fake_context())
+    assert [(d.model, d.verified) for d in done] == [
+        ("tiny", None), ("tiny-alpaca", None), ("tiny-sharegpt", None), ("support-bot", None)]
+    assert target.calls == []

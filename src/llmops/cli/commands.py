@@ -123,8 +123,17 @@ def cmd_apply_promotion(args: argparse.Namespace) -> int:
     from llmops.stages import registration
     from llmops.stages.context import Context
 
-    for mv in registration.apply_promotion(args.env, Context()):
+    ctx = Context()
+    for mv in registration.apply_promotion(args.env, ctx):
         print(f"{args.env}: {mv.name} {mv.version} ({mv.digest})")
+    if args.deploy:
+        from llmops.stages import deployment
+
+        for pin in deployment.deploy_pins(args.env, ctx, args.local):
+            if pin.verified is None:
+                print(f"{args.env}: {pin.model} {pin.version} already serves; not redeployed")
+            else:
+                output.print_verification(pin.verified)
     return 0
 
 

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="cmd_promote")
     p = sub.add_parser("apply-promotion", help="after merge: check pins, point env aliases")
     p.add_argument("--env", required=True)
+    p.add_argument("--deploy", action="store_true", help="then deploy each pin whose version "
+                   "does not serve yet (and only those)")
+    p.add_argument("--local", action="store_true", help="with --deploy: after a rollback, "
+                   "edit the pin file here instead of opening a merge request")
     p.set_defaults(func="cmd_apply_promotion")
     p = sub.add_parser("deploy", help="serve a registered version (default: the pinned one)")
     p.add_argument("model")

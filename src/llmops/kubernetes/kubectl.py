@@ -25,6 +25,11 @@ from llmops.redact import PIPELINE_SECRETS
 FIELD_MANAGER = "llmops"
 REVISION = "deployment.kubernetes.io/revision"
 VERSION_LABEL = "llmops/version"
+# On a ReplicaSet: its version passed verification (when, UTC). The cluster keeps it, so
+# a CI job that never saw the deploy (`rollback-production`) finds the previous verified
+# version there, not in a job-local history file.
+VERIFIED = "llmops/verified-at"
+DIGEST_ENV = "EXPECTED_DIGEST"  # the init container's: the version's manifest digest
 
 
 # What kubectl and the exec credential plugins a kubeconfig names may read; nothing else
@@ -56,6 +61,42 @@ def _env(parent: Mapping[str, str] = os.environ,
     return {k: v for k, v in parent.items()
             if (k in KUBECTL_ENV or k.startswith(KUBECTL_ENV_PREFIXES) or k in passthrough)
             and k not in PIPELINE_SECRETS}
+
+
+@dataclass(frozen=True)
+class ReplicaSet:
+    """One version of a Deployment as the cluster keeps it."""
+
+    name: str
+    version: str
+    revision: int
+    verified_at: str | None  # VERIFIED: None when it never passed verification
+    digest: str
+
+
+def digest_of(template: dict[str, Any]) -> str:
+    """The manifest digest a pod template's init container checks ('' if none)."""
+    for init in template.get("spec", {}).get("initContainers", []):
+        for env in init.get("env", []):
+            if env.get("name") == DIGEST_ENV and "value" in env:
+                return str(env["value"])
+    return ""
+
+
+def rolled_out(deployment: dict[str, Any]) -> bool:
+    """What `kubectl rollout status` waits for: the controller has seen the newest spec,
+    every replica is updated and available, no old one is left, and the rollout has not
+    exceeded its progress deadline."""
+    spec, status = deployment["spec"], deployment.get("status", {})
+    wanted = spec.get("replicas", 1)
+    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
+        return False
+    if any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+           for c in status.get("conditions", [])):
+        return False
+    updated = status.get("updatedReplicas", 0)
+    return (updated >= wanted and status.get("replicas", 0) == updated
+            and status.get("availableReplicas", 0) >= updated)
 
 
 @dataclass(frozen=True)
@@ -121,6 +162,26 @@ class Kubectl:
         if done.returncode != 0:
             raise StageFailed(f"kubectl apply -f {path} failed: {done.stderr.strip()}")
 
+    def prune(self, selector: str, resources: list[str], keep: set[tuple[str, str]]) -> list[str]:
+        """Delete the objects of `resources` matching `selector` that are not in `keep`
+        ({(kind, name)}): what an earlier render applied and this one no longer has (a
+        PodDisruptionBudget after the replicas were lowered to one, which would block
+        every node drain; the autoscaler of a kind no longer configured). Server-side apply
+        never removes an object. Returns "Kind/name" of each deleted."""
+        deleted = []
+        for resource in resources:
+            listing = self.get(resource, "-l", selector) or {"items": []}
+            for item in listing["items"]:
+                kind, name = item["kind"], item["metadata"]["name"]
+                if (kind, name) in keep:
+                    continue
+                done = self.run("delete", f"{resource}/{name}", "--ignore-not-found")
+                if done.returncode != 0:
+                    raise StageFailed(f"kubectl delete {resource}/{name}: "
+                                      f"{done.stderr.strip()}")
+                deleted.append(f"{kind}/{name}")
+        return deleted
+
     def rollout_status(self, name: str, timeout_s: int) -> tuple[bool, str]:
         """Wait until deployment/`name` is rolled out: (done, kubectl's last words). It
         fails early when the Deployment exceeds its progressDeadlineSeconds."""
@@ -150,20 +211,55 @@ class Kubectl:
         done = self.run(*args)
         return done.returncode == 0, (done.stderr or done.stdout).strip()
 
-    def revisions(self, name: str) -> dict[str, int]:
-        """{version: its latest revision} of the Deployment's ReplicaSets."""
+    def replica_sets(self, name: str) -> list[ReplicaSet]:
+        """The Deployment's ReplicaSets that carry a version, newest revision first."""
         listing = self.get("replicasets") or {"items": []}
-        out: dict[str, int] = {}
+        out = []
         for rs in listing["items"]:
             meta = rs["metadata"]
             if not any(o.get("kind") == "Deployment" and o.get("name") == name
                        for o in meta.get("ownerReferences", [])):
                 continue
-            version = rs["spec"]["template"]["metadata"].get("labels", {}).get(VERSION_LABEL)
-            revision = int(meta.get("annotations", {}).get(REVISION, "0"))
-            if version and revision > out.get(version, 0):
-                out[version] = revision
+            template = rs["spec"]["template"]
+            version = template["metadata"].get("labels", {}).get(VERSION_LABEL)
+            annotations = meta.get("annotations") or {}
+            if version:
+                out.append(ReplicaSet(meta["name"], str(version),
+                                      int(annotations.get(REVISION, "0")),
+                                      annotations.get(VERIFIED), digest_of(template)))
+        return sorted(out, key=lambda rs: rs.revision, reverse=True)
+
+    def revisions(self, name: str) -> dict[str, int]:
+        """{version: its latest revision} of the Deployment's ReplicaSets."""
+        out: dict[str, int] = {}
+        for rs in reversed(self.replica_sets(name)):
+            out[rs.version] = rs.revision
         return out
+
+    def mark_verified(self, name: str, version: str, when: str | None) -> None:
+        """Annotate the newest ReplicaSet of `version` as verified at `when` (None: remove
+        the mark, after its verification failed)."""
+        newest = next((rs for rs in self.replica_sets(name) if rs.version == version), None)
+        if newest is None:
+            raise StageFailed(f"deployment/{name} has no ReplicaSet of {version}")
+        if when is None and newest.verified_at is None:
+            return
+        mark = f"{VERIFIED}={when}" if when else f"{VERIFIED}-"
+        done = self.run("annotate", f"replicaset/{newest.name}", mark, "--overwrite")
+        if done.returncode != 0:
+            raise StageFailed(f"kubectl annotate replicaset/{newest.name}: "
+                              f"{done.stderr.strip()}")
+
+    def unmark_deployment(self, name: str) -> None:
+        """`rollout undo` copies a ReplicaSet's annotations to its Deployment, and the
+        Deployment's are copied to every ReplicaSet it creates next: without this, a new
+        version would be born carrying an older one's verification."""
+        deployment = self.get(f"deployment/{name}")
+        if deployment is None or VERIFIED not in deployment["metadata"].get("annotations", {}):
+            return
+        done = self.run("annotate", f"deployment/{name}", f"{VERIFIED}-")
+        if done.returncode != 0:
+            raise StageFailed(f"kubectl annotate deployment/{name}: {done.stderr.strip()}")
 
     def serving_version(self, name: str) -> str | None:
         """The version the Deployment's pod template runs now (None: no such Deployment)."""
@@ -172,6 +268,22 @@ class Kubectl:
             return None
         labels = deployment["spec"]["template"]["metadata"].get("labels", {})
         return str(labels.get(VERSION_LABEL)) if VERSION_LABEL in labels else None
+
+    def settled_version(self, name: str) -> tuple[str, str] | None:
+        """(version, digest) once every replica of the Deployment runs its pod template and
+        is available; None while a rollout or an undo is unfinished or stuck, or when
+        there is no such Deployment."""
+        deployment = self.get(f"deployment/{name}")
+        if deployment is None or not rolled_out(deployment):
+            return None
+        template = deployment["spec"]["template"]
+        version = template["metadata"].get("labels", {}).get(VERSION_LABEL)
+        return (str(version), digest_of(template)) if version else None
+
+    def serving_digest(self, name: str) -> str:
+        """The manifest digest the Deployment's pod template fetches ('' if none)."""
+        deployment = self.get(f"deployment/{name}")
+        return digest_of(deployment["spec"]["template"]) if deployment else ""
 
     def why_not_ready(self, name: str, selector: str) -> str:
         """What the Deployment and its pods say: the progress condition, the scheduler's

@@ -37,6 +37,7 @@ from llmops.kubernetes.fetch import (
     shipped_trust,
     trust_items,
 )
+from llmops.kubernetes.kubectl import DIGEST_ENV
 from llmops.kubernetes.plan import Plan
 from llmops.serve.vllm import VllmServer
 from llmops.serve.vllm import vllm_args as common_vllm_args
@@ -232,7 +233,7 @@ def render(release: Release, env: str, gpu: GpuTarget, plan: Plan,
                 {"name": "REGISTRY_API", "value": release.registry_api},
                 {"name": "MODEL", "value": release.model},
                 {"name": "VERSION", "value": release.version},
-                {"name": "EXPECTED_DIGEST", "value": release.digest},
+                {"name": DIGEST_ENV, "value": release.digest},
                 # A read-only token: this pod can read the registry, never write to it.
                 {"name": "REGISTRY_TOKEN", "valueFrom": {"secretKeyRef": {
                     "name": k8s.registry_token_secret, "key": k8s.registry_token_key}}}],

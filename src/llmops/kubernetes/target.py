@@ -7,20 +7,25 @@ of its Service or gateway), then recorded; a rollout that never becomes ready, o
 verification, is undone to the revision of the version that served before
 (`kubectl rollout undo --to-revision`), and the history says why (the scheduler's reason
 for a pending pod, a pod that never became ready). What serves is read from the cluster:
-the Deployment's pod template carries the version.
+the Deployment's pod template carries the version and its digest, and each verified
+version's ReplicaSet is annotated as such, so a rollback finds the previous verified
+version in the cluster (a CI job keeps no history file of the deploys before it).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
 from llmops.config import DeployConfig, ModelSpec, Pin, load_pins
 from llmops.config.paths import state_subdir
 from llmops.errors import LlmopsError, StageFailed, UsageError
+from llmops.kubernetes.discovery import KEDA_API_VERSIONS
 from llmops.kubernetes.kubectl import Kubectl
 from llmops.kubernetes.manifests import Release, k8s_name, render
 from llmops.kubernetes.plan import ModelShape, Plan, plan_for
@@ -138,12 +143,12 @@ class KubernetesTarget:
 
     def render(self, spec: ModelSpec, version: str, out: Path) -> Rendered:
         """Write the version's manifests to `out` (for the newest API versions)."""
-        path, count, plan = self._render(spec, version, self.digest(spec.name, version),
-                                         out, None)
-        return Rendered(path, count, plan.explanation)
+        path, docs, plan = self._render(spec, version, self.digest(spec.name, version),
+                                        out, None)
+        return Rendered(path, len(docs), plan.explanation)
 
-    def _render(self, spec: ModelSpec, version: str, digest: str,
-                out: Path, apis: set[str] | None) -> tuple[Path, int, Plan]:
+    def _render(self, spec: ModelSpec, version: str, digest: str, out: Path,
+                apis: set[str] | None) -> tuple[Path, list[dict[str, Any]], Plan]:
         api = self.config.registry_api or self.project_api
         if api is None:
             raise UsageError(f"deploy/{self.env}.yml: registry_api: not set (nor CI_API_V4_URL)")
@@ -157,7 +162,7 @@ class KubernetesTarget:
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{spec.name}-{self.env}.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        return path, len(docs), plan
+        return path, docs, plan
 
     def digest(self, model: str, version: str) -> str:
         """The version's manifest digest: from the pin, else from the registry."""
@@ -191,14 +196,29 @@ class KubernetesTarget:
         except UsageError:  # rendered for the newest API versions, for your own tooling
             self._render(spec, version, digest, out, None)
             raise
-        path, _, _ = self._render(spec, version, digest, out, kc.api_versions())
+        apis = kc.api_versions()
+        path, docs, _ = self._render(spec, version, digest, out, apis)
         name = self.name(spec.name)
         rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, digest,
                                  previous=kc.serving_version(name))
         with activity(f"applying {path}"):
+            kc.unmark_deployment(name)
             kc.apply(path)
+            self.prune(kc, name, docs, apis)
         self.await_rollout(kc, rollout, "deploy")
         return rollout
+
+    def prune(self, kc: Kubectl, name: str, docs: list[dict[str, Any]],
+              apis: set[str]) -> None:
+        """Delete what an earlier deploy of the model applied and this render dropped."""
+        resources = ["poddisruptionbudgets", "horizontalpodautoscalers", "configmaps"]
+        if any(api in apis for api in KEDA_API_VERSIONS):
+            resources.append("scaledobjects.keda.sh")
+        keep = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        selector = f"app.kubernetes.io/name={name},app.kubernetes.io/part-of=llmops"
+        if deleted := kc.prune(selector, resources, keep):
+            tell(f"removed what deploy/{self.env}.yml no longer renders: "
+                 + ", ".join(deleted))
 
     def await_rollout(self, kc: Kubectl, rollout: ClusterRollout, action: str,
                       after_undo: bool = False) -> None:
@@ -221,9 +241,29 @@ class KubernetesTarget:
             raise UsageError(f"no deployment/{name} in {self.env}'s cluster; deploy it with "
                              f"`llmops deploy {spec.name} --env {self.env}`")
         return ClusterRollout(spec.name, self.env, version, url, spec.name, name,
-                              self.history(spec.name).digest_served(version))
+                              kc.serving_digest(name))
+
+    def settled(self, spec: ModelSpec) -> ClusterRollout | None:
+        """What serves once every replica runs it and is available; None while a rollout or
+        an undo is unfinished or stuck (its version is not what serves)."""
+        name = self.name(spec.name)
+        found = self.kubectl(f"cannot tell what serves {spec.name} in {self.env}") \
+            .settled_version(name)
+        if found is None:
+            return None
+        version, digest = found
+        return ClusterRollout(spec.name, self.env, version, self.endpoint(spec.name),
+                              spec.name, name, digest)
 
     def commit(self, rollout: ClusterRollout, action: str, checked: Verification) -> None:
+        """Verified: its ReplicaSet is marked so in the cluster, and the history says so."""
+        try:
+            self.kubectl(f"cannot mark {rollout.version} verified").mark_verified(
+                rollout.deployment, rollout.version, datetime.now(UTC).isoformat())
+        except (LlmopsError, OSError) as exc:
+            tell(f"warning: {rollout.model} {rollout.version} serves and passed "
+                 f"verification, but marking it so in the cluster failed ({exc}): a later "
+                 "`llmops rollback` will not go back to it")
         self.history(rollout.model).record(
             rollout.version, action, "serving",
             reason=f"load: {checked.load}" if checked.load else "",
@@ -234,6 +274,11 @@ class KubernetesTarget:
         """Back to the revision of the version that served before; the history says why."""
         self.history(rollout.model).record(rollout.version, action, "failed", str(exc),
                                            {"deployment": rollout.deployment})
+        # A version verified once and failing now is no rollback target any more. Without
+        # a ReplicaSet of it (never applied) or a cluster, nothing was marked.
+        with contextlib.suppress(LlmopsError, OSError):
+            self.kubectl("cannot unmark it").mark_verified(rollout.deployment,
+                                                           rollout.version, None)
         return StageFailed(f"{exc}\n{self.undo_to(rollout, rollout.previous)}")
 
     def undo_to(self, rollout: ClusterRollout, version: str | None) -> str:
@@ -261,23 +306,27 @@ class KubernetesTarget:
 
     def start_previous(self, spec: ModelSpec) -> ClusterRollout:
         """`kubectl rollout undo` to the revision of the previous verified version (not
-        merely the previous revision, which may be a rollout that failed), and wait."""
+        merely the previous revision, which may be a rollout that failed), and wait. The
+        cluster says which: the newest ReplicaSet of another version marked verified."""
         current = self.serving(spec)
-        event = self.history(spec.name).previous_good(current.version, need_args=False)
-        if event is None:
-            raise UsageError(f"no earlier verified deployment of {spec.name} in {self.env} "
-                             "to roll back to; see `llmops history`")
-        version, name = str(event["version"]), current.deployment
+        name = current.deployment
         kc = self.kubectl(f"cannot roll back deployment/{name}")
-        revision = kc.revisions(name).get(version)
-        if revision is None:
-            raise UsageError(f"deployment/{name} keeps no ReplicaSet of {spec.name} {version} "
-                             "(revisionHistoryLimit); deploy it again with `llmops deploy "
-                             f"{spec.name} --env {self.env} --version {version}`")
+        kept = kc.replica_sets(name)
+        previous = next((rs for rs in kept
+                         if rs.verified_at and rs.version != current.version), None)
+        if previous is None:
+            older = sorted({rs.version for rs in kept} - {current.version})
+            raise UsageError(
+                f"no earlier verified version of {spec.name} in {self.env}'s cluster to roll "
+                f"back to (deployment/{name} keeps ReplicaSets of "
+                f"{', '.join(older) or 'no other version'}, none verified; older ones are "
+                "gone with revisionHistoryLimit); deploy one with `llmops deploy "
+                f"{spec.name} --env {self.env} --version <version>`")
+        version, revision = previous.version, previous.revision
         tell(f"rolling back {spec.name} in {self.env}: {current.version} → {version} "
-             f"(revision {revision})")
+             f"(revision {revision}, verified {previous.verified_at})")
         rollout = ClusterRollout(spec.name, self.env, version, current.url, spec.name,
-                                 name, str(event.get("digest", "")), previous=current.version)
+                                 name, previous.digest, previous=current.version)
         undone, said = kc.undo(name, revision)
         if not undone:
             raise StageFailed(f"kubectl rollout undo deployment/{name} "

@@ -124,6 +124,11 @@ class LocalTarget:
             raise UsageError(f"no deployment of {spec.name} in {self.env}; see `llmops status`")
         return dep
 
+    def settled(self, spec: ModelSpec) -> serve.Deployment | None:
+        """The recorded server: a local deploy switches to a verified server at once."""
+        serve.reap_orphans()
+        return serve.load_record(spec.name, self.env)
+
     def commit(self, dep: serve.Deployment, action: str, checked: Verification) -> None:
         """Verified: the new server becomes the record; the one it replaces is stopped."""
         activate(dep, serve_settings(self.config, dep.model).drain_timeout_s)

@@ -90,6 +90,11 @@ class Target(Protocol[E]):
         """What serves now (UsageError when nothing does)."""
         ...
 
+    def settled(self, spec: ModelSpec) -> E | None:
+        """What serves, once all of it runs one version and is ready; None while a rollout
+        or an undo is unfinished or stuck, or when nothing serves."""
+        ...
+
     def commit(self, started: E, action: str, checked: Verification) -> None:
         """Verified: the started version serves; record it."""
         ...
@@ -218,10 +223,15 @@ class PinKeeper:
         pin = load_pins(target.env).models.get(spec.name)
         if pin is None:
             return ""
-        try:
-            serving = target.serving(spec).version
+        try:  # never what a failed undo left half rolled out: that may be the failed one
+            settled = target.settled(spec)
         except (UsageError, StageFailed):
             return ""
+        if settled is None:
+            return (f"registry/{target.env}.yml still pins {spec.name} {pin.version}: what "
+                    f"serves in {target.env} has not settled on one ready version, so "
+                    "nothing was pinned in its place")
+        serving = settled.version
         if serving == pin.version:
             return ""
         why = (f"registry/{target.env}.yml pins {spec.name} {pin.version}, but {serving} "
@@ -261,6 +271,45 @@ def deploy_version(spec: ModelSpec, target: Target[Any], version: str, registry:
         if not note:
             raise
         raise StageFailed(f"{exc}\n{note}") from exc
+
+
+@dataclass(frozen=True)
+class PinDeploy:
+    """One pin of an environment after `deploy_pins`: deployed now (`verified`), or left
+    as it was because its version already serves (`verified` None)."""
+
+    model: str
+    version: str
+    verified: Verified | None
+
+
+def deploy_pins(env: str, ctx: Context, local: bool = False) -> list[PinDeploy]:
+    """After a pin's merge (`apply-promotion --deploy`): deploy every model whose pin in
+    registry/<env>.yml names another version than the one that serves, and only those;
+    a model whose pinned version already serves is not restarted. Every pin is tried; the
+    failures (each undone, its previous version serving) are raised together at the end."""
+    from llmops.config import load_model
+
+    target = target_for(env, ctx)
+    keeper = PinKeeper(ctx, local)
+    done: list[PinDeploy] = []
+    failures: list[str] = []
+    for model, pin in load_pins(env).models.items():
+        spec = load_model(model)
+        settled = target.settled(spec)
+        if settled is not None and settled.version == pin.version:
+            done.append(PinDeploy(model, pin.version, None))
+            continue
+        try:
+            done.append(PinDeploy(model, pin.version, deploy_version(
+                spec, target, pin.version, ctx.registry, pins=keeper)))
+        except StageFailed as exc:
+            failures.append(f"{model} {pin.version}: {exc}")
+    if failures:
+        raise StageFailed(f"deploying the pins of registry/{env}.yml failed for "
+                          f"{len(failures)} of {len(failures) + len(done)} models:\n"
+                          + "\n".join(failures))
+    return done
 
 
 def verify_env(spec: ModelSpec, target: Target[Any]) -> Verified:
