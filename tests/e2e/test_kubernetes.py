@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_server import PrometheusServer, Version, VllmMetrics
 
 pytestmark = pytest.mark.slow
 
@@ -245,6 +246,69 @@ def test_lowering_the_replicas_removes_the_disruption_budget_it_no_longer_render
     assert left == [], left
     deployment = k8s_cluster.json("-n", NAMESPACE, "get", f"deployment/{DEPLOYMENT}")
     assert deployment["spec"]["replicas"] == 1
+
+
+def test_a_canary_is_promoted_when_it_holds_and_rolled_back_by_itself_when_it_breaches(
+        k8s_cluster: Any, staging: dict[str, Any], tmp_path: Path) -> None:
+    """A canary beside the current version behind the same Service, judged at each step on
+    what a real Prometheus scraped (the values are the test's, through the endpoint it
+    scrapes) and on the verify checks: promoted to every pod when it holds; removed, with
+    all traffic back on the current version and exit 1, when its errors breach; and never
+    passed when Prometheus cannot be read."""
+    llmops, root, home = staging["llmops"], staging["root"], staging["home"]
+    k8s_cluster.keep_unready()  # every version becomes ready here
+    metrics = VllmMetrics(NAMESPACE, "tiny-prod", "tiny")
+    with PrometheusServer(tmp_path, metrics) as prometheus:
+        config = yaml.safe_load((root / "deploy" / "staging.yml").read_text())
+        config["kubernetes"]["canary"] = {
+            "steps": [{"share": 0.3, "hold_s": 4}, {"share": 0.5, "hold_s": 4}],
+            "prometheus_url": prometheus.url, "min_requests": 20}
+        (root / "deploy" / "prod.yml").write_text(yaml.safe_dump(config))
+
+        def prod_version() -> str:
+            deployment = k8s_cluster.json("-n", NAMESPACE, "get", "deployment/tiny-prod")
+            return str(deployment["spec"]["template"]["metadata"]["labels"]["llmops/version"])
+
+        def canaries() -> list[Any]:
+            return k8s_cluster.json("-n", NAMESPACE, "get", "deployments", "-l",
+                                    "llmops/track=canary")["items"]
+
+        first = llmops("deploy", "tiny", "--env", "prod", "--version", "0.1.0")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "canary" not in first.stdout + first.stderr  # nothing served before it
+
+        metrics.versions = {"0.1.0": Version(), "0.2.0": Version()}
+        held = llmops("deploy", "tiny", "--env", "prod", "--version", "0.2.0")
+        said = held.stdout + held.stderr
+        assert held.returncode == 0, said
+        assert "canary step 1/2 passed: 0.2.0 on 1 of 2 pods (50%)" in said, said
+        assert "canary step 2/2 passed" in said, said
+        assert prod_version() == "0.2.0" and canaries() == []
+        events = [json.loads(line) for line in
+                  (home / "deployments" / "tiny-prod.history.jsonl").read_text().splitlines()]
+        assert (events[-1]["version"], events[-1]["result"]) == ("0.2.0", "serving")
+
+        metrics.versions = {"0.2.0": Version(), "0.3.0": Version(error_share=0.3)}
+        breached = llmops("deploy", "tiny", "--env", "prod", "--version", "0.3.0")
+        said = breached.stdout + breached.stderr
+        assert breached.returncode == 1, said
+        assert "step 1/2" in said and "error rate" in said, said
+        assert "all traffic is back on 0.2.0" in said, said
+        assert prod_version() == "0.2.0" and canaries() == []
+        last = json.loads((home / "deployments" / "tiny-prod.history.jsonl")
+                          .read_text().splitlines()[-1])
+        assert (last["version"], last["action"], last["result"]) == ("0.3.0", "canary",
+                                                                     "failed")
+        assert "error rate" in last["reason"]
+
+        metrics.versions["0.3.0"] = Version()
+        prometheus.stop()
+        blind = llmops("deploy", "tiny", "--env", "prod", "--version", "0.3.0")
+        said = blind.stdout + blind.stderr
+        assert blind.returncode == 1, said
+        assert "inconclusive, so not passed" in said and "could not be read" in said, said
+        assert prod_version() == "0.2.0" and canaries() == []
+    k8s_cluster.kubectl("-n", NAMESPACE, "delete", "deployment/tiny-prod", check=False)
 
 
 def test_a_pod_needing_more_gpus_than_any_node_has_is_refused_by_the_scheduler(

@@ -2,9 +2,9 @@
 
 promtool (Debian's prometheus package) checks the alerting rules and runs their unit tests
 (alerts.test.yml), and parses every PromQL expression llmops renders elsewhere (the
-dashboard's panels, KEDA's triggers, the Prometheus adapter's queries). Each rendered
-dashboard is validated against the JSON schema of Grafana's own Dashboard type and its
-time series panel options (@grafana/schema on npm, made a schema by
+dashboard's panels, KEDA's triggers, the Prometheus adapter's queries, a canary's). Each
+rendered dashboard is validated against the JSON schema of Grafana's own Dashboard type
+and its time series panel options (@grafana/schema on npm, made a schema by
 ts-json-schema-generator). The tools come from scripts/setup-ci-tools.sh. A few seconds.
 """
 
@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from llmops.config.schema import KubernetesSettings
+from llmops.kubernetes.canary import queries as canary_queries
 from llmops.kubernetes.dashboard import dashboard
 from llmops.kubernetes.manifests import Release, render
 from llmops.kubernetes.plan import GpuBudget, ModelShape, plan
@@ -76,6 +77,7 @@ def rendered_queries() -> list[str]:
     queries += [r["metricsQuery"].replace("<<.Series>>", r["name"]["as"])
                 .replace("<<.LabelMatchers>>", 'namespace="serving",pod=~"bot-.*"')
                 .replace("<<.GroupBy>>", "pod") for r in adapter]
+    queries += list(canary_queries("bot-production", "serving", "1.1.0", 300).values())
     return queries
 
 

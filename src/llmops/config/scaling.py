@@ -85,3 +85,52 @@ class TerminationSettings(Strict):
     def grace_period_s(self) -> int:
         """The pod's terminationGracePeriodSeconds: preStop, the drain and the exit."""
         return self.pre_stop_s + self.drain_s + EXIT_MARGIN_S
+
+
+class CanaryStep(Strict):
+    """One step of a canary: the new version's share of the pods behind the Service (so of
+    the requests), held this long before its metrics are judged."""
+
+    share: float = Field(gt=0, lt=1, description="The canary's share of the pods behind "
+                         "the Service, 0-1 exclusive (100% is the promotion that follows the "
+                         "last step). Pods are whole: the share served is the nearest one "
+                         "at or above it that whole pods give, and is printed.")
+    hold_s: int = Field(ge=1, le=86400, description="Seconds the step serves before its "
+                        "metrics (over these seconds) are read from Prometheus.")
+
+
+class CanarySettings(Strict):
+    """A new version beside the current one behind the same Service, in steps; at each step
+    the two versions' error rate and TTFT and latency p99 are read from Prometheus and the
+    verify checks run. A breach, or metrics that cannot be read, sends all traffic back to
+    the current version and fails the deploy."""
+
+    steps: list[CanaryStep] = Field(min_length=1, description="The canary's shares, in "
+                                    "increasing order, e.g. [{share: 0.1, hold_s: 300}, "
+                                    "{share: 0.5, hold_s: 300}]; then it is promoted to all pods.")
+    prometheus_url: str = Field(description="The Prometheus that scrapes the pods with "
+                                "deploy/monitoring/scrape-config.yml's labels, as this job "
+                                "reaches it, e.g. http://prometheus-operated.monitoring.svc:9090.")
+    max_error_rate_increase: float = Field(
+        default=0.02, ge=0, le=1, description="Breach: the canary's share of 5xx answers "
+        "exceeds the current version's by more than this (0.02: two points).")
+    max_ttft_p99_ratio: float = Field(
+        default=1.5, ge=1, description="Breach: the canary's p99 time to first token is more "
+        "than this times the current version's.")
+    max_latency_p99_ratio: float = Field(
+        default=1.5, ge=1, description="Breach: the canary's p99 request latency is more than "
+        "this times the current version's.")
+    min_requests: int = Field(
+        default=20, ge=1, description="Fewer canary requests than this in a step's window: "
+        "inconclusive, which fails the canary like a breach (never passed on no evidence).")
+    query_timeout_s: float = Field(default=10, gt=0, le=120,
+                                   description="Timeout of each Prometheus query.")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> CanarySettings:
+        shares = [s.share for s in self.steps]
+        if shares != sorted(set(shares)):
+            raise ValueError(f"steps: shares {shares} must increase step by step")
+        if not URL.fullmatch(self.prometheus_url):
+            raise ValueError(f"prometheus_url {self.prometheus_url!r} is not an http(s) URL")
+        return self

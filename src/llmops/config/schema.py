@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field, field_validator, model_validator
 
-from llmops.config.scaling import AutoscalingSettings, TerminationSettings
+from llmops.config.scaling import AutoscalingSettings, CanarySettings, TerminationSettings
 from llmops.config.signing import SigningSettings
 from llmops.config.strict import Strict as Strict  # the base of the models below
 from llmops.config.vllm_args import ALLOWED_VLLM_ARGS, check_extra_args
@@ -440,6 +440,10 @@ class KubernetesSettings(Strict):
     autoscaling: AutoscalingSettings = Field(
         default_factory=AutoscalingSettings, description="Replicas that follow load (an HPA "
         "or a KEDA ScaledObject on vLLM's queue and KV-cache metrics); kind none: fixed.")
+    canary: CanarySettings | None = Field(
+        default=None, description="Roll a new version out as a canary beside the current one "
+        "(steps of a share of the pods, judged on Prometheus metrics and the verify checks), "
+        "rolled back by itself on a breach; none: the whole Deployment at once.")
     termination: TerminationSettings = Field(
         default_factory=TerminationSettings, description="How a pod stops with its "
         "in-flight streams finished (preStop, vLLM's drain, the grace period).")

@@ -15,6 +15,7 @@ version in the cluster (a CI job keeps no history file of the deploys before it)
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,16 @@ import yaml
 
 from llmops.config import DeployConfig, ModelSpec, Pin, load_pins
 from llmops.config.paths import state_subdir
+from llmops.config.scaling import CanarySettings
 from llmops.errors import LlmopsError, StageFailed, UsageError
+from llmops.kubernetes.canary import (
+    TRACK,
+    Breach,
+    Inconclusive,
+    canary_deployment,
+    canary_name,
+    run_steps,
+)
 from llmops.kubernetes.discovery import KEDA_API_VERSIONS
 from llmops.kubernetes.kubectl import Kubectl
 from llmops.kubernetes.manifests import Release, k8s_name, render
@@ -35,7 +45,7 @@ from llmops.registry import signing
 from llmops.registry.base import ModelVersion, Registry
 from llmops.serve.cost import history_fields
 from llmops.serve.history import History
-from llmops.serve.verify import Verification
+from llmops.serve.verify import Verification, run_checks
 from llmops.serve.vllm_release import image_problem
 
 
@@ -201,12 +211,83 @@ class KubernetesTarget:
         name = self.name(spec.name)
         rollout = ClusterRollout(spec.name, self.env, version, url, spec.name, name, digest,
                                  previous=kc.serving_version(name))
+        canary = self.config.kubernetes.canary
+        if canary is not None and rollout.previous not in (None, version):
+            self.run_canary(kc, spec, rollout, docs, canary, out)
         with activity(f"applying {path}"):
             kc.unmark_deployment(name)
             kc.apply(path)
             self.prune(kc, name, docs, apis)
         self.await_rollout(kc, rollout, "deploy")
         return rollout
+
+    def run_canary(self, kc: Kubectl, spec: ModelSpec, rollout: ClusterRollout,
+                   docs: list[dict[str, Any]], cfg: CanarySettings, out: Path) -> None:
+        """The new version as a canary beside the current one, step by step; on a breach
+        (or metrics that cannot be read) the canary is removed, all traffic is back on the
+        current version, the history says why and StageFailed is raised. When every step
+        passed, the canary is removed before the Deployment rolls out the new version, so
+        that its GPUs are free for the new pods."""
+        name, current_version = rollout.deployment, str(rollout.previous)
+        stable = next(d for d in docs if d["kind"] == "Deployment")
+        current = kc.get(f"deployment/{name}")
+        current_pods = int(current["spec"].get("replicas", 1)) if current else 1
+        # The canary's pods mount the new version's fetch ConfigMap.
+        fetch = [d for d in docs if d["kind"] == "ConfigMap"
+                 and d["metadata"]["name"] == f"{name}-fetch"]
+        path = out / f"{spec.name}-{self.env}-canary.yaml"
+
+        def apply(pods: int) -> str:
+            path.write_text(yaml.safe_dump_all([*fetch, canary_deployment(stable, pods)],
+                                               sort_keys=False))
+            kc.apply(path)
+            ready, said = kc.rollout_status(canary_name(name), self.rollout_timeout_s())
+            if ready:
+                return ""
+            selector = f"app.kubernetes.io/name={name},{TRACK}=canary"
+            return f"{said} ({kc.why_not_ready(canary_name(name), selector)})"
+
+        def checks() -> list[str]:
+            return run_checks(spec, self.config.verify, rollout.check_url,
+                              rollout.served_name, self.api_key())[1]
+
+        def hold(seconds: int, what: str) -> None:
+            with activity(what):
+                time.sleep(seconds)
+
+        tell(f"canary of {spec.name} {rollout.version} beside {current_version} in "
+             f"{self.env}: " + " → ".join(f"{s.share:.0%}" for s in cfg.steps) + " → 100%")
+        try:
+            run_steps(cfg, name, self.config.kubernetes.namespace, rollout.version,
+                      current_version, current_pods, apply, checks, hold, tell)
+        except (Breach, Inconclusive, LlmopsError, OSError) as exc:
+            reason = f"the canary of {rollout.version} failed at {exc}"
+            self.history(rollout.model).record(rollout.version, "canary", "failed", reason,
+                                               {"deployment": canary_name(name)})
+            failed = self.remove_canary(kc, name)
+            raise StageFailed(f"{reason}\n" + (failed or "the canary is removed: all "
+                                               f"traffic is back on {current_version}")
+                              ) from exc
+        except BaseException:  # interrupted (Ctrl-C, a cancelled job): no canary left
+            self.remove_canary(kc, name)
+            raise
+        if failed := self.remove_canary(kc, name):
+            raise StageFailed(f"every canary step passed, but {failed}")
+
+    def remove_canary(self, kc: Kubectl, name: str) -> str:
+        """Delete the canary Deployment (its pods and ReplicaSets with it); '' when done,
+        else what failed and what to do."""
+        # Foreground: back once its pods are gone (their streams drained), so that their
+        # GPUs are free for the new version's pods.
+        wait_s = self.config.kubernetes.termination.grace_period_s + 60
+        done = kc.run("delete", f"deployment/{canary_name(name)}", "--ignore-not-found",
+                      "--cascade=foreground", "--wait=true", f"--timeout={wait_s}s",
+                      timeout=wait_s + 30)
+        if done.returncode != 0:
+            return (f"deleting deployment/{canary_name(name)} failed "
+                    f"({done.stderr.strip()}): delete it with kubectl; it serves beside "
+                    "the current version until then")
+        return ""
 
     def prune(self, kc: Kubectl, name: str, docs: list[dict[str, Any]],
               apis: set[str]) -> None:
