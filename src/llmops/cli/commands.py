@@ -198,7 +198,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     target = deployment.target_for(args.env, ctx)
     output.print_verification(deployment.rollback_env(
         load_model(args.model), target, ctx.registry,
-        pins=deployment.PinKeeper(ctx, args.local)))
+        pins=deployment.PinKeeper(ctx, args.local)), action="rolled back to")
     return 0
 
 
