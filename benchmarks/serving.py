@@ -12,10 +12,13 @@ serves what the plan chose unless --dtype/--quantization say otherwise. Its mode
 timed in this script before and after (the best of both), only where the CPU multiplies that
 dtype in hardware. `--compare N` serves fp32 merged, bf16 merged and int8 weights
 (`quantization: w8a8-int8`) in turn, N rounds in rotating order, with the golden answers'
-accuracy of each, and says whether the plan's choice was the fastest.
+accuracy of each, and says whether the plan's choice was the fastest. `--compare-compiled N`
+serves the plan's artefact compiled and eager in turn: the start-up compiling costs against
+the decode speed it gives back.
 
     .venv/bin/python benchmarks/serving.py                       # support-bot, latest run
     .venv/bin/python benchmarks/serving.py --skip-baseline --compare 2
+    .venv/bin/python benchmarks/serving.py --skip-baseline --compare-compiled 2
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def prompts_for(model: str, n: int) -> list[str]:
 
 def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
                   extra: list[str], quantization: str | None = None,
-                  golden: list[Any] | None = None, dtype: str | None = None) -> dict[str, Any]:
+                  golden: list[Any] | None = None, dtype: str | None = None,
+                  enforce_eager: bool | None = None) -> dict[str, Any]:
     """Start the endpoint as `llmops deploy` does (the compute plan's dtype and artefact
     unless `dtype`/`quantization` say otherwise), load-test it, then (with `golden`) answer
     the golden questions through it."""
@@ -63,6 +67,8 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
         update["quantization"] = quantization
     if dtype:
         update["dtype"] = dtype
+    if enforce_eager is not None:
+        update["enforce_eager"] = enforce_eager
     settings = settings.model_validate({**settings.model_dump(), **update})
     t0 = time.perf_counter()
     dep = serve.start(model, "bench", "bench", base, adapter, settings)
@@ -83,7 +89,8 @@ def vllm_endpoint(model: str, base: str, adapter: Path, prompts: list[str], toke
     out = result.summary()
     out["start_s"] = round(start_s, 1)
     out["mode"] = f"{settings.serve} {settings.dtype}" + (
-        "" if settings.quantization == "none" else f", {settings.quantization}")
+        "" if settings.quantization == "none" else f", {settings.quantization}") + (
+        ", eager" if settings.enforce_eager else ", compiled")
     out["golden_accuracy"] = accuracy
     return out
 
@@ -143,6 +150,40 @@ def compare(model: str, base: str, adapter: Path, prompts: list[str], tokens: in
     print(f"the plan's choice {verdict} the fastest ({best[0]} {best[1]})", flush=True)
 
 
+def compare_compiled(model: str, base: str, adapter: Path, prompts: list[str], tokens: int,
+                     extra: list[str], rounds: int) -> None:
+    """The plan's artefact served compiled (torch.compile, the compile cache warm after its
+    first start) and eager in turn, N rounds in alternating order: what compiling costs at
+    each start against what it gives back in decode speed, with the golden accuracy."""
+    from llmops.config import load_model
+
+    golden = load_model(model).golden_sets()
+    seen: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for n in range(rounds):
+        for eager in ((False, True) if n % 2 == 0 else (True, False)):
+            out = vllm_endpoint(model, base, adapter, prompts, tokens, extra, golden=golden,
+                                enforce_eager=eager)
+            seen[eager].append(out)
+            print(f"round {n + 1}, {out['mode']}: {out['tokens_per_s']} tok/s, TTFT p50 "
+                  f"{out['ttft_p50_s']} s, golden accuracy {out['golden_accuracy']:.3f} "
+                  f"(server start {out['start_s']} s)", flush=True)
+
+    def mean(eager: bool, key: str) -> float:
+        return sum(float(o[key]) for o in seen[eager]) / len(seen[eager])
+    compiled, eager_rate = mean(False, "tokens_per_s"), mean(True, "tokens_per_s")
+    extra_start = mean(False, "start_s") - mean(True, "start_s")
+    print(f"compiled: mean {compiled:.1f} tok/s, start {mean(False, 'start_s'):.1f} s; eager: "
+          f"{eager_rate:.1f} tok/s ({eager_rate / max(compiled, 1e-9):.2f}x), start "
+          f"{mean(True, 'start_s'):.1f} s", flush=True)
+    if compiled > eager_rate:
+        tokens_to_break_even = extra_start / (1 / eager_rate - 1 / compiled)
+        print(f"compiling pays for its {extra_start:.0f} s of start after "
+              f"{tokens_to_break_even:,.0f} generated tokens at full load", flush=True)
+    else:
+        print(f"compiling costs {extra_start:.0f} s per start and decodes no faster",
+              flush=True)
+
+
 def transformers_runs(base: str, adapter: Path, prompts: list[str], tokens: int,
                       sequential: int) -> dict[str, float]:
     """Tokens/s of `generate`: `sequential` prompts one at a time, then all in one batch."""
@@ -189,6 +230,9 @@ def main() -> None:
                         help="override the compute plan's served dtype")
     parser.add_argument("--compare", type=int, default=0, metavar="N",
                         help="then serve fp32, bf16 and int8 in turn, N rounds")
+    parser.add_argument("--compare-compiled", type=int, default=0, metavar="N",
+                        help="then serve the plan's artefact compiled and eager in turn, "
+                        "N rounds")
     args = parser.parse_args()
 
     from llmops.compute import machine_plan
@@ -237,6 +281,9 @@ def main() -> None:
     if args.compare:
         compare(args.model, base, adapter, prompts, args.tokens, args.vllm_arg, args.compare,
                 (plan.serve_dtype, plan.quantization))
+    if args.compare_compiled:
+        compare_compiled(args.model, base, adapter, prompts, args.tokens, args.vllm_arg,
+                         args.compare_compiled)
     if args.skip_baseline:
         return
     base_rates = transformers_runs(base, adapter, prompts, args.tokens, args.sequential)
