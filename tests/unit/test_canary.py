@@ -94,3 +94,46 @@ def test_the_steps_must_grow() -> None:
                        prometheus_url="http://p:9090")
     with pytest.raises(ValidationError, match="less than 1"):
         CanarySettings(steps=[{"share": 1.0, "hold_s": 1}], prometheus_url="http://p:9090")
+
+
+def test_kubectl_timing_out_during_a_canary_fails_the_deploy_and_removes_the_canary(
+        repo_copy: Any, tmp_path: Any) -> None:
+    """Whatever stops a step (here kubectl hanging past its timeout) ends as a failed
+    deploy that says why, with the canary deleted, never as a traceback."""
+    import subprocess
+
+    from llmops.config import load_model
+    from llmops.config.settings import Settings
+    from llmops.errors import StageFailed
+    from llmops.kubernetes.target import ClusterRollout
+    from llmops.stages import deployment
+    from llmops.stages.context import Context
+
+    class HangingKubectl:
+        def __init__(self) -> None:
+            self.ran: list[tuple[str, ...]] = []
+
+        def get(self, what: str) -> dict[str, Any]:
+            return {"spec": {"replicas": 1}}
+
+        def apply(self, path: Any) -> None:
+            raise subprocess.TimeoutExpired("kubectl apply", 120)
+
+        def run(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+            self.ran.append(args)
+            return subprocess.CompletedProcess(list(args), 0, "", "")
+
+    target = deployment.target_for("staging", Context(Settings()))
+    kc = HangingKubectl()
+    rollout = ClusterRollout("tiny", "staging", "0.2.0", "http://127.0.0.1:9/v1", "tiny",
+                             "tiny-staging", "sha256:x", previous="0.1.0")
+    stable = {"kind": "Deployment", "metadata": {"name": "tiny-staging", "labels": {}},
+              "spec": {"selector": {"matchLabels": {}}, "template": {"metadata": {
+                  "labels": {}}}}}
+    with pytest.raises(StageFailed, match="timed out") as failed:
+        target.run_canary(kc, load_model("tiny"), rollout, [stable], CFG,  # type: ignore[arg-type]
+                          tmp_path)
+    assert "all traffic is back on 0.1.0" in str(failed.value)
+    assert kc.ran and kc.ran[-1][:2] == ("delete", "deployment/tiny-staging-canary")
+    [event] = target.history("tiny").read()
+    assert (event["version"], event["action"], event["result"]) == ("0.2.0", "canary", "failed")

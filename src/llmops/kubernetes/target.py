@@ -15,6 +15,7 @@ version in the cluster (a CI job keeps no history file of the deploys before it)
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -260,7 +261,8 @@ class KubernetesTarget:
         try:
             run_steps(cfg, name, self.config.kubernetes.namespace, rollout.version,
                       current_version, current_pods, apply, checks, hold, tell)
-        except (Breach, Inconclusive, LlmopsError, OSError) as exc:
+        except (Breach, Inconclusive, LlmopsError, OSError,
+                subprocess.SubprocessError) as exc:  # kubectl timed out
             reason = f"the canary of {rollout.version} failed at {exc}"
             self.history(rollout.model).record(rollout.version, "canary", "failed", reason,
                                                {"deployment": canary_name(name)})
