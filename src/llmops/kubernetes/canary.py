@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 
 from llmops.config.scaling import CanarySettings
+from llmops.kubernetes.promql import INFERENCE_ROUTES as API
 from llmops.kubernetes.promql import selector
 
 TRACK = "llmops/track"
-API = 'handler=~"/v1/.+|/invocations"'  # the inference routes, not /health or /metrics
 
 
 def canary_name(name: str) -> str:

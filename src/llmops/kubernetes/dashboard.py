@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from llmops.kubernetes.promql import INFERENCE_ROUTES as API
 from llmops.kubernetes.promql import selector
 
 SCHEMA_VERSION = 39  # Grafana 10.3+'s dashboard JSON model; newer Grafanas migrate it
 RATE = "[$__rate_interval]"
-API = 'handler=~"/v1/.+|/invocations"'  # the inference routes, not /health or /metrics
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:

@@ -261,13 +261,21 @@ class Kubectl:
         if done.returncode != 0:
             raise StageFailed(f"kubectl annotate deployment/{name}: {done.stderr.strip()}")
 
-    def serving_version(self, name: str) -> str | None:
-        """The version the Deployment's pod template runs now (None: no such Deployment)."""
+    def serving(self, name: str) -> tuple[str | None, str] | None:
+        """(version, digest) of the Deployment's pod template now, in one read (None: no
+        such Deployment; a version None: a template without llmops' label)."""
         deployment = self.get(f"deployment/{name}")
         if deployment is None:
             return None
-        labels = deployment["spec"]["template"]["metadata"].get("labels", {})
-        return str(labels.get(VERSION_LABEL)) if VERSION_LABEL in labels else None
+        template = deployment["spec"]["template"]
+        labels = template["metadata"].get("labels", {})
+        version = str(labels[VERSION_LABEL]) if VERSION_LABEL in labels else None
+        return version, digest_of(template)
+
+    def serving_version(self, name: str) -> str | None:
+        """The version the Deployment's pod template runs now (None: no such Deployment)."""
+        found = self.serving(name)
+        return found[0] if found else None
 
     def settled_version(self, name: str) -> tuple[str, str] | None:
         """(version, digest) once every replica of the Deployment runs its pod template and
@@ -279,11 +287,6 @@ class Kubectl:
         template = deployment["spec"]["template"]
         version = template["metadata"].get("labels", {}).get(VERSION_LABEL)
         return (str(version), digest_of(template)) if version else None
-
-    def serving_digest(self, name: str) -> str:
-        """The manifest digest the Deployment's pod template fetches ('' if none)."""
-        deployment = self.get(f"deployment/{name}")
-        return digest_of(deployment["spec"]["template"]) if deployment else ""
 
     def why_not_ready(self, name: str, selector: str) -> str:
         """What the Deployment and its pods say: the progress condition, the scheduler's

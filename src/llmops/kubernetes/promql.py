@@ -5,6 +5,9 @@ one definition for the autoscaler's queries and the dashboard's."""
 
 from __future__ import annotations
 
+# The inference routes of http_requests_total (not /health or /metrics).
+INFERENCE_ROUTES = 'handler=~"/v1/.+|/invocations"'
+
 
 def selector(name: str, namespace: str | None, *more: str) -> str:
     """PromQL label matchers of deployment/`name`'s pods (and `more` matchers); without a

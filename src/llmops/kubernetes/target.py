@@ -319,12 +319,12 @@ class KubernetesTarget:
         """The endpoint, and the version the cluster's Deployment runs."""
         name, url = self.name(spec.name), self.endpoint(spec.name)
         kc = self.kubectl(f"cannot tell what serves {spec.name} in {self.env}")
-        version = kc.serving_version(name)
+        version, digest = kc.serving(name) or (None, "")
         if version is None:
             raise UsageError(f"no deployment/{name} in {self.env}'s cluster; deploy it with "
                              f"`llmops deploy {spec.name} --env {self.env}`")
         return ClusterRollout(spec.name, self.env, version, url, spec.name, name,
-                              kc.serving_digest(name))
+                              digest)
 
     def settled(self, spec: ModelSpec) -> ClusterRollout | None:
         """What serves once every replica runs it and is available; None while a rollout or
