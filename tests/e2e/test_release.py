@@ -98,6 +98,16 @@ def test_release_prints_the_endpoint_and_how_to_call_it(release: Release) -> Non
     assert release.url in release.done.stdout and "curl" in release.done.stdout
 
 
+def test_release_serves_the_server_its_gate_evaluated(release: Release) -> None:
+    """One vLLM start fewer: the deploy serves the evaluation's candidate server (the same
+    weights, arguments and key), and records it as a start of the version's files."""
+    said = release.done.stdout + release.done.stderr
+    assert "tiny 0.1.0: serving the server the gate evaluated" in said, said[-3000:]
+    assert Path(release.first["log_path"]).parent.name.startswith("tiny-eval-")
+    workers = list((release.home / "deployments").glob("tiny-local-*"))
+    assert workers == [], workers  # no second server was started for the deploy
+
+
 def test_release_records_one_mlflow_run_with_training_evaluation_and_evidence(
         release: Release, mlflow_client: Callable[[Path], Any]) -> None:
     """MLflow: one run with the training history, the evaluation and the evidence."""
@@ -217,8 +227,10 @@ def test_release_evaluated_again_starts_no_evaluation_server(
     """The released version evaluated again: the base model, the adapter and the merged
     candidate answered every golden and probe prompt in the release (the answer cache,
     `.llmops/cache/answers/`), so no evaluation server starts and the gate decides again."""
-    def eval_servers() -> dict[str, int]:
-        return {p.name: (p / "server.log").stat().st_mtime_ns
+    serving = Path(release.serving()["log_path"]).parent.name  # the merged one, deployed
+
+    def eval_servers() -> dict[str, int]:  # a new start is a new folder, or a log written
+        return {p.name: 0 if p.name == serving else (p / "server.log").stat().st_mtime_ns
                 for p in (release.home / "deployments").glob("tiny-eval-*")}
 
     before = eval_servers()

@@ -59,6 +59,9 @@ class FakeTarget:
         self.calls.append(("start", version))
         return Started(version=version)
 
+    def takes_over(self, spec: Any, settings: Any) -> bool:
+        return False
+
     def serving(self, spec: Any) -> Started:
         return Started(version="0.1.0")
 

@@ -141,8 +141,11 @@ class Chat(Protocol):
 class DirectChat:
     """Every request to the server at `base_url` (an OpenAI-compatible …/v1)."""
 
-    def __init__(self, base_url: str, api_key: str) -> None:
+    def __init__(self, base_url: str, api_key: str,
+                 names: Mapping[str, str] | None = None) -> None:
         from openai import OpenAI
+
+        self.names = dict(names or {})  # role → the name the server serves it under
 
         # Any: messages are plain dicts here, which the client's typed params do not name
         self.client: Any = OpenAI(base_url=base_url, api_key=api_key, timeout=600,
@@ -150,7 +153,8 @@ class DirectChat:
 
     def __call__(self, role: str, messages: list[dict[str, str]], **params: Any) -> Reply:
         started = time.perf_counter()
-        reply = self.client.chat.completions.create(model=role, messages=messages, **params)
+        reply = self.client.chat.completions.create(model=self.names.get(role, role),
+                                                     messages=messages, **params)
         latency = time.perf_counter() - started
         choice = reply.choices[0]
         return Reply(choice.message.content or "", choice.finish_reason or "", latency)

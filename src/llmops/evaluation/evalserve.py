@@ -145,7 +145,8 @@ def tree_rss_mb(pid: int) -> float:
 def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
                        golden: list[tuple[GoldenSet, list[GoldenItem]]], max_tokens: int,
                        settings: ServeSettings, suites: Sequence[Suite] = (),
-                       cache: AnswerCache | None = None, adapter_suites: bool = True) -> \
+                       cache: AnswerCache | None = None, adapter_suites: bool = True,
+                       keep_candidate: bool = False) -> \
         tuple[dict[str, dict[str, float]], list[dict[str, Any]], list[SuiteResult]]:
     """For each evaluation server in turn (`served.plan_servers`: the base model with its
     LoRA modules, then each merged or int8 model): the golden answers of the roles it
@@ -156,6 +157,10 @@ def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
     With `cache`, answers the roles' artefacts gave before come from it, and a server is
     started only when one of its roles lacks an answer (`OnDemandServer`).
 
+    With `keep_candidate`, the server of the candidate's weights serves them under the
+    model's name, as its deployment will, and is kept running for that deploy
+    (`llmops.serve.handoff`) instead of being stopped.
+
     Besides the golden metrics, each role gets `server_rss_mb` (its server's memory) and
     `golden_answers_per_s` (its golden answers over the time they took, server start
     excluded), measured when the role answered its whole golden set; a role answered from
@@ -164,8 +169,11 @@ def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
     per_suite: dict[str, list[SuiteResult]] = {}
     metrics: dict[str, dict[str, float]] = {}
     for spec in servers:
+        keep = keep_candidate and spec.roles == ("candidate",)
+        if keep:
+            spec = replace(spec, served_as=name)
         done = _evaluate_on(name, spec, golden, max_tokens, settings, suites, cache,
-                            adapter_suites)
+                            adapter_suites, name if keep else "")
         answers += done.answers
         for role in spec.roles:
             m = metrics.setdefault(role, {})
@@ -219,9 +227,11 @@ class OnDemandServer:
     thread: the first caller starts it, the others wait for it) and stopped by `stop()`.
     A start that failed fails every later call the same way, without a second start."""
 
-    def __init__(self, name: str, spec: EvalServer, settings: ServeSettings) -> None:
+    def __init__(self, name: str, spec: EvalServer, settings: ServeSettings,
+                 api_key: str | None = None) -> None:
         self.name, self.spec, self.settings = name, spec, settings
-        self.api_key = secrets.token_urlsafe(24)  # its clients are in this process only
+        # Its clients are in this process only (a server kept for the deploy: the deploy's).
+        self.api_key = api_key or secrets.token_urlsafe(24)
         self.server: serve.Server | None = None
         self.start_s = 0.0  # seconds spent starting it (not answering)
         self._failed: CheckFailed | None = None
@@ -247,7 +257,8 @@ class OnDemandServer:
         spec, settings = self.spec, self.settings
         server = serve.launch(
             f"{self.name}-eval",
-            lambda p: serve.vllm_args(spec.model, spec.name, dict(spec.loras), p, settings),
+            lambda p: serve.vllm_args(spec.model, spec.served_name, dict(spec.loras), p,
+                                      settings),
             settings, self.api_key)
         try:
             server.wait_healthy(settings.startup_timeout_s)
@@ -271,11 +282,28 @@ class OnDemandServer:
             if self.server is not None:
                 self.server.kill()
 
+    def keep_for(self, model: str) -> bool:
+        """Hand the running server to the next deploy of `model` (`handoff`) instead of
+        stopping it; False when it never started."""
+        from llmops.serve import handoff
+
+        with self._lock:
+            if self.server is None or self._stopped:
+                return False
+            handoff.keep(handoff.Kept(model, self.server, Path(self.spec.model),
+                                      self.settings, self.api_key))
+            self.server, self._stopped = None, True  # no longer this evaluation's
+            return True
+
 
 def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]],
                  max_tokens: int, settings: ServeSettings, suites: Sequence[Suite],
-                 cache: AnswerCache | None = None, adapter_suites: bool = True) -> _Served:
-    server = OnDemandServer(name, spec, settings)
+                 cache: AnswerCache | None = None, adapter_suites: bool = True,
+                 keep_for: str = "") -> _Served:
+    """`keep_for`: the model whose deploy takes the server over once it has answered
+    (started with that deploy's key); stopped as usual when anything fails."""
+    server = OnDemandServer(name, spec, settings,
+                            serve.local_api_key() if keep_for else None)
     roles = list(spec.roles)
     # The candidate's adapter is evidence beside the served candidate, not gated: the golden
     # set only, unless the model's validation config asks for every suite.
@@ -284,7 +312,7 @@ def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list
     seconds: dict[str, float] = {}
     try:
         endpoint = EvalEndpoint("", server.api_key, tuple(roles), max_tokens,
-                            settings.max_num_seqs, cache, server.url)
+                                settings.max_num_seqs, cache, server.url, spec.names())
         chat = endpoint.chat()
         with activity(f"golden answers: {sum(len(i) for _, i in golden)} "
                       f"questions × {', '.join(roles)} ({spec.label})"):
@@ -302,6 +330,8 @@ def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list
                 with activity(f"evaluation suite {suite.name}: {', '.join(suite_roles)}"):
                     results.append(suite.run(endpoint))
         rss = server.rss_mb()
+        if keep_for:
+            server.keep_for(keep_for)
     finally:
-        server.stop()
+        server.stop()  # nothing, once kept
     return _Served(answers, results, rss, seconds)

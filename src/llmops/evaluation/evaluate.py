@@ -94,13 +94,14 @@ def eval_losses(spec: ModelSpec, base_model: str, adapters: dict[str, Path]) -> 
 
 
 def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
-             settings: ServeSettings, artefacts: Mapping[str, Artefact] | None = None) -> \
-        EvalReport:
+             settings: ServeSettings, artefacts: Mapping[str, Artefact] | None = None,
+             keep_candidate: bool = False) -> EvalReport:
     """Base, candidate and (if given) production on exactly the same inputs: eval loss
     with transformers (of the adapters), golden answers and the suites through vLLM
     servers (`settings`), each role served as `artefacts` says (role → adapter, merged,
     int8; default: the adapter as a LoRA module). A candidate served as weights has its
-    adapter measured beside it as `candidate_adapter` (`served`)."""
+    adapter measured beside it as `candidate_adapter` (`served`); with `keep_candidate`,
+    its server is kept for the deploy that follows (`evalserve.evaluate_with_vllm`)."""
     from dataclasses import asdict
 
     from llmops.evaluation.answercache import AnswerCache
@@ -127,7 +128,7 @@ def evaluate(spec: ModelSpec, base_model: str, adapters: dict[str, Path],
                         served_roles(base_model, adapters, artefacts, settings))
     generated, answers, suites = evaluate_with_vllm(
         spec.name, servers, golden, spec.validation.eval.max_new_tokens, settings,
-        suites_for(spec), cache, spec.validation.eval.adapter_suites)
+        suites_for(spec), cache, spec.validation.eval.adapter_suites, keep_candidate)
     roles = [r for r in ROLES if any(r in s.roles for s in servers)]
     # Eval loss is the adapter's (transformers + PEFT), for the role and its adapter alike.
     metrics = {role: {**losses.get("candidate" if role == ADAPTER_ROLE else role, {}),

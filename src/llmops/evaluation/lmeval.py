@@ -103,7 +103,7 @@ class LmEvalSuite:
         from lm_eval.models.openai_completions import LocalChatCompletion
 
         return LocalChatCompletion(
-            base_url=f"{endpoint.url()}/chat/completions", model=role,
+            base_url=f"{endpoint.url()}/chat/completions", model=endpoint.served(role),
             tokenizer_backend=None, num_concurrent=endpoint.concurrency, max_retries=1,
             max_gen_toks=self.max_gen_toks, timeout=600,
             header={"Authorization": f"Bearer {endpoint.api_key}"})

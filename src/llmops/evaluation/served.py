@@ -66,10 +66,21 @@ class EvalServer:
     model: str
     name: str
     loras: Mapping[str, Path] = field(default_factory=dict)
+    # The name vLLM serves `model` under, when not its role's: a candidate server kept for
+    # the release's deploy (`llmops.serve.handoff`) serves it as the deployment does.
+    served_as: str = ""
 
     @property
     def roles(self) -> tuple[str, ...]:
         return (self.name, *self.loras)
+
+    @property
+    def served_name(self) -> str:
+        return self.served_as or self.name
+
+    def names(self) -> dict[str, str]:
+        """role → the name its requests ask for, where that is not the role."""
+        return {self.name: self.served_as} if self.served_as else {}
 
 
 def plan_servers(base_model: str, adapters: Mapping[str, Path],

@@ -10,7 +10,7 @@ that says what failed and why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -39,6 +39,11 @@ class EvalEndpoint:
     concurrency: int
     cache: AnswerCache | None = None
     start: Callable[[], str] | None = None
+    names: Mapping[str, str] = field(default_factory=dict)  # role → served name, if not it
+
+    def served(self, role: str) -> str:
+        """The model name a request for `role` asks the server for."""
+        return self.names.get(role, role)
 
     def url(self) -> str:
         """The server's …/v1, started now if it is started on demand and not yet up."""
@@ -46,7 +51,8 @@ class EvalEndpoint:
 
     def chat(self) -> Chat:
         """Ask the roles: from the cache first, then the server (`url()`), on a miss."""
-        return CachedChat(self.cache, lambda: DirectChat(self.url(), self.api_key))
+        return CachedChat(self.cache, lambda: DirectChat(self.url(), self.api_key,
+                                                            self.names))
 
 
 @dataclass

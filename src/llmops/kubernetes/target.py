@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from llmops.config import DeployConfig, ModelSpec, Pin, load_pins
+from llmops.config import DeployConfig, ModelSpec, Pin, ServeSettings, load_pins
 from llmops.config.paths import state_subdir
 from llmops.config.scaling import CanarySettings
 from llmops.errors import LlmopsError, StageFailed, UsageError
@@ -195,6 +195,10 @@ class KubernetesTarget:
     def rollout_timeout_s(self) -> int:
         # The Deployment fails itself at its progress deadline; this only guards a hang.
         return self.config.kubernetes.progress_deadline_s + 120
+
+    def takes_over(self, spec: ModelSpec, settings: ServeSettings) -> bool:
+        """Never: the cluster's pods serve, not a server on the machine that evaluated."""
+        return False
 
     def start(self, spec: ModelSpec, version: str) -> ClusterRollout:
         """Render the version's manifests for what the cluster serves, apply them, wait

@@ -240,6 +240,13 @@ def with_port(args: list[str], port: int) -> list[str]:
     return out
 
 
+def with_model(args: list[str], weights: Path) -> list[str]:
+    """Server arguments with another model folder (the same weights elsewhere)."""
+    out = list(args)
+    out[out.index("--model") + 1] = str(weights)
+    return out
+
+
 def server_env(settings: ServeSettings, sockets: Path) -> dict[str, str]:
     """The variables a vLLM CPU server starts with (over the caller's environment)."""
     return {
@@ -358,9 +365,21 @@ def reap_orphans() -> list[int]:
     return stopped
 
 
-def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
-          settings: ServeSettings, digest: str = "") -> Deployment:
-    """Start a deployment's server and wait until it is healthy; on failure kill it."""
+@dataclass(frozen=True)
+class Prepared:
+    """A deployment ready to start: its record without a process, the weights it serves
+    (None: the adapter as a LoRA module on its base) and its arguments for a port."""
+
+    template: Deployment
+    weights: Path | None
+    args_for: Callable[[int], list[str]]
+
+
+def prepare(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
+            settings: ServeSettings, digest: str = "") -> Prepared:
+    """What a deployment serves and how it starts (merged or int8 weights built or linked
+    first), not yet started."""
+    weights: Path | None = None
     if settings.serve == "merged":
         from llmops.models.derived import deployed_cache, served_cache
         from llmops.models.merge import merged_model
@@ -374,23 +393,35 @@ def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path
         evaluated = served_cache(model, base_model, adapter_dir)
         own = deployed_cache(model, base_model, adapter_dir)
         shipped = adapter_dir / "merged"
-        weights = shipped if (shipped / "config.json").is_file() else merged_model(
+        served = shipped if (shipped / "config.json").is_file() else merged_model(
             base_model, adapter_dir, out=own / "merged",  # announced when it merges
             reuse=evaluated / "merged")
         if settings.quantization == "w8a8-int8":
             from llmops.models.quantize import INT8_DIR, int8_model
 
-            weights = int8_model(weights, out=own / INT8_DIR, reuse=evaluated / INT8_DIR)
+            served = int8_model(served, out=own / INT8_DIR, reuse=evaluated / INT8_DIR)
+        weights = served
 
         def args_for(port: int) -> list[str]:
-            return vllm_args(str(weights), model, {}, port, settings)
+            return vllm_args(str(served), model, {}, port, settings)
     else:
         def args_for(port: int) -> list[str]:
             return vllm_args(base_model, f"{model}-base", {model: adapter_dir}, port, settings)
 
     template = Deployment(model, env, version, model, base_model, str(adapter_dir), 0, 0, [],
                           "", digest=digest)
-    return _start(template, args_for, settings)
+    return Prepared(template, weights, args_for)
+
+
+def start(model: str, env: str, version: str, base_model: str, adapter_dir: Path,
+          settings: ServeSettings, digest: str = "") -> Deployment:
+    """Start a deployment's server and wait until it is healthy; on failure kill it."""
+    return start_prepared(prepare(model, env, version, base_model, adapter_dir, settings,
+                                  digest), settings)
+
+
+def start_prepared(prepared: Prepared, settings: ServeSettings) -> Deployment:
+    return _start(prepared.template, prepared.args_for, settings)
 
 
 def restart(record: Deployment, settings: ServeSettings) -> Deployment:

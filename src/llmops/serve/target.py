@@ -20,7 +20,7 @@ from typing import NoReturn
 import httpx
 
 from llmops.compute import serve_settings
-from llmops.config import DeployConfig, ModelSpec, load_pins
+from llmops.config import DeployConfig, ModelSpec, ServeSettings, load_pins
 from llmops.config.paths import state_subdir
 from llmops.digests import folder_digest, verify_manifest
 from llmops.errors import CheckFailed, StageFailed, UsageError
@@ -28,8 +28,8 @@ from llmops.models.base import ensure_base_model
 from llmops.process import activity
 from llmops.registry import provenance, signing
 from llmops.registry.base import ModelVersion, Registry
+from llmops.serve import handoff, router
 from llmops.serve import process as serve
-from llmops.serve import router
 from llmops.serve.cost import history_fields
 from llmops.serve.history import History
 from llmops.serve.verify import Verification
@@ -88,11 +88,20 @@ class LocalTarget:
                 files = self.registry.download(mv, dest)
             self.verify_signed(files, f"{spec.name} {mv.version}")
             base = self.signed_base(files, mv, spec.base_model)
-            dep = serve.start(spec.name, self.env, mv.version, base, files, settings,
-                              digest=mv.digest)
+            prepared = serve.prepare(spec.name, self.env, mv.version, base, files, settings,
+                                     digest=mv.digest)
+            # Within a release, the server that evaluated these very weights, if kept.
+            dep = handoff.take_over(prepared, settings, serve.local_api_key()) or \
+                serve.start_prepared(prepared, settings)
             return replace(dep, address=settings.address)
         except StageFailed as exc:
             raise self.failed(spec.name, mv.version, "deploy", exc) from exc
+
+    def takes_over(self, spec: ModelSpec, settings: ServeSettings) -> bool:
+        """A server that evaluated merged or int8 weights with this environment's own
+        settings (`serve.start` then checks the files, arguments and key, `handoff`)."""
+        mine = serve_settings(self.config, spec.name)
+        return mine.serve == "merged" and mine == settings
 
     def verify_signed(self, files: Path, what: str) -> None:
         """Refuse files that no identity of `signing.trust` signed (or changed since)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from llmops.config import DeployConfig, ModelSpec, load_deploy, load_pins
+from llmops.config import DeployConfig, ModelSpec, ServeSettings, load_deploy, load_pins
 from llmops.errors import CheckFailed, StageFailed, UsageError
 from llmops.kubernetes.plan import ModelShape, Plan
 from llmops.kubernetes.target import KubernetesTarget, Rendered
@@ -84,6 +84,12 @@ class Target(Protocol[E]):
     def start(self, spec: ModelSpec, version: str) -> E:
         """The version up beside (or rolled out over) the serving one, not yet verified;
         StageFailed after undoing it when it cannot start."""
+        ...
+
+    def takes_over(self, spec: ModelSpec, settings: ServeSettings) -> bool:
+        """Whether `start` can serve the server that evaluated the candidate on this
+        machine with `settings` (kept running for it by the release, `serve.handoff`)
+        instead of starting the same weights again."""
         ...
 
     def serving(self, spec: ModelSpec) -> E:

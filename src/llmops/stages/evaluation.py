@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from llmops.compute import serve_settings
-from llmops.config import ModelSpec, load_deploy, load_pins
+from llmops.config import ModelSpec, ServeSettings, load_deploy, load_pins
 from llmops.config.paths import run_folder, state_subdir
 from llmops.errors import CheckFailed, GateRefused, UsageError
 from llmops.evaluation import gatereport
@@ -52,8 +52,13 @@ def production_adapter(spec: ModelSpec, registry: Registry) -> Path | None:
     return registry.download(mv, state_subdir("eval") / spec.name / f"production-{mv.version}")
 
 
+def evaluation_settings(spec: ModelSpec) -> ServeSettings:
+    """How evaluation serves `spec` here: the local target's settings, on this machine."""
+    return serve_settings(load_deploy(EVAL_ENV), spec.name)
+
+
 def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry,
-                   env: str = EVAL_ENV) -> EvalReport:
+                   env: str = EVAL_ENV, keep_candidate: bool = False) -> EvalReport:
     """Base, candidate (and production, when pinned) on the same inputs; logged to the run
     as `base.<m>`, `candidate.<m>`, `production.<m>`, with golden_accuracy's 95% intervals
     (`<role>.golden_accuracy_ci_low`/`_high`, `candidate.golden_accuracy_vs_<ref>_ci_*`).
@@ -61,15 +66,17 @@ def evaluate_stage(spec: ModelSpec, candidate: CandidateRef, registry: Registry,
     The candidate and production are evaluated as `deploy/<env>.yml` serves them (the
     adapter, merged or int8 weights: `served_artefact`), on this machine's vLLM with the
     local target's settings; a candidate served as weights has its adapter's figures
-    beside it as `candidate_adapter.<m>`; tags `eval.<role>.artefact` say which is which."""
+    beside it as `candidate_adapter.<m>`; tags `eval.<role>.artefact` say which is which.
+    `keep_candidate`: the candidate's own server stays up for the deploy that follows
+    (`llmops.serve.handoff`; the release asks where its target can take it over)."""
     adapters = {"candidate": candidate.adapter_dir}
     if (prod := production_adapter(spec, registry)) is not None:
         adapters["production"] = prod
-    settings = serve_settings(load_deploy(EVAL_ENV), spec.name)
+    settings = evaluation_settings(spec)
     artefact = served_artefact(load_deploy(env), spec.name)
     started = time.perf_counter()
     report = evaluate(spec, candidate.base_model, adapters, settings,
-                      dict.fromkeys(adapters, artefact))
+                      dict.fromkeys(adapters, artefact), keep_candidate)
     ended_at = time.time()  # when the golden requests' traces end (they last their latency)
     # Evaluation runs on this machine's CPU (transformers, vLLM's CPU server): one device.
     log_compute(candidate.run, "eval", compute(0, time.perf_counter() - started))

@@ -12,10 +12,16 @@ from typing import Any
 from llmops.compute import machine_plan
 from llmops.config import ModelSpec
 from llmops.process.activity import tell
+from llmops.serve import handoff
 from llmops.stages.context import Context
 from llmops.stages.data import check_config, check_data, record_data, require_data
 from llmops.stages.deployment import Target, deploy_version
-from llmops.stages.evaluation import CandidateRef, evaluate_stage, gate_stage
+from llmops.stages.evaluation import (
+    CandidateRef,
+    evaluate_stage,
+    evaluation_settings,
+    gate_stage,
+)
 from llmops.stages.registration import register_stage
 from llmops.stages.runs import log_params, release_run, stage_run
 from llmops.stages.steps import Steps
@@ -82,9 +88,11 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
                             ctx.settings.quiet_train)
             candidate = CandidateRef(run, trained.base_model, trained.adapter_dir)
             # The gate's subject: the candidate as this target serves it (adapter, merged,
-            # int8), with the adapter's figures beside it.
+            # int8), with the adapter's figures beside it. Where the target can, the
+            # server the gate judged is the one the deploy serves (`serve.handoff`).
+            keep = target.takes_over(spec, evaluation_settings(spec))
             evaluated = stage("evaluate", evaluate_stage, spec, candidate, registry,
-                              target.env)
+                              target.env, keep)
             out.metrics = evaluated.metrics
             decision = stage("gate", gate_stage, spec, evaluated, run)
             out.gate = [{"passed": r.passed, "reason": r.reason} for r in decision.results]
@@ -100,4 +108,5 @@ def release(spec: ModelSpec, target: Target, ctx: Context, version: str | None =
         out.load = verified.check.load or {}
         return out
     finally:
+        handoff.discard(spec.name)  # a kept server no deploy took (a refusal, a failure)
         out.seconds, out.work_seconds = dict(steps.seconds), dict(steps.work_seconds)
