@@ -313,6 +313,29 @@ def test_servers_start_only_for_the_roles_the_cache_lacks(tmp_path: Path,
     assert not any(a["cached"] for a in answers if a["role"] != "base")
 
 
+def test_the_next_server_starts_while_the_current_one_answers(
+        tmp_path: Path, launches: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate's server is launched right after the base's, not after the base has
+    started (1 s here) and answered: its start overlaps the base's work. The baseline
+    (PRESTART_NEXT off) launches it only once the base server is done."""
+    from llmops.serve import process
+
+    launched_at: list[float] = []
+    launch = process.launch
+    monkeypatch.setattr(process, "launch", lambda *a, **kw: (
+        launched_at.append(time.monotonic()), launch(*a, **kw))[1])
+    served = {"base": SERVED, ADAPTER_ROLE: replace(SERVED, artefact="adapter a1"),
+              "candidate": replace(SERVED, artefact="merged a1")}
+    _evaluate(AnswerCache(tmp_path / "on", served))
+    assert launches == ["base", "candidate"]
+    assert launched_at[1] - launched_at[0] < 0.5  # before the base server was even healthy
+    monkeypatch.setattr(evalserve, "PRESTART_NEXT", False)
+    launches.clear()
+    launched_at.clear()
+    _evaluate(AnswerCache(tmp_path / "off", served))
+    assert launches == ["base", "candidate"] and launched_at[1] - launched_at[0] >= 1.0
+
+
 def test_the_adapter_answers_every_suite_when_the_config_asks(tmp_path: Path,
                                                              launches: list[str]) -> None:
     cache = AnswerCache(tmp_path, {"base": SERVED,

@@ -252,3 +252,27 @@ def test_a_release_whose_gate_refuses_stops_the_server_it_kept(
     assert handoff.take("tiny") is None
     [folder] = (tmp_path / "home" / "deployments").glob("tiny-eval-*")
     assert _running_in(folder) == []
+
+
+class _RefusesTheBase(_Refuses):
+    def run(self, endpoint: EvalEndpoint) -> SuiteResult:
+        if "base" in endpoint.roles:
+            raise CheckFailed("a suite failed on the base server")
+        return SuiteResult(self.name, {})
+
+
+def test_a_failure_on_the_first_server_stops_the_one_started_ahead(
+        models: tuple[Path, Path], tmp_path: Path) -> None:
+    """The candidate's server starts while the base's answers (`PRESTART_NEXT`); when the
+    base's evaluation fails, that server is stopped too, never kept."""
+    base, adapter = models
+    weights = served_weights(str(base), {"candidate": adapter}, {"candidate": "merged"},
+                             served_cache_root("tiny"))
+    servers = plan_servers(str(base), {"candidate": adapter}, weights)
+    with pytest.raises(CheckFailed, match="on the base server"):
+        evalserve.evaluate_with_vllm("tiny", servers, GOLDEN, 8, SETTINGS,
+                                     [_RefusesTheBase()], keep_candidate=True)
+    assert handoff.take("tiny") is None
+    folders = sorted((tmp_path / "home" / "deployments").glob("tiny-eval-*"))
+    assert len(folders) == 2  # both were started
+    assert [_running_in(f) for f in folders] == [[], []]

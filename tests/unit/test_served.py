@@ -176,7 +176,7 @@ def test_every_server_answers_its_roles_and_the_suites_run_on_each(
 
     def fake_on(name: str, spec: EvalServer, golden: Any, max_tokens: int, settings: Any,
                 suites: Any, cache: Any, adapter_suites: bool,
-                keep_for: str = "") -> evalserve._Served:
+                keep_for: str = "", server: Any = None) -> evalserve._Served:
         started.append((spec.model, spec.name, dict(spec.loras)))
         answers = [evalserve.Answer(role, "golden", "q", "a", "a" if role != "base" else "x",
                                     "stop", 0.1, role != "base", 1.0) for role in spec.roles]

@@ -34,6 +34,10 @@ from llmops.evaluation.suite import EvalEndpoint, Suite, SuiteResult, finish
 from llmops.process.activity import activity
 from llmops.serve import process as serve
 
+# Start the next evaluation server while the current one answers (`evaluate_with_vllm`);
+# benchmarks/eval_prestart.py switches it off for its baseline.
+PRESTART_NEXT = True
+
 # Special tokens of common chat templates: none may appear in a decoded answer.
 TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>",
                    "<|start_header_id|>", "<|end_header_id|>", "[INST]", "[/INST]", "</s>")
@@ -168,23 +172,51 @@ def evaluate_with_vllm(name: str, servers: Sequence[EvalServer],
     answers: list[Answer] = []
     per_suite: dict[str, list[SuiteResult]] = {}
     metrics: dict[str, dict[str, float]] = {}
-    for spec in servers:
-        keep = keep_candidate and spec.roles == ("candidate",)
-        if keep:
-            spec = replace(spec, served_as=name)
-        done = _evaluate_on(name, spec, golden, max_tokens, settings, suites, cache,
-                            adapter_suites, name if keep else "")
-        answers += done.answers
-        for role in spec.roles:
-            m = metrics.setdefault(role, {})
-            m.update(generation_metrics(done.answers, role))
-            m.update(_server_metrics(done, role, golden, max_tokens, settings, cache))
-        for result in done.results:
-            per_suite.setdefault(result.name, []).append(result)
-            for role, values in result.metrics.items():
-                metrics.setdefault(role, {}).update(values)
+    keeps = [keep_candidate and spec.roles == ("candidate",) for spec in servers]
+    specs = [replace(spec, served_as=name) if keep else spec
+             for spec, keep in zip(servers, keeps, strict=True)]
+    running = [OnDemandServer(name, spec, settings,
+                              serve.local_api_key() if keep else None)
+               for spec, keep in zip(specs, keeps, strict=True)]
+    try:
+        for n, (spec, keep, server) in enumerate(zip(specs, keeps, running, strict=True)):
+            # The next server that will be asked starts while this one answers: on a few
+            # cores its start (vLLM's imports, mostly one core) overlaps this one's work.
+            if PRESTART_NEXT and n + 1 < len(specs) and \
+                    _will_ask(specs[n + 1], golden, max_tokens, cache):
+                if _will_ask(spec, golden, max_tokens, cache):
+                    server.prestart()  # first: the order in which they start stays theirs
+                running[n + 1].prestart()
+            done = _evaluate_on(name, spec, golden, max_tokens, settings, suites, cache,
+                                adapter_suites, name if keep else "", server)
+            answers += done.answers
+            for role in spec.roles:
+                m = metrics.setdefault(role, {})
+                m.update(generation_metrics(done.answers, role))
+                m.update(_server_metrics(done, role, golden, max_tokens, settings, cache))
+            for result in done.results:
+                per_suite.setdefault(result.name, []).append(result)
+                for role, values in result.metrics.items():
+                    metrics.setdefault(role, {}).update(values)
+    finally:
+        for server in running:  # a prestarted one whose turn never came, after a failure
+            server.stop()
     return metrics, [asdict(a) for a in answers], \
         [finish(suite, per_suite[suite.name]) for suite in suites if suite.name in per_suite]
+
+
+def _will_ask(spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]],
+              max_tokens: int, cache: AnswerCache | None) -> bool:
+    """Whether `spec`'s server will be asked anything: one of its roles lacks the answer to
+    the first golden question (the cache holds a role's golden answers together)."""
+    items = [item for _, group in golden for item in group]
+    if not items:
+        return False
+    if cache is None:
+        return True
+    request = {"messages": [{"role": "user", "content": items[0].question}],
+               "max_tokens": max_tokens, "temperature": 0.0}
+    return any(cache.get(role, request) is None for role in spec.roles)
 
 
 def _server_metrics(done: _Served, role: str, golden: list[tuple[GoldenSet, list[GoldenItem]]],
@@ -224,16 +256,18 @@ class _Served:
 
 class OnDemandServer:
     """One evaluation server (`EvalServer`), started by the first `url()` call (from any
-    thread: the first caller starts it, the others wait for it) and stopped by `stop()`.
-    A start that failed fails every later call the same way, without a second start."""
+    thread: the first caller starts it, the others wait for it) or ahead of its first
+    request by `prestart()`, and stopped by `stop()`. A start that failed fails every later
+    call the same way, without a second start."""
 
     def __init__(self, name: str, spec: EvalServer, settings: ServeSettings,
                  api_key: str | None = None) -> None:
         self.name, self.spec, self.settings = name, spec, settings
         # Its clients are in this process only (a server kept for the deploy: the deploy's).
         self.api_key = api_key or secrets.token_urlsafe(24)
-        self.server: serve.Server | None = None
-        self.start_s = 0.0  # seconds spent starting it (not answering)
+        self.server: serve.Server | None = None  # once healthy
+        self.ready_at: float | None = None  # perf_counter() when it became healthy
+        self._launched: serve.Server | None = None  # its process, from launch to stop
         self._failed: CheckFailed | None = None
         self._stopped = False
         self._lock = threading.Lock()
@@ -246,26 +280,45 @@ class OnDemandServer:
                 raise CheckFailed(f"the evaluation server of {self.name} "
                                   f"({self.spec.label}) was stopped")
             if self.server is None:
-                started = time.perf_counter()
-                try:
-                    self.server = self._start()
-                finally:
-                    self.start_s += time.perf_counter() - started
+                self._launch()
+                self.server = self._wait_healthy()
+                self.ready_at = time.perf_counter()
             return f"http://127.0.0.1:{self.server.port}/v1"
 
-    def _start(self) -> serve.Server:
+    def prestart(self) -> None:
+        """Launch it now and let it become healthy in the background while the caller
+        does other work (evaluates on the previous server); its first request waits for
+        it. A failure surfaces at that request."""
+        with self._lock:
+            if self._launched is not None or self._failed is not None or self._stopped:
+                return
+            self._launch()
+        threading.Thread(target=self._url_quietly, daemon=True,
+                         name=f"prestart {self.spec.label}").start()
+
+    def _url_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.url()
+
+    def _launch(self) -> None:
+        if self._launched is not None:
+            return
         spec, settings = self.spec, self.settings
-        server = serve.launch(
+        self._launched = serve.launch(
             f"{self.name}-eval",
             lambda p: serve.vllm_args(spec.model, spec.served_name, dict(spec.loras), p,
                                       settings),
             settings, self.api_key)
+
+    def _wait_healthy(self) -> serve.Server:
+        server = self._launched
+        assert server is not None
         try:
-            server.wait_healthy(settings.startup_timeout_s)
+            server.wait_healthy(self.settings.startup_timeout_s)
         except Exception as exc:
             server.kill()
-            self._failed = CheckFailed(f"vLLM could not load {self.name} ({spec.label}): "
-                                       f"{exc}")
+            self._failed = CheckFailed(f"vLLM could not load {self.name} "
+                                       f"({self.spec.label}): {exc}")
             raise self._failed from exc
         except BaseException:
             server.kill()
@@ -277,10 +330,15 @@ class OnDemandServer:
         return tree_rss_mb(self.server.proc.pid) if self.server is not None else None
 
     def stop(self) -> None:
+        # A start under way in another thread (`prestart`) holds the lock until it is
+        # healthy: its process is stopped first, which ends that wait.
+        launched, self._stopped = self._launched, True
+        if launched is not None and self.server is None:
+            launched.kill()
         with self._lock:
-            self._stopped = True
-            if self.server is not None:
-                self.server.kill()
+            if self._launched is not None:
+                self._launched.kill()
+            self._launched = self.server = None
 
     def keep_for(self, model: str) -> bool:
         """Hand the running server to the next deploy of `model` (`handoff`) instead of
@@ -292,18 +350,20 @@ class OnDemandServer:
                 return False
             handoff.keep(handoff.Kept(model, self.server, Path(self.spec.model),
                                       self.settings, self.api_key))
-            self.server, self._stopped = None, True  # no longer this evaluation's
+            # No longer this evaluation's to stop.
+            self.server, self._launched, self._stopped = None, None, True
             return True
 
 
 def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]],
                  max_tokens: int, settings: ServeSettings, suites: Sequence[Suite],
                  cache: AnswerCache | None = None, adapter_suites: bool = True,
-                 keep_for: str = "") -> _Served:
+                 keep_for: str = "", server: OnDemandServer | None = None) -> _Served:
     """`keep_for`: the model whose deploy takes the server over once it has answered
-    (started with that deploy's key); stopped as usual when anything fails."""
-    server = OnDemandServer(name, spec, settings,
-                            serve.local_api_key() if keep_for else None)
+    (started with that deploy's key); stopped as usual when anything fails. `server`: the
+    server of `spec`, made (and perhaps prestarted) by the caller."""
+    server = server or OnDemandServer(name, spec, settings,
+                                      serve.local_api_key() if keep_for else None)
     roles = list(spec.roles)
     # The candidate's adapter is evidence beside the served candidate, not gated: the golden
     # set only, unless the model's validation config asks for every suite.
@@ -317,11 +377,11 @@ def _evaluate_on(name: str, spec: EvalServer, golden: list[tuple[GoldenSet, list
         with activity(f"golden answers: {sum(len(i) for _, i in golden)} "
                       f"questions × {', '.join(roles)} ({spec.label})"):
             for role in roles:  # one role at a time (see `ask_golden`)
-                started, starting = time.perf_counter(), server.start_s
+                started = time.perf_counter()
                 mine = ask_golden(chat, [role], golden, max_tokens, settings.max_num_seqs)
-                if mine and not any(a.cached for a in mine):  # the server's start aside
-                    seconds[role] = time.perf_counter() - started - \
-                        (server.start_s - starting)
+                if mine and not any(a.cached for a in mine) and server.ready_at:
+                    # from when the server could answer: its start aside
+                    seconds[role] = time.perf_counter() - max(started, server.ready_at)
                 answers += mine
         results = []
         if suite_roles:
