@@ -25,20 +25,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from handoff import random_adapter
+    from handoff import model_as_evaluated, random_adapter
 
-    from llmops.compute import machine_plan
-    from llmops.config import load_model
     from llmops.evaluation import evalserve
     from llmops.evaluation.evaluate import evaluate
-    from llmops.models.base import ensure_base_model
-    from llmops.stages.evaluation import evaluation_settings
 
-    plan = machine_plan()
-    print(f"CPU {plan.cpu_model}: ISA {plan.isa}; {plan.line()}", flush=True)
-    spec = load_model(args.model)
-    base = str(ensure_base_model(spec.base_model))
-    settings = evaluation_settings(spec)
+    spec, base, settings = model_as_evaluated(args.model)
     times: dict[str, list[float]] = {"prestart": [], "one after the other": []}
     accuracy: dict[str, list[float]] = {v: [] for v in times}
     with tempfile.TemporaryDirectory() as scratch:

@@ -36,6 +36,20 @@ def random_adapter(base: str, out: Path, rank: int = 16) -> Path:
     return out
 
 
+def model_as_evaluated(model: str) -> tuple[Any, str, Any]:
+    """The model's spec, its base model's folder and the settings evaluation serves it
+    with (this machine's compute plan, printed first)."""
+    from llmops.compute import machine_plan
+    from llmops.config import load_model
+    from llmops.models.base import ensure_base_model
+    from llmops.stages.evaluation import evaluation_settings
+
+    plan = machine_plan()
+    print(f"CPU {plan.cpu_model}: ISA {plan.isa}; {plan.line()}", flush=True)
+    spec = load_model(model)
+    return spec, str(ensure_base_model(spec.base_model)), evaluation_settings(spec)
+
+
 def first_answer(url: str, name: str, key: str) -> None:
     import httpx
 
@@ -82,16 +96,7 @@ def main() -> None:
 
     import os
 
-    from llmops.compute import machine_plan
-    from llmops.config import load_model
-    from llmops.models.base import ensure_base_model
-    from llmops.stages.evaluation import evaluation_settings
-
-    plan = machine_plan()
-    print(f"CPU {plan.cpu_model}: ISA {plan.isa}; {plan.line()}", flush=True)
-    spec = load_model(args.model)
-    base = str(ensure_base_model(spec.base_model))
-    settings = evaluation_settings(spec)
+    spec, base, settings = model_as_evaluated(args.model)
     times: dict[str, list[float]] = {"handoff": [], "fresh start": []}
     with tempfile.TemporaryDirectory() as home:
         os.environ["LLMOPS_HOME"] = home  # its own state; the machine's caches stay shared
