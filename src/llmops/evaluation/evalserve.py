@@ -32,6 +32,7 @@ from llmops.evaluation.answercache import AnswerCache, Chat, DirectChat
 from llmops.evaluation.served import ADAPTER_ROLE, EvalServer
 from llmops.evaluation.suite import EvalEndpoint, Suite, SuiteResult, finish
 from llmops.process.activity import activity
+from llmops.serve import handoff
 from llmops.serve import process as serve
 
 # Start the next evaluation server while the current one answers (`evaluate_with_vllm`);
@@ -64,10 +65,16 @@ def _rouge_l(answer: str, expected: str) -> float:
     return float(scorer.score(expected, answer)["rougeL"].fmeasure)
 
 
+def _golden_request(item: GoldenItem, max_tokens: int) -> dict[str, Any]:
+    """A golden question as it is asked (greedy), and as the answer cache keys it."""
+    return {"messages": [{"role": "user", "content": item.question}],
+            "max_tokens": max_tokens, "temperature": 0.0}
+
+
 def _ask(chat: Chat, role: str, name: str, item: GoldenItem, match: str,
          max_tokens: int) -> Answer:
-    reply = chat(role, [{"role": "user", "content": item.question}], max_tokens=max_tokens,
-                 temperature=0.0)
+    request = _golden_request(item, max_tokens)
+    reply = chat(role, request.pop("messages"), **request)
     text = reply.text
     return Answer(role, name, item.question, item.answer, text, reply.finish_reason,
                   reply.latency_s, answer_matches(text, item.answer, match),
@@ -214,8 +221,7 @@ def _will_ask(spec: EvalServer, golden: list[tuple[GoldenSet, list[GoldenItem]]]
         return False
     if cache is None:
         return True
-    request = {"messages": [{"role": "user", "content": items[0].question}],
-               "max_tokens": max_tokens, "temperature": 0.0}
+    request = _golden_request(items[0], max_tokens)
     return any(cache.get(role, request) is None for role in spec.roles)
 
 
@@ -343,8 +349,6 @@ class OnDemandServer:
     def keep_for(self, model: str) -> bool:
         """Hand the running server to the next deploy of `model` (`handoff`) instead of
         stopping it; False when it never started."""
-        from llmops.serve import handoff
-
         with self._lock:
             if self.server is None or self._stopped:
                 return False
